@@ -1,0 +1,145 @@
+"""The `kb` command. Each command parses options, calls one library function and renders its
+result; `main` turns kb's named errors into one line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from kb.cli import render
+from kb.errors import KbError, PartialFailure, UsageError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="kb: index folders of documents and search them. Exit codes: 0 ok, 1 internal error, "
+         "2 usage, 3 not found, 4 store incompatible, 5 some files unreadable, 75 store busy.",
+)
+
+Db = Annotated[Optional[Path], typer.Option(
+    "--db", envvar="KB_DB", show_default=False,
+    help="Store directory [default: $KB_DB, else $XDG_DATA_HOME/kb/default]")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object; one per line with --file).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")]
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders to index.", show_default=False)],
+    db: Db = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait while another kb index writes.")] = 30.0,
+    max_file_mb: Annotated[float, typer.Option(help="Skip (with a warning) files larger than this.")] = 20.0,
+    follow_symlinks: Annotated[bool, typer.Option(help="Follow symlinks that leave the folder.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Drop the whole index and index PATHS afresh.")] = False,
+) -> None:
+    """Index files and folders; only what changed since the last run is redone."""
+    from kb.cli.progress import for_terminal
+    from kb.index.indexer import IndexConfig, index_paths
+
+    cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, wait=wait,
+                      rebuild=rebuild)
+    report = index_paths(paths, db, cfg, for_terminal(quiet or json_out))
+    if not quiet:
+        for w in report.warnings:
+            render.warn(w)
+    for e in report.errors:
+        render.warn(e)
+    if json_out:
+        render.print_json(report.to_json())
+    elif not quiet:
+        print(render.index_summary(report))
+    if report.errors:
+        raise PartialFailure(f"{len(report.errors)} file(s) could not be read; "
+                             "their earlier index entries were kept")
+
+
+@app.command()
+def query(
+    text: Annotated[Optional[str], typer.Argument(help="What to search for.", show_default=False)] = None,
+    db: Db = None,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    mode: Annotated[str, typer.Option(help="bm25 | vector | hybrid")] = "hybrid",
+    path: Annotated[Optional[str], typer.Option(
+        help="Only documents whose path (relative to the indexed folder) matches this GLOB.")] = None,
+    json_out: Json = False,
+    file: Annotated[Optional[Path], typer.Option(
+        help="Run each line of this file as a query ('-' for stdin).")] = None,
+) -> None:
+    """Search the index: best passages for TEXT."""
+    from kb.index.query import Searcher
+    from kb.index.store import Store
+
+    if (text is None) == (file is None):
+        raise UsageError("give either a query TEXT or --file F")
+    queries = [text] if file is None else _lines(file)
+    store = Store.open(db)
+    searcher = Searcher(store)
+    out = render.console()
+    noted = False
+    for q in queries:
+        result = searcher.search(q, k=k, mode=mode, path_glob=path)
+        if json_out:
+            render.print_json(result.to_json())
+            continue
+        if result.note and not noted:
+            render.warn(result.note)
+            noted = True
+        if file is not None:
+            out.print("query: " + render.safe(q))
+        render.query_result(result, out)
+
+
+@app.command()
+def status(db: Db = None, json_out: Json = False) -> None:
+    """What the store holds, how it was built, and how the last index run went."""
+    from kb.index.status import status as store_status
+    from kb.index.store import Store
+
+    info = store_status(Store.open(db))
+    if json_out:
+        render.print_json(info)
+    else:
+        render.status(info, render.console())
+
+
+def _lines(file: Path) -> list[str]:
+    from kb.errors import NotFound
+
+    try:
+        raw = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise NotFound(f"cannot read query file {file}: {e.strerror or e}") from e
+    return [line.strip() for line in raw.splitlines() if line.strip()]
+
+
+def main() -> None:
+    import click
+
+    debug = os.environ.get("KB_DEBUG") == "1"
+    try:
+        code = app(standalone_mode=False)
+    except KbError as e:
+        if debug:
+            raise
+        render.warn(f"error: {e}")
+        sys.exit(e.exit_code)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        render.warn("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except Exception as e:  # a bug: one line unless debugging
+        if debug:
+            raise
+        render.warn(f"internal error: {type(e).__name__}: {e} (KB_DEBUG=1 shows the traceback)")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

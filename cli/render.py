@@ -1,0 +1,123 @@
+"""Everything the CLI prints. Document text reaching a terminal goes through rich `Text` objects
+(never markup) and `safe()`, so neither markup nor escape sequences from documents take effect."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from kb.index.readers import clean
+
+_WORD = re.compile(r"\w+")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def safe(s: str) -> str:
+    """Strip control characters; undecodable file-name bytes become U+FFFD."""
+    return clean(s.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"kb: {safe(message)}\n")
+
+
+def index_summary(report) -> str:
+    r = report
+    s = (f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged, {r.removed} removed; "
+         f"{r.chunks_added} chunks added, {r.chunks_removed} removed")
+    if r.skipped:
+        s += f"; {r.skipped} skipped"
+    return f"indexed in {r.seconds:.2f}s: {s}"
+
+
+def _highlights(text: str, terms: set[str], raw_cjk: list[str]) -> list[tuple[int, int]]:
+    from kb.index.analyzer import analyze
+
+    spans = []
+    for m in _WORD.finditer(text):
+        word = m.group()
+        if _CJK.search(word):
+            for t in raw_cjk:
+                spans += [(i.start() + m.start(), i.start() + m.start() + len(t))
+                          for i in re.finditer(re.escape(t), word)]
+        elif terms.intersection(analyze(word)):
+            spans.append(m.span())
+    return sorted(spans)
+
+
+def snippet(text: str, query: str, width: int = 240):
+    """A rich Text window of the chunk around its first query-term hit, hits in bold."""
+    from rich.text import Text
+
+    from kb.index.analyzer import analyze
+
+    flat = " ".join(text.split())
+    terms = set(analyze(query))
+    raw_cjk = [t for t in analyze(query) if _CJK.search(t)]
+    spans = _highlights(flat, terms, raw_cjk)
+    start = max(0, spans[0][0] - width // 4) if spans else 0
+    if start:
+        start = flat.rfind(" ", 0, start) + 1
+    end = min(len(flat), start + width)
+    out = Text(("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else ""))
+    shift = 1 if start else 0
+    for a, b in spans:
+        if a >= start and b <= end:
+            out.stylize("bold yellow", a - start + shift, b - start + shift)
+    return out
+
+
+def query_result(result, out) -> None:
+    from rich.text import Text
+
+    if not result.results:
+        out.print("no results")
+    for h in result.results:
+        where = f"{safe(h.path)}:{h.start_line}-{h.end_line}"
+        line = Text.assemble((f"{h.rank:>2}. ", "bold"), (f"{h.score:7.3f}  ", "dim"), (where, "cyan"))
+        if h.heading:
+            line.append(f"  § {safe(h.heading)}", "magenta")
+        out.print(line)
+        out.print(Text("    ") + snippet(h.text, result.query))
+
+
+def status(info: dict, out) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    last = info["last_run"] or {}
+    fp = info["fingerprint"] or {}
+    rows = [
+        ("store", info["db"]),
+        ("documents", f"{info['documents']} ({info['skipped_documents']} skipped)"),
+        ("chunks", str(info["chunks"])),
+        ("terms / postings", f"{info['terms']} / {info['postings']}"),
+        ("size", f"{info['bytes']['database'] / 2**20:.1f} MB database, "
+                 f"{info['bytes']['bm25_cache'] / 2**20:.1f} MB BM25 cache"),
+        ("folders", ", ".join(info["roots"]) or "-"),
+        ("tokenizer", f"{fp.get('tokenizer', '-')} ({fp.get('tokenizer_sha256', '-')})"),
+        ("chunking", json.dumps(fp.get("chunking")) if fp else "-"),
+        ("analyzer", fp.get("analyzer", "-")),
+        ("vectors", "none"),
+        ("last run", f"{last.get('status', 'never')}"
+                     + (f", {index_summary(_Stats(last['stats']))}" if last.get("stats") else "")),
+    ]
+    for key, value in rows:
+        table.add_row(key, safe(value))
+    out.print(table)
+
+
+class _Stats:
+    def __init__(self, d: dict):
+        self.__dict__.update(d)

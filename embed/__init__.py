@@ -1,0 +1,1 @@
+"""The embedding model: its tokenizer (shared with the chunker) and, later, the encoder."""

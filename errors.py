@@ -1,0 +1,35 @@
+"""Named exceptions at the library boundary; the CLI maps each to a one-line message and an exit code.
+
+Exit codes (documented in the README):
+  0 success · 1 internal error · 2 usage error · 3 path or store not found ·
+  4 store incompatible (newer schema, other fingerprint, corrupt) · 5 some files could not be read ·
+  75 store busy (another `kb index` holds the lock; EX_TEMPFAIL, retry later)
+"""
+
+
+class KbError(Exception):
+    """Base of every error kb reports to a user."""
+
+    exit_code = 1
+
+
+class UsageError(KbError):
+    exit_code = 2
+
+
+class NotFound(KbError):
+    exit_code = 3
+
+
+class StoreIncompatible(KbError):
+    exit_code = 4
+
+
+class PartialFailure(KbError):
+    """The run completed, but some files could not be read (their earlier index entries are kept)."""
+
+    exit_code = 5
+
+
+class StoreBusy(KbError):
+    exit_code = 75

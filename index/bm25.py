@@ -1,0 +1,145 @@
+"""BM25 over the store's inverted index.
+
+The source of truth is two SQLite tables, `terms(id, term)` and `postings(term_id, chunk_id, tf)`,
+changed per document as files change. Queries read a derived cache (`bm25.npz`): for each term,
+the rows of its postings and their precomputed Lucene BM25 weights
+
+    idf(t) * tf / (tf + k1 * (1 - b + b * dl / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
+
+in CSC layout, so that a query is a few slices, one bincount and an argpartition (as bm25s does).
+The cache is tagged with the store's data_version and rebuilt from SQLite whenever it is stale.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from kb.index.analyzer import ANALYZER_VERSION
+from kb.index.store import Store, write_atomic
+
+K1 = 1.2
+B = 0.75
+CACHE_FILE = "bm25.npz"
+
+
+class TermIds:
+    """term -> id for one index run. `reset()` after a rolled-back transaction: ids it handed out
+    may have been rolled back and would otherwise be reused for other terms."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self._ids: dict[str, int] | None = None
+
+    def reset(self) -> None:
+        self._ids = None
+
+    def ids(self, terms) -> dict[str, int]:
+        if self._ids is None:
+            self._ids = dict(self.conn.execute("SELECT term, id FROM terms"))
+        new = [t for t in terms if t not in self._ids]
+        if new:
+            self.conn.executemany("INSERT OR IGNORE INTO terms(term) VALUES (?)", ((t,) for t in new))
+            for i in range(0, len(new), 500):
+                part = new[i:i + 500]
+                marks = ",".join("?" * len(part))
+                self._ids.update(self.conn.execute(
+                    f"SELECT term, id FROM terms WHERE term IN ({marks})", part))
+        return self._ids
+
+
+def add_postings(conn: sqlite3.Connection, term_ids: TermIds, chunk_id: int, terms: list[str]) -> None:
+    counts = Counter(terms)
+    ids = term_ids.ids(counts)
+    conn.executemany("INSERT INTO postings VALUES (?, ?, ?)",
+                     ((ids[t], chunk_id, tf) for t, tf in counts.items()))
+
+
+def delete_postings(conn: sqlite3.Connection, chunk_ids: list[int]) -> None:
+    conn.executemany("DELETE FROM postings WHERE chunk_id = ?", ((c,) for c in chunk_ids))
+
+
+@dataclass
+class Bm25Cache:
+    version: int
+    indptr: np.ndarray     # (n_terms + 2,) int64, by term id
+    rows: np.ndarray       # (nnz,) int32, row into chunk_ids
+    weights: np.ndarray    # (nnz,) float32, BM25 weight of the posting
+    chunk_ids: np.ndarray  # (n_chunks,) int64, sorted
+
+    @classmethod
+    def build(cls, store: Store) -> "Bm25Cache":
+        with store.snapshot() as conn:
+            version = store.data_version
+            chunks = np.array(conn.execute("SELECT id, n_terms FROM chunks ORDER BY id").fetchall(),
+                              dtype=np.int64).reshape(-1, 2)
+            post = np.array(conn.execute("SELECT term_id, chunk_id, tf FROM postings").fetchall(),
+                            dtype=np.int64).reshape(-1, 3)
+            max_term = conn.execute("SELECT coalesce(max(id), 0) FROM terms").fetchone()[0]
+        chunk_ids, dl = chunks[:, 0], chunks[:, 1].astype(np.float64)
+        term, rows, tf = post[:, 0], np.searchsorted(chunk_ids, post[:, 1]), post[:, 2].astype(np.float64)
+        df = np.bincount(term, minlength=max_term + 1)
+        indptr = np.zeros(max_term + 2, dtype=np.int64)
+        np.cumsum(df, out=indptr[1:])
+        n = len(chunk_ids)
+        avgdl = dl.mean() if n else 1.0
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        norm = K1 * (1 - B + B * dl / max(avgdl, 1e-9))
+        weights = idf[term] * tf / (tf + norm[rows])
+        # The table is read in primary-key order (term_id, chunk_id): already CSC.
+        return cls(version, indptr, rows.astype(np.int32), weights.astype(np.float32), chunk_ids)
+
+    def save(self, store: Store) -> None:
+        buf = io.BytesIO()
+        tag = json.dumps({"version": self.version, "analyzer": ANALYZER_VERSION, "k1": K1, "b": B})
+        np.savez(buf, tag=np.array(tag), indptr=self.indptr, rows=self.rows,
+                 weights=self.weights, chunk_ids=self.chunk_ids)
+        write_atomic(store.path(CACHE_FILE), buf.getvalue())
+
+    @classmethod
+    def load(cls, store: Store, version: int) -> "Bm25Cache | None":
+        """The cache file if it reflects `version` and today's analysis; None if stale or broken."""
+        try:
+            with np.load(store.path(CACHE_FILE), allow_pickle=False) as f:
+                tag = json.loads(str(f["tag"]))
+                if tag != {"version": version, "analyzer": ANALYZER_VERSION, "k1": K1, "b": B}:
+                    return None
+                return cls(version, f["indptr"], f["rows"], f["weights"], f["chunk_ids"])
+        except (OSError, ValueError, KeyError, EOFError):  # missing, torn or foreign: rebuild
+            return None
+
+    @classmethod
+    def current(cls, store: Store) -> "Bm25Cache":
+        """Load the cache, or rebuild it from SQLite (and save it when the store is writable)."""
+        cache = cls.load(store, store.data_version)
+        if cache is None:
+            cache = cls.build(store)
+            try:
+                cache.save(store)
+            except OSError:
+                pass  # a read-only store still answers queries from the in-memory rebuild
+        return cache
+
+    def scores(self, term_ids: list[int]) -> np.ndarray:
+        """(n_chunks,) float64 BM25 scores of a query of distinct term ids."""
+        parts = [slice(self.indptr[t], self.indptr[t + 1]) for t in term_ids if t + 1 < len(self.indptr)]
+        if not parts:
+            return np.zeros(len(self.chunk_ids))
+        rows = np.concatenate([self.rows[s] for s in parts])
+        weights = np.concatenate([self.weights[s] for s in parts])
+        return np.bincount(rows, weights=weights, minlength=len(self.chunk_ids))
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k best positive scores, best first; ties broken by row (stable across runs)."""
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > k:
+        part = np.argpartition(-scores[candidates], k - 1)[:k]
+        candidates = candidates[part]
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order]

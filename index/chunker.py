@@ -1,0 +1,183 @@
+"""Split a document into overlapping, heading-aware chunks measured in the embedding tokenizer's
+tokens. The whole document is tokenised once; each chunk keeps the slice of ids that covers it,
+which is exactly what the encoder will eat.
+
+Units: a line is one piece, or several when it is longer than `piece_tokens` (cut after a sentence
+end where one is near). Pieces are packed into chunks of at most `max_tokens`; a new chunk repeats
+the last pieces of the previous one, up to `overlap_tokens`. A heading starts a new chunk once the
+current one holds `min_tokens`, and chunks never overlap across a heading.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+
+from kb.embed.tokenizer import Tokenizer
+from kb.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    max_tokens: int = 240  # all-MiniLM-L6-v2 reads 256 word pieces including [CLS] and [SEP]
+    overlap_tokens: int = 48
+    min_tokens: int = 64
+    piece_tokens: int = 32  # the granularity of overlap: long lines are cut this fine
+
+    def __post_init__(self):
+        if not 0 < self.piece_tokens <= self.max_tokens:
+            raise UsageError("chunking: need 0 < piece_tokens <= max_tokens")
+        if not 0 <= self.overlap_tokens < self.max_tokens:
+            raise UsageError("chunking: need 0 <= overlap_tokens < max_tokens")
+
+    def fingerprint(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    seq: int
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    heading: str  # heading path, ' > ' joined
+    text: str
+    token_ids: list[int]
+
+    @property
+    def hash(self) -> str:
+        return text_hash(self.text)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    line: int  # 0-based
+    tok_start: int
+    tok_end: int
+    char_start: int
+    char_end: int
+    opens_section: bool  # first piece of a heading line
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
+
+
+def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
+    """(line index, level, title) of each heading, for markdown/HTML (ATX) and reST (underlines)."""
+    found: list[tuple[int, int, str]] = []
+    if kind in ("markdown", "html"):
+        fenced = False
+        for i, line in enumerate(lines):
+            if _FENCE.match(line):
+                fenced = not fenced
+            elif not fenced and (m := _ATX.match(line)):
+                found.append((i, len(m.group(1)), m.group(2)))
+    elif kind == "rst":
+        levels: list[str] = []  # reST levels are the order in which underline characters appear
+        for i in range(1, len(lines)):
+            title, under = lines[i - 1].strip(), lines[i]
+            m = _RST_UNDERLINE.match(under)
+            if m and title and not _RST_UNDERLINE.match(title) and len(under.strip()) >= len(title):
+                if m.group(1) not in levels:
+                    levels.append(m.group(1))
+                found.append((i - 1, levels.index(m.group(1)) + 1, title))
+    return found
+
+
+def _heading_paths(n_lines: int, marks: list[tuple[int, int, str]]) -> list[str]:
+    paths, stack, j = [], [], 0
+    for i in range(n_lines):
+        while j < len(marks) and marks[j][0] == i:
+            _, level, title = marks[j]
+            stack = [s for s in stack if s[0] < level] + [(level, title)]
+            j += 1
+        paths.append(" > ".join(t for _, t in stack))
+    return paths
+
+
+def _pieces(text: str, ids: list[int], offsets, line_starts: list[int], heading_lines: set[int],
+            piece_tokens: int) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    n = len(ids)
+    t = 0
+    while t < n:
+        line = bisect.bisect_right(line_starts, offsets[t][0]) - 1
+        line_end = line_starts[line + 1] - 1 if line + 1 < len(line_starts) else len(text)
+        end_of_line = t
+        while end_of_line < n and offsets[end_of_line][0] < line_end:
+            end_of_line += 1
+        start = t
+        while start < end_of_line:
+            stop = min(start + piece_tokens, end_of_line)
+            if stop < end_of_line:  # cut after a sentence end in the second half, if there is one
+                for k in range(stop - 1, start + piece_tokens // 2, -1):
+                    if text[offsets[k][0]:offsets[k][1]] in (".", "!", "?", ";", "。", "！", "？"):
+                        stop = k + 1
+                        break
+            pieces.append(_Piece(
+                line, start, stop,
+                line_starts[line] if start == t else offsets[start][0],
+                line_end if stop == end_of_line else offsets[stop - 1][1],
+                start == t and line in heading_lines,
+            ))
+            start = stop
+        t = end_of_line
+    return pieces
+
+
+def chunk_text(text: str, kind: str, tokenizer: Tokenizer, cfg: ChunkConfig) -> list[Chunk]:
+    lines = text.split("\n")
+    line_starts = [0]
+    for line in lines[:-1]:
+        line_starts.append(line_starts[-1] + len(line) + 1)
+    marks = headings(lines, kind)
+    paths = _heading_paths(len(lines), marks)
+    enc = tokenizer.encode(text)
+    pieces = _pieces(text, enc.ids, enc.offsets, line_starts, {m[0] for m in marks},
+                     cfg.piece_tokens)
+
+    groups: list[list[_Piece]] = []
+    current: list[_Piece] = []
+    size = 0
+    for piece in pieces:
+        n = piece.tok_end - piece.tok_start
+        heading_break = piece.opens_section and size >= cfg.min_tokens
+        if current and (size + n > cfg.max_tokens or heading_break):
+            groups.append(current)
+            current = [] if heading_break else _tail(current, cfg.overlap_tokens, cfg.max_tokens - n)
+            size = sum(p.tok_end - p.tok_start for p in current)
+        current.append(piece)
+        size += n
+    if current:
+        groups.append(current)
+
+    return [
+        Chunk(
+            seq=i,
+            start_line=g[0].line + 1,
+            end_line=g[-1].line + 1,
+            heading=paths[g[0].line],
+            text=text[g[0].char_start:g[-1].char_end],
+            token_ids=enc.ids[g[0].tok_start:g[-1].tok_end],
+        )
+        for i, g in enumerate(groups)
+    ]
+
+
+def _tail(pieces: list[_Piece], overlap: int, room: int) -> list[_Piece]:
+    """The last pieces of a chunk that fit in min(overlap, room) tokens: the next chunk's start."""
+    budget = min(overlap, room)
+    tail: list[_Piece] = []
+    for piece in reversed(pieces):
+        budget -= piece.tok_end - piece.tok_start
+        if budget < 0:
+            break
+        tail.insert(0, piece)
+    return tail

@@ -1,0 +1,109 @@
+"""Writing documents and their chunks to the store, inside the caller's transaction.
+
+A changed document keeps the rows of chunks whose text is unchanged (only their position is
+updated), so their postings, and later their embeddings, are not recomputed."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from array import array
+from dataclasses import dataclass
+
+from kb.index.analyzer import analyze
+from kb.index.bm25 import TermIds, add_postings, delete_postings
+from kb.index.chunker import Chunk
+
+
+@dataclass(frozen=True)
+class DocRow:
+    id: int
+    path: str
+    root: str
+    size: int
+    mtime_ns: int
+    hash: str
+
+
+def docs_under(conn: sqlite3.Connection, root: str) -> dict[str, DocRow]:
+    """Documents whose path is `root` or lies below it ('/' < '0' makes the range exact)."""
+    rows = conn.execute(
+        "SELECT id, path, root, size, mtime_ns, hash FROM documents "
+        "WHERE path = ? OR (path >= ? AND path < ?)", (root, root + "/", root + "0"))
+    return {r[1]: DocRow(*r) for r in rows}
+
+
+@dataclass(frozen=True)
+class NewDoc:
+    path: str
+    root: str
+    kind: str
+    size: int
+    mtime_ns: int
+    hash: str
+    note: str | None
+    chunks: list[Chunk]
+
+
+def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc,
+                   old_id: int | None) -> tuple[int, int]:
+    """Insert or replace one document; returns (chunks added, chunks removed)."""
+    values = (doc.root, doc.kind, doc.size, doc.mtime_ns, doc.hash, time.time(), doc.note)
+    if old_id is None:
+        doc_id = conn.execute(
+            "INSERT INTO documents(root, kind, size, mtime_ns, hash, indexed_at, note, path) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values + (doc.path,)).lastrowid
+        old: dict[str, list[int]] = {}
+    else:
+        doc_id = old_id
+        conn.execute("UPDATE documents SET root=?, kind=?, size=?, mtime_ns=?, hash=?, "
+                     "indexed_at=?, note=? WHERE id=?", values + (doc_id,))
+        old = {}
+        for chunk_id, h in conn.execute("SELECT id, hash FROM chunks WHERE doc_id = ?", (doc_id,)):
+            old.setdefault(h, []).append(chunk_id)
+    added = 0
+    for c in doc.chunks:
+        reused = old.get(c.hash)
+        if reused:
+            conn.execute("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=? WHERE id=?",
+                         (c.seq, c.start_line, c.end_line, c.heading, reused.pop()))
+            continue
+        terms_of_chunk = analyze(c.text)
+        chunk_id = conn.execute(
+            "INSERT INTO chunks(doc_id, seq, start_line, end_line, heading, text, hash, token_ids, "
+            "n_terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (doc_id, c.seq, c.start_line, c.end_line, c.heading, c.text, c.hash,
+             array("i", c.token_ids).tobytes(), len(terms_of_chunk))).lastrowid
+        add_postings(conn, terms, chunk_id, terms_of_chunk)
+        added += 1
+    stale = [i for ids in old.values() for i in ids]
+    _delete_chunks(conn, stale)
+    return added, len(stale)
+
+
+def touch_document(conn: sqlite3.Connection, doc_id: int, root: str, size: int, mtime_ns: int) -> None:
+    """The bytes are unchanged (same hash); remember the new stat so the next run skips reading."""
+    conn.execute("UPDATE documents SET root=?, size=?, mtime_ns=? WHERE id=?", (root, size, mtime_ns, doc_id))
+
+
+def delete_documents(conn: sqlite3.Connection, doc_ids: list[int]) -> int:
+    """Remove documents with their chunks and postings; returns the number of chunks removed."""
+    removed = 0
+    for doc_id in doc_ids:
+        chunk_ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
+        _delete_chunks(conn, chunk_ids)
+        conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+        removed += len(chunk_ids)
+    return removed
+
+
+def _delete_chunks(conn: sqlite3.Connection, chunk_ids: list[int]) -> None:
+    if chunk_ids:
+        delete_postings(conn, chunk_ids)
+        conn.executemany("DELETE FROM chunks WHERE id = ?", ((c,) for c in chunk_ids))
+
+
+def clear_all(conn: sqlite3.Connection) -> None:
+    """Drop every document (for `kb index --rebuild`)."""
+    for table in ("postings", "terms", "chunks", "documents"):
+        conn.execute(f"DELETE FROM {table}")

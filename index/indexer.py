@@ -1,0 +1,233 @@
+"""`kb index`: bring the store up to date with some files and folders.
+
+Crash safety: each batch of files is one SQLite transaction, so a run killed at any point leaves
+the store as it was after its last committed batch; the next run redoes the rest. Files vanished
+from a folder are removed in a final transaction. Derived files are rebuilt last, tagged with the
+data version they reflect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from kb.embed.tokenizer import Tokenizer, load_tokenizer
+from kb.errors import NotFound, StoreIncompatible, UsageError
+from kb.index.analyzer import ANALYZER_VERSION
+from kb.index.bm25 import Bm25Cache, TermIds
+from kb.index.chunker import ChunkConfig, chunk_text
+from kb.index.documents import (DocRow, NewDoc, clear_all, delete_documents, docs_under,
+                                touch_document, write_document)
+from kb.index.lock import IndexLock
+from kb.index.migrations import SCHEMA_VERSION
+from kb.index.readers import Skip, extract
+from kb.index.store import Store
+from kb.index.walker import Found, WalkReport, walk
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    chunk: ChunkConfig = ChunkConfig()
+    max_file_mb: float = 20.0  # larger files are skipped with a warning
+    follow_symlinks: bool = False  # follow symlinks that leave the indexed folder
+    wait: float = 30.0  # seconds to wait for another `kb index` on the same store
+    rebuild: bool = False  # drop everything and index the given paths afresh
+    batch_files: int = 64  # files per transaction
+    model: str | None = None  # embedding model folder whose tokenizer measures chunks
+
+    def __post_init__(self):
+        if self.max_file_mb <= 0 or self.wait < 0 or self.batch_files < 1:
+            raise UsageError("--max-file-mb must be > 0 and --wait >= 0")
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    seconds: float = 0.0
+    skipped: int = 0  # files recorded without chunks: binary, too large, empty, unreadable PDF
+    errors: list[str] = field(default_factory=list)  # files that could not be read; old entries kept
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, path: Path) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total): pass
+    def advance(self, path): pass
+    def finish(self): pass
+
+
+@dataclass(frozen=True)
+class _Target:
+    root: Path  # resolved folder; result paths are relative to it
+    file: Path | None  # a single file given on the command line, else the whole folder
+
+
+def resolve_targets(paths: list[str | Path]) -> list[_Target]:
+    if not paths:
+        raise UsageError("no path given: kb index PATH...")
+    targets = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise NotFound(f"no such file or folder: {raw}")
+        real = p.resolve()
+        targets.append(_Target(real, None) if real.is_dir() else _Target(real.parent, real))
+    return targets
+
+
+def fingerprint(tokenizer: Tokenizer, chunk: ChunkConfig) -> dict:
+    return {"schema": SCHEMA_VERSION, **tokenizer.fingerprint(), "chunking": chunk.fingerprint(),
+            "analyzer": ANALYZER_VERSION}
+
+
+def index_paths(paths: list[str | Path], db: str | Path | None = None,
+                cfg: IndexConfig = IndexConfig(), progress: Progress | None = None) -> IndexReport:
+    targets = resolve_targets(paths)  # before the store is touched: bad input changes nothing
+    store = Store.open(db, create=True)
+    try:
+        with IndexLock(store.dir, cfg.wait):
+            return _Run(store, cfg, progress or _NoProgress()).run(targets)
+    finally:
+        store.close()
+
+
+class _Run:
+    def __init__(self, store: Store, cfg: IndexConfig, progress: Progress):
+        self.store, self.cfg, self.progress = store, cfg, progress
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.terms = TermIds(store.conn)
+        self.report = IndexReport()
+
+    def run(self, targets: list[_Target]) -> IndexReport:
+        started = time.time()
+        self._check_fingerprint()
+        with self.store.transaction() as conn:
+            run_id = conn.execute("INSERT INTO runs(started, status) VALUES (?, 'running')",
+                                  (started,)).lastrowid
+        walked = WalkReport()
+        work = [(t, self._files(t, walked)) for t in targets]
+        self.report.warnings += walked.warnings
+        self.progress.start(sum(len(files) for _, files in work))
+        try:
+            for target, files in work:
+                self._index_target(target, files, walked)
+        finally:
+            self.progress.finish()
+        Bm25Cache.build(self.store).save(self.store)
+        self.report.seconds = round(time.time() - started, 3)
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE runs SET finished=?, status=?, stats=? WHERE id=?",
+                         (time.time(), "partial" if self.report.errors else "ok",
+                          json.dumps(self.report.to_json()), run_id))
+        return self.report
+
+    def _check_fingerprint(self) -> None:
+        wanted = fingerprint(self.tokenizer, self.cfg.chunk)
+        have = self.store.fingerprint()
+        has_docs = self.store.conn.execute("SELECT 1 FROM documents LIMIT 1").fetchone()
+        if have is not None and have != wanted and has_docs and not self.cfg.rebuild:
+            changed = sorted(k for k in wanted if have.get(k) != wanted[k])
+            raise StoreIncompatible(
+                f"store {self.store.dir} was built with other settings ({', '.join(changed)}); "
+                "run `kb index --rebuild PATH...` to index afresh")
+        with self.store.transaction() as conn:
+            if self.cfg.rebuild:
+                clear_all(conn)
+            self.store.set_meta("fingerprint", json.dumps(wanted, sort_keys=True))
+
+    def _files(self, target: _Target, walked: WalkReport) -> list[Found]:
+        if target.file is not None:
+            from kb.index.readers import kind_of
+
+            # A file named on the command line is read even with an unknown extension: as text.
+            return [Found(target.file, kind_of(target.file) or "text", target.file.stat())]
+        return list(walk(target.root, walked, self.cfg.follow_symlinks))
+
+    def _index_target(self, target: _Target, files: list[Found], walked: WalkReport) -> None:
+        scope = str(target.file or target.root)
+        existing = docs_under(self.store.conn, scope)
+        for i in range(0, len(files), self.cfg.batch_files):
+            self._batch(target, files[i:i + self.cfg.batch_files], existing)
+        seen = {str(f.path) for f in files}
+        keep = [str(d) + "/" for d in walked.unreadable_dirs]
+        vanished = [d.id for p, d in existing.items()
+                    if p not in seen and not any(p.startswith(k) for k in keep)]
+        if vanished:
+            with self.store.transaction() as conn:
+                self.report.chunks_removed += delete_documents(conn, vanished)
+            self.report.removed += len(vanished)
+
+    def _batch(self, target: _Target, files: list[Found], existing: dict[str, DocRow]) -> None:
+        try:
+            with self.store.transaction() as conn:
+                for f in files:
+                    self._file(conn, target, f, existing.get(str(f.path)))
+                    self.progress.advance(f.path)
+        except BaseException:
+            self.terms.reset()  # ids handed out in the rolled-back transaction are void
+            raise
+
+    def _file(self, conn, target: _Target, f: Found, old: DocRow | None) -> None:
+        root, st = str(target.root), f.stat
+        if old and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+            if old.root != root:
+                touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
+            self.report.unchanged += 1
+            return
+        doc = self._read(f, root)
+        if doc is None:
+            return
+        if old and old.hash == doc.hash:
+            touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
+            self.report.unchanged += 1
+            return
+        added, removed = write_document(conn, self.terms, doc, old.id if old else None)
+        self.report.chunks_added += added
+        self.report.chunks_removed += removed
+        if old:
+            self.report.updated += 1
+        else:
+            self.report.added += 1
+
+    def _read(self, f: Found, root: str) -> NewDoc | None:
+        """The document as it now is, or None if it cannot be read (its old entry is kept)."""
+        st, note, chunks, digest = f.stat, None, [], ""
+        if st.st_size > self.cfg.max_file_mb * 2**20:
+            note = f"larger than {self.cfg.max_file_mb:g} MB (--max-file-mb)"
+        else:
+            try:
+                data = f.path.read_bytes()
+            except OSError as e:
+                self.report.errors.append(f"{f.path}: cannot read ({e.strerror or e})")
+                return None
+            digest = hashlib.sha256(data).hexdigest()
+            try:
+                text, warnings = extract(data, f.kind)
+                self.report.warnings += [f"{f.path}: {w}" for w in warnings]
+                chunks = chunk_text(text, f.kind, self.tokenizer, self.cfg.chunk)
+                if not chunks:
+                    note = "empty file"
+            except Skip as e:
+                note = str(e)
+        if note:
+            self.report.skipped += 1
+            self.report.warnings.append(f"{f.path}: skipped, {note}")
+        return NewDoc(str(f.path), root, f.kind, st.st_size, st.st_mtime_ns, digest, note, chunks)

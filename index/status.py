@@ -1,0 +1,69 @@
+"""`kb status`: what a store holds and how it was built."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+from kb.index.bm25 import CACHE_FILE
+from kb.index.store import DB_FILE, Store
+
+
+def status(store: Store) -> dict:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(store.conn)
+    count = {t: db.table(t).count for t in ("documents", "chunks", "terms", "postings")}
+    skipped = store.conn.execute("SELECT count(*) FROM documents WHERE note IS NOT NULL").fetchone()[0]
+    roots = [r[0] for r in store.conn.execute(
+        "SELECT root FROM documents GROUP BY root ORDER BY root")]
+    return {
+        "db": str(store.dir),
+        "schema": store.conn.execute("PRAGMA user_version").fetchone()[0],
+        "data_version": store.data_version,
+        "documents": count["documents"],
+        "skipped_documents": skipped,
+        "chunks": count["chunks"],
+        "terms": count["terms"],
+        "postings": count["postings"],
+        "roots": roots,
+        "bytes": {"database": _size(store, DB_FILE) + _size(store, DB_FILE + "-wal"),
+                  "bm25_cache": _size(store, CACHE_FILE)},
+        "fingerprint": store.fingerprint(),
+        "vectors": None,
+        "last_run": _last_run(store),
+    }
+
+
+def _size(store: Store, name: str) -> int:
+    try:
+        return os.path.getsize(store.path(name))
+    except OSError:
+        return 0
+
+
+def _last_run(store: Store) -> dict | None:
+    row = store.conn.execute(
+        "SELECT started, finished, status, stats FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    started, finished, state, stats = row
+    if state == "running" and not _lock_held(store):
+        state = "interrupted"  # killed: the next `kb index` completes what it left
+    return {"started": started, "finished": finished, "status": state,
+            "stats": json.loads(stats) if stats else None}
+
+
+def _lock_held(store: Store) -> bool:
+    try:
+        fd = os.open(store.path("index.lock"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
