@@ -41,31 +41,28 @@ def index_summary(report) -> str:
     return f"indexed in {r.seconds:.2f}s: {s}"
 
 
-def _highlights(text: str, terms: set[str], raw_cjk: list[str]) -> list[tuple[int, int]]:
+def _highlights(text: str, terms: set[str]) -> list[tuple[int, int]]:
+    """Spans of words whose analysed form is a query term; CJK terms match as substrings."""
     from kb.index.analyzer import analyze
 
+    cjk = [t for t in terms if _CJK.search(t)]
     spans = []
     for m in _WORD.finditer(text):
         word = m.group()
         if _CJK.search(word):
-            for t in raw_cjk:
-                spans += [(i.start() + m.start(), i.start() + m.start() + len(t))
-                          for i in re.finditer(re.escape(t), word)]
+            spans += [(m.start() + i.start(), m.start() + i.end())
+                      for t in cjk for i in re.finditer(re.escape(t), word)]
         elif terms.intersection(analyze(word)):
             spans.append(m.span())
     return sorted(spans)
 
 
-def snippet(text: str, query: str, width: int = 240):
+def snippet(text: str, terms: list[str], width: int = 240):
     """A rich Text window of the chunk around its first query-term hit, hits in bold."""
     from rich.text import Text
 
-    from kb.index.analyzer import analyze
-
     flat = " ".join(text.split())
-    terms = set(analyze(query))
-    raw_cjk = [t for t in analyze(query) if _CJK.search(t)]
-    spans = _highlights(flat, terms, raw_cjk)
+    spans = _highlights(flat, set(terms))
     start = max(0, spans[0][0] - width // 4) if spans else 0
     if start:
         start = flat.rfind(" ", 0, start) + 1
@@ -89,7 +86,7 @@ def query_result(result, out) -> None:
         if h.heading:
             line.append(f"  § {safe(h.heading)}", "magenta")
         out.print(line)
-        out.print(Text("    ") + snippet(h.text, result.query))
+        out.print(Text("    ") + snippet(h.text, result.terms))
 
 
 def status(info: dict, out) -> None:

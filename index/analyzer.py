@@ -50,6 +50,31 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+def analyze_query(text: str, known) -> list[str]:
+    """The distinct terms of a query that are in the index; `known(terms)` returns those that are.
+
+    CJK runs are not segmented with jieba here (its dictionary takes ~0.6 s to load, most of a cold
+    query): since documents were cut in jieba's search mode, which emits every dictionary word
+    inside a longer word, the indexed substrings of length 2..8 of a query run are the same terms;
+    single characters count where no longer term covers them.
+    """
+    words, runs = [], []
+    for match in _TOKEN.finditer(fold(text)):
+        token = match.group()
+        if _CJK_RUN.match(token):
+            runs.append(token)
+        elif token not in STOP_WORDS:
+            words.append(token)
+    terms = known(_stemmer().stemWords(words)) if words else []
+    for run in runs:
+        grams = {run[i:j]: i for i in range(len(run)) for j in range(i + 2, min(len(run), i + 8) + 1)}
+        found = known(list(grams))
+        covered = {i for g in found for i in range(grams[g], grams[g] + len(g))}
+        terms += sorted(found, key=lambda g: (grams[g], len(g)))
+        terms += known([c for i, c in enumerate(run) if i not in covered])
+    return list(dict.fromkeys(terms))
+
+
 def analyze(text: str) -> list[str]:
     """The BM25 terms of `text`, in order, with repeats."""
     words: list[str] = []

@@ -119,7 +119,7 @@ class _Run:
     def run(self, targets: list[_Target]) -> IndexReport:
         started = time.time()
         self._check_fingerprint()
-        with self.store.transaction() as conn:
+        with self.store.transaction(data=False) as conn:
             run_id = conn.execute("INSERT INTO runs(started, status) VALUES (?, 'running')",
                                   (started,)).lastrowid
         walked = WalkReport()
@@ -131,9 +131,9 @@ class _Run:
                 self._index_target(target, files, walked)
         finally:
             self.progress.finish()
-        Bm25Cache.build(self.store).save(self.store)
+        Bm25Cache.current(self.store)  # rebuilt only if this run changed something
         self.report.seconds = round(time.time() - started, 3)
-        with self.store.transaction() as conn:
+        with self.store.transaction(data=False) as conn:
             conn.execute("UPDATE runs SET finished=?, status=?, stats=? WHERE id=?",
                          (time.time(), "partial" if self.report.errors else "ok",
                           json.dumps(self.report.to_json()), run_id))
@@ -148,10 +148,12 @@ class _Run:
             raise StoreIncompatible(
                 f"store {self.store.dir} was built with other settings ({', '.join(changed)}); "
                 "run `kb index --rebuild PATH...` to index afresh")
-        with self.store.transaction() as conn:
-            if self.cfg.rebuild:
+        if self.cfg.rebuild:
+            with self.store.transaction() as conn:
                 clear_all(conn)
-            self.store.set_meta("fingerprint", json.dumps(wanted, sort_keys=True))
+        if have != wanted:
+            with self.store.transaction(data=False):
+                self.store.set_meta("fingerprint", json.dumps(wanted, sort_keys=True))
 
     def _files(self, target: _Target, walked: WalkReport) -> list[Found]:
         if target.file is not None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kb.errors import StoreIncompatible, UsageError
-from kb.index.analyzer import analyze
+from kb.index.analyzer import analyze_query
 from kb.index.bm25 import Bm25Cache, top_k
 from kb.index.store import Store
 
@@ -38,6 +38,7 @@ class QueryResult:
     results: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
     note: str | None = None  # e.g. why hybrid fell back to bm25
+    terms: list[str] = field(default_factory=list)  # the query's indexed terms (for highlighting)
 
     def to_json(self) -> dict:
         out = {"query": self.query, "mode": self.mode,
@@ -75,10 +76,11 @@ class Searcher:
         if mode == "hybrid":
             mode, note = "bm25", "no vectors in this store: hybrid fell back to bm25"
         t0 = time.perf_counter()
-        terms = list(dict.fromkeys(analyze(query)))
+        ids: dict[str, int] = {}
+        terms = analyze_query(query, lambda ts: self._known(ts, ids))
         t1 = time.perf_counter()
         cache = self.bm25()
-        scores = cache.scores(self._term_ids(terms))
+        scores = cache.scores([ids[t] for t in terms if t in ids])
         if path_glob:
             scores = np.where(self._glob_mask(cache, path_glob), scores, 0.0)
         rows = top_k(scores, k)
@@ -86,14 +88,18 @@ class Searcher:
         hits = self._fetch(cache.chunk_ids[rows].tolist(), scores[rows].tolist())
         t3 = time.perf_counter()
         timings = {"analyze": t1 - t0, "bm25": t2 - t1, "fetch": t3 - t2, "total": t3 - t0}
-        return QueryResult(query, mode, hits, {n: round(s * 1000, 3) for n, s in timings.items()}, note)
+        return QueryResult(query, mode, hits, {n: round(s * 1000, 3) for n, s in timings.items()},
+                           note, [t for t in terms if t in ids])
 
-    def _term_ids(self, terms: list[str]) -> list[int]:
+    def _known(self, terms: list[str], ids: dict[str, int]) -> list[str]:
+        """The terms that are in the index, recording their ids in `ids`."""
         if not terms:
             return []
         marks = ",".join("?" * len(terms))
-        return [r[0] for r in self.store.conn.execute(
-            f"SELECT id FROM terms WHERE term IN ({marks})", terms)]
+        found = dict(self.store.conn.execute(
+            f"SELECT term, id FROM terms WHERE term IN ({marks})", terms))
+        ids.update(found)
+        return [t for t in terms if t in found]
 
     def _glob_mask(self, cache: Bm25Cache, glob: str) -> np.ndarray:
         """Chunks whose document path, relative to its indexed folder, matches the SQLite GLOB."""

@@ -79,14 +79,17 @@ class Store:
             raise
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write; bumps `data_version` so derived files know they are stale."""
+    def transaction(self, data: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic write. A `data` transaction that changed rows bumps `data_version`, which
+        marks derived files stale; bookkeeping (run history, settings) passes data=False."""
         self.conn.execute("BEGIN IMMEDIATE")
+        before = self.conn.total_changes
         try:
             yield self.conn
-            self.conn.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'data_version'"
-            )
+            if data and self.conn.total_changes != before:
+                self.conn.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'data_version'"
+                )
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

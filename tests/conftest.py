@@ -1,0 +1,45 @@
+"""Shared fixtures: a fresh copy of sample_corpus, a store directory, and the real `kb` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_corpus"
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    dest = tmp_path / "corpus"
+    shutil.copytree(SAMPLE, dest)
+    return dest
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+def kb(*args, check: int | None = 0, input: str | None = None, env: dict | None = None):
+    """Run the real CLI in a subprocess; assert its exit code when `check` is not None."""
+    base = {k: v for k, v in os.environ.items() if k != "KB_DB"}
+    # Never the user's default store: XDG_DATA_HOME points into a throwaway folder.
+    full_env = {**base, "NO_COLOR": "1", "XDG_DATA_HOME": tempfile.gettempdir() + "/kb-tests-xdg",
+                **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "kb.cli", *map(str, args)], capture_output=True,
+                          text=True, input=input, env=full_env, timeout=300)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def kb_json(*args, **kw):
+    return json.loads(kb(*args, "--json", **kw).stdout)

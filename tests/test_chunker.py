@@ -1,0 +1,62 @@
+from kb.embed.tokenizer import load_tokenizer
+from kb.index.chunker import ChunkConfig, chunk_text, headings
+
+TOK = load_tokenizer()
+
+
+def chunks(text, kind="markdown", **cfg):
+    return chunk_text(text, kind, TOK, ChunkConfig(**cfg))
+
+
+def test_token_ids_are_the_tokenisation_of_the_chunk_text():
+    text = "# Title\n\n" + "\n".join(f"Line {i}: the quick brown fox jumps." for i in range(200))
+    out = chunks(text)
+    assert len(out) > 3
+    for c in out:
+        assert TOK.encode(c.text).ids == c.token_ids
+        assert len(c.token_ids) <= 240
+
+
+def test_line_ranges_point_at_the_text():
+    lines = [f"sentence {i} about topic {i % 7}" for i in range(300)]
+    text = "\n".join(lines)
+    for c in chunks(text, kind="text"):
+        assert c.text == "\n".join(lines[c.start_line - 1:c.end_line])
+
+
+def test_chunks_overlap_and_cover_everything():
+    text = "\n".join(f"row {i} " + "word " * 10 for i in range(100))
+    out = chunks(text, kind="text")
+    for a, b in zip(out, out[1:]):
+        assert b.start_line <= a.end_line  # overlap
+        assert b.start_line > a.start_line  # progress
+    assert out[0].start_line == 1 and out[-1].end_line == 100
+
+
+def test_heading_paths_and_breaks():
+    text = ("# Guide\nintro\n## Install\n" + "pip install things. " * 30 + "\n## Use\n" + "run it now. " * 20 + "\n"
+            "```\n# not a heading\n```\n### Flags\n" + "use --flag. " * 40 + "\n")
+    out = chunks(text)
+    assert [c.heading for c in out][0] == "Guide"
+    assert any(c.heading == "Guide > Use > Flags" for c in out)
+    assert not any("not a heading" in c.heading for c in out)
+    flags = next(c for c in out if c.heading.endswith("Flags"))
+    assert flags.text.startswith("### Flags")  # a heading starts its chunk
+
+
+def test_long_line_is_split_at_sentences():
+    line = " ".join(f"Sentence number {i} ends here." for i in range(200))
+    out = chunks(line, kind="text")
+    assert len(out) >= 4
+    assert all(c.start_line == c.end_line == 1 for c in out)
+    assert all(c.text.rstrip().endswith(".") for c in out[:-1])
+
+
+def test_rst_headings():
+    text = "Title\n=====\n\nBody\n\nPart\n----\n\nMore\n"
+    assert headings(text.split("\n"), "rst") == [(0, 1, "Title"), (5, 2, "Part")]
+    assert chunks(text, kind="rst")[0].heading == "Title"
+
+
+def test_empty_text_gives_no_chunks():
+    assert chunks("\n\n   \n") == []
