@@ -89,6 +89,8 @@ def resolve_targets(paths: list[str | Path]) -> list[_Target]:
         if not p.exists():
             raise NotFound(f"no such file or folder: {raw}")
         real = p.resolve()
+        if not (real.is_dir() or real.is_file()):
+            raise UsageError(f"not a regular file or folder: {raw}")
         targets.append(_Target(real, None) if real.is_dir() else _Target(real.parent, real))
     return targets
 
@@ -217,6 +219,8 @@ class _Run:
         else:
             try:
                 data = f.path.read_bytes()
+            except FileNotFoundError:
+                return None  # deleted since the walk: the next run removes it
             except OSError as e:
                 self.report.errors.append(f"{f.path}: cannot read ({e.strerror or e})")
                 return None

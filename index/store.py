@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from kb.errors import NotFound, StoreIncompatible
+from kb.errors import NotFound, StoreIncompatible, UsageError
 from kb.index.migrations import MIGRATIONS, SCHEMA_VERSION
 
 DB_FILE = "kb.sqlite"
@@ -41,7 +41,10 @@ class Store:
         if not db.exists():
             if not create:
                 raise NotFound(f"no knowledge base at {d} (run `kb index PATH --db {d}` first)")
-            _create_private(d, db)
+            try:
+                _create_private(d, db)
+            except OSError as e:
+                raise UsageError(f"cannot create a store at {d}: {e.strerror or e}") from e
         try:
             conn = sqlite3.connect(db, isolation_level=None, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")

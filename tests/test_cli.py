@@ -125,3 +125,16 @@ def test_unreadable_file_exit_code(corpus, db, monkeypatch):
     env = {"PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = kb("index", corpus, "--db", db, "--json", check=5, env=env)
     assert json.loads(proc.stdout)["errors"] and "git-rebase.md" in proc.stderr
+
+
+def test_special_paths(tmp_path, db):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert "not a regular file" in kb("index", fifo, "--db", db, check=2).stderr
+    somefile = tmp_path / "file.txt"
+    somefile.write_text("x")
+    assert "cannot create a store" in kb("index", somefile, "--db", somefile, check=2).stderr
+    binary = tmp_path / "photo.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    proc = kb("index", binary, "--db", db)
+    assert "skipped, binary file" in proc.stderr and "1 skipped" in proc.stdout
