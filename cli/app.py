@@ -21,7 +21,7 @@ app = typer.Typer(
 
 Db = Annotated[Optional[Path], typer.Option(
     "--db", envvar="KB_DB", show_default=False,
-    help="Store directory [default: $KB_DB, else $XDG_DATA_HOME/kb/default]")]
+    help="Store directory (default: $KB_DB, else $XDG_DATA_HOME/kb/default).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object; one per line with --file).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")]
 
@@ -36,13 +36,24 @@ def index(
     max_file_mb: Annotated[float, typer.Option(help="Skip (with a warning) files larger than this.")] = 20.0,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symlinks that leave the folder.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the whole index and index PATHS afresh.")] = False,
+    vector_index: Annotated[str, typer.Option(
+        help="auto | flat | hnsw | ivf | none (BM25 only: nothing is embedded).")] = "auto",
+    model: Annotated[Optional[str], typer.Option(
+        help="Local Hugging Face encoder folder (default: all-MiniLM-L6-v2, bundled).",
+        show_default=False)] = None,
+    pooling: Annotated[str, typer.Option(help="auto | mean | cls")] = "auto",
+    query_prefix: Annotated[str, typer.Option(help="Prefix for queries, e.g. 'query: ' (E5).")] = "",
+    passage_prefix: Annotated[str, typer.Option(help="Prefix for passages, e.g. 'passage: '.")] = "",
 ) -> None:
     """Index files and folders; only what changed since the last run is redone."""
     from kb.cli.progress import for_terminal
+    from kb.embed.encoder import EmbedConfig
     from kb.index.indexer import IndexConfig, index_paths
 
+    embed = EmbedConfig(model=model, pooling=pooling, query_prefix=query_prefix,
+                        passage_prefix=passage_prefix)
     cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, wait=wait,
-                      rebuild=rebuild)
+                      rebuild=rebuild, embed=embed, vector_index=vector_index)
     report = index_paths(paths, db, cfg, for_terminal(quiet or json_out))
     if not quiet:
         for w in report.warnings:

@@ -14,14 +14,14 @@ class RichProgress:
 
         from kb.cli.render import console
 
-        self._bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(),
+        self._bar = Progress(TextColumn("{task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TextColumn("{task.description}"),
                              console=console(stderr=True), transient=True)
         self._task = None
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, label: str = "indexing") -> None:
         self._bar.start()
-        self._task = self._bar.add_task("", total=total)
+        self._task = self._bar.add_task("", total=total, label=label)
 
     def advance(self, path: Path) -> None:
         from kb.cli.render import safe
@@ -35,14 +35,14 @@ class RichProgress:
 class PlainProgress:
     every = 30.0
 
-    def start(self, total: int) -> None:
-        self.total, self.done, self.last = total, 0, time.monotonic()
+    def start(self, total: int, label: str = "indexing") -> None:
+        self.total, self.done, self.last, self.label = total, 0, time.monotonic(), label
 
     def advance(self, path: Path) -> None:
         self.done += 1
         if time.monotonic() - self.last >= self.every:
             self.last = time.monotonic()
-            sys.stderr.write(f"kb index: {self.done}/{self.total} files\n")
+            sys.stderr.write(f"kb index: {self.label} {self.done}/{self.total}\n")
 
     def finish(self) -> None:
         pass

@@ -106,13 +106,21 @@ def status(info: dict, out) -> None:
         ("tokenizer", f"{fp.get('tokenizer', '-')} ({fp.get('tokenizer_sha256', '-')})"),
         ("chunking", json.dumps(fp.get("chunking")) if fp else "-"),
         ("analyzer", fp.get("analyzer", "-")),
-        ("vectors", "none"),
+        ("vectors", _vectors(info["vectors"])),
         ("last run", f"{last.get('status', 'never')}"
                      + (f", {index_summary(_Stats(last['stats']))}" if last.get("stats") else "")),
     ]
     for key, value in rows:
         table.add_row(key, safe(value))
     out.print(table)
+
+
+def _vectors(v: dict | None) -> str:
+    if v is None:
+        return "none (BM25 only)"
+    state = "" if v["up_to_date"] else ", behind the database (caught up on next use)"
+    return (f"{v['count']} x {v['dims']} ({v['model']}), index {v['kind']}{state}; "
+            f"fusion {v['fusion']['method']} (vector weight {v['fusion']['weight']:g})")
 
 
 class _Stats:

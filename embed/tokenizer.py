@@ -45,6 +45,13 @@ class Tokenizer:
         enc = self._tok.encode(text, add_special_tokens=False)
         return Encoding(enc.ids, enc.offsets)
 
+    def special_tokens(self) -> tuple[list[int], list[int]]:
+        """The ids the model's post-processor puts before and after a text ([CLS] .. [SEP], <s> .. </s>)."""
+        plain = self._tok.encode("a", add_special_tokens=False).ids
+        full = self._tok.encode("a", add_special_tokens=True).ids
+        at = full.index(plain[0]) if plain and plain[0] in full else len(full)
+        return full[:at], full[at + len(plain):]
+
     def fingerprint(self) -> dict:
         return {"tokenizer": self.name, "tokenizer_sha256": self.sha256}
 

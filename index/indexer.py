@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from kb.embed.encoder import EmbedConfig
 from kb.embed.tokenizer import Tokenizer, load_tokenizer
 from kb.errors import NotFound, StoreIncompatible, UsageError
 from kb.index.analyzer import ANALYZER_VERSION
@@ -27,6 +29,7 @@ from kb.index.lock import IndexLock
 from kb.index.migrations import SCHEMA_VERSION
 from kb.index.readers import Skip, extract
 from kb.index.store import Store
+from kb.index.vectors import choose
 from kb.index.walker import Found, WalkReport, walk
 
 
@@ -38,11 +41,15 @@ class IndexConfig:
     wait: float = 30.0  # seconds to wait for another `kb index` on the same store
     rebuild: bool = False  # drop everything and index the given paths afresh
     batch_files: int = 64  # files per transaction
-    model: str | None = None  # embedding model folder whose tokenizer measures chunks
+    embed: EmbedConfig = EmbedConfig()  # its model's tokenizer also measures the chunks
+    vector_index: str = "auto"  # auto | flat | hnsw | ivf | none (BM25 only, nothing embedded)
+    embed_batch: int = 256  # chunks embedded per transaction
 
     def __post_init__(self):
         if self.max_file_mb <= 0 or self.wait < 0 or self.batch_files < 1:
             raise UsageError("--max-file-mb must be > 0 and --wait >= 0")
+        if self.vector_index != "none":
+            choose(self.vector_index, 0)  # validates the name
 
 
 @dataclass
@@ -54,6 +61,8 @@ class IndexReport:
     chunks_added: int = 0
     chunks_removed: int = 0
     seconds: float = 0.0
+    embedded: int = 0  # chunk texts embedded by this run (unchanged texts keep their vectors)
+    vector_index: str | None = None  # the kind in use after the run
     skipped: int = 0  # files recorded without chunks: binary, too large, empty, unreadable PDF
     errors: list[str] = field(default_factory=list)  # files that could not be read; old entries kept
     warnings: list[str] = field(default_factory=list)
@@ -63,13 +72,13 @@ class IndexReport:
 
 
 class Progress(Protocol):
-    def start(self, total: int) -> None: ...
+    def start(self, total: int, label: str = "indexing") -> None: ...
     def advance(self, path: Path) -> None: ...
     def finish(self) -> None: ...
 
 
 class _NoProgress:
-    def start(self, total): pass
+    def start(self, total, label="indexing"): pass
     def advance(self, path): pass
     def finish(self): pass
 
@@ -114,7 +123,7 @@ def index_paths(paths: list[str | Path], db: str | Path | None = None,
 class _Run:
     def __init__(self, store: Store, cfg: IndexConfig, progress: Progress):
         self.store, self.cfg, self.progress = store, cfg, progress
-        self.tokenizer = load_tokenizer(cfg.model)
+        self.tokenizer = load_tokenizer(cfg.embed.model)
         self.terms = TermIds(store.conn)
         self.report = IndexReport()
 
@@ -133,6 +142,8 @@ class _Run:
                 self._index_target(target, files, walked)
         finally:
             self.progress.finish()
+        if self.cfg.vector_index != "none":
+            self._embed()
         Bm25Cache.current(self.store)  # rebuilt only if this run changed something
         self.report.seconds = round(time.time() - started, 3)
         with self.store.transaction(data=False) as conn:
@@ -140,6 +151,36 @@ class _Run:
                          (time.time(), "partial" if self.report.errors else "ok",
                           json.dumps(self.report.to_json()), run_id))
         return self.report
+
+    def _embed(self) -> None:
+        """Embed chunk texts that have no vector yet (batch by batch, so a killed run resumes),
+        drop vectors nothing uses, and bring the vector index up to date."""
+        from kb.embed.encoder import describe, load_encoder
+        from kb.index import embeddings, vectors
+
+        spec = describe(self.cfg.embed)
+        todo = embeddings.missing(self.store.conn, spec.key)
+        encoder = load_encoder(self.cfg.embed) if todo else None  # loading torch costs seconds
+        self.progress.start(len(todo), "embedding")
+        try:
+            for i in range(0, len(todo), self.cfg.embed_batch):
+                part = todo[i:i + self.cfg.embed_batch]
+                vecs = encoder.embed_passages([array("i", blob).tolist() for _, blob in part])
+                with self.store.transaction() as conn:
+                    embeddings.write(conn, spec.key, [h for h, _ in part], vecs)
+                for _ in part:
+                    self.progress.advance(Path("embedding"))
+                self.report.embedded += len(part)
+        finally:
+            self.progress.finish()
+        with self.store.transaction() as conn:
+            embeddings.collect_garbage(conn, spec.key)
+        with self.store.transaction(data=False):
+            self.store.set_meta("embedding", json.dumps(
+                {"key": spec.key, "fingerprint": spec.fingerprint,
+                 "config": {k: v for k, v in asdict(self.cfg.embed).items() if k != "device"}}))
+        tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index)
+        self.report.vector_index = tag.kind
 
     def _check_fingerprint(self) -> None:
         wanted = fingerprint(self.tokenizer, self.cfg.chunk)

@@ -49,6 +49,16 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO meta VALUES ('data_version', '0');
     """,
+    # 2: embeddings, keyed by the encoder's fingerprint and the chunk text's hash, so that only new
+    # texts are embedded and a chunk that moves within or between files keeps its vector.
+    """
+    CREATE TABLE embeddings (
+        model TEXT NOT NULL,            -- Encoder.key: hash of the embedding fingerprint
+        hash TEXT NOT NULL,             -- chunks.hash
+        vector BLOB NOT NULL,           -- float32, dims of the model
+        PRIMARY KEY (model, hash)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

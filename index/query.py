@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -11,11 +12,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from kb.errors import StoreIncompatible, UsageError
+from kb.index import fusion
 from kb.index.analyzer import analyze_query
 from kb.index.bm25 import Bm25Cache, top_k
 from kb.index.store import Store
 
 MODES = ("bm25", "vector", "hybrid")
+HYBRID_DEPTH = 100  # candidates taken from each retriever before fusion
+DEFAULT_FUSION = ("rrf", 0.5)  # method, weight of the vector list
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Searcher:
         self.store = store
         self._bm25: Bm25Cache | None = None
         self._globs: dict[tuple[str, int], np.ndarray] = {}
+        self._encoder = None
+        self._vindex = None
 
     def bm25(self) -> Bm25Cache:
         version = self.store.data_version
@@ -71,10 +77,33 @@ class Searcher:
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
         note = None
-        if mode == "vector":
-            raise StoreIncompatible("this store has no vectors yet; use --mode bm25")
-        if mode == "hybrid":
+        if mode != "bm25" and self.store.meta("embedding") is None:
+            if mode == "vector":
+                raise StoreIncompatible("this store has no vectors (indexed with --vector-index none); "
+                                        "run `kb index PATH` to embed it")
             mode, note = "bm25", "no vectors in this store: hybrid fell back to bm25"
+        timings: dict[str, float] = {}
+        depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
+        t0 = time.perf_counter()
+        lists = {}
+        terms: list[str] = []
+        if mode in ("bm25", "hybrid"):
+            lists["bm25"], terms = self._bm25_list(query, depth, path_glob, timings)
+        if mode in ("vector", "hybrid"):
+            lists["vector"] = self._vector_list(query, depth, path_glob, timings)
+        t1 = time.perf_counter()
+        if mode == "hybrid":
+            ranked = self._fuse(lists["bm25"], lists["vector"], k)
+        else:
+            ids, scores = lists[mode]
+            ranked = list(zip(ids[:k].tolist(), scores[:k].tolist()))
+        hits = self._fetch([c for c, _ in ranked], [s for _, s in ranked])
+        t2 = time.perf_counter()
+        timings.update(fuse_fetch=t2 - t1, total=t2 - t0)
+        return QueryResult(query, mode, hits, {n: round(v * 1000, 3) for n, v in timings.items()},
+                           note, terms)
+
+    def _bm25_list(self, query, depth, path_glob, timings) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
         t0 = time.perf_counter()
         ids: dict[str, int] = {}
         terms = analyze_query(query, lambda ts: self._known(ts, ids))
@@ -82,14 +111,63 @@ class Searcher:
         cache = self.bm25()
         scores = cache.scores([ids[t] for t in terms if t in ids])
         if path_glob:
-            scores = np.where(self._glob_mask(cache, path_glob), scores, 0.0)
-        rows = top_k(scores, k)
-        t2 = time.perf_counter()
-        hits = self._fetch(cache.chunk_ids[rows].tolist(), scores[rows].tolist())
-        t3 = time.perf_counter()
-        timings = {"analyze": t1 - t0, "bm25": t2 - t1, "fetch": t3 - t2, "total": t3 - t0}
-        return QueryResult(query, mode, hits, {n: round(s * 1000, 3) for n, s in timings.items()},
-                           note, [t for t in terms if t in ids])
+            scores = np.where(np.isin(cache.chunk_ids, self._glob_ids(path_glob)), scores, 0.0)
+        rows = top_k(scores, depth)
+        timings.update(analyze=t1 - t0, bm25=time.perf_counter() - t1)
+        return (cache.chunk_ids[rows], scores[rows]), [t for t in terms if t in ids]
+
+    def _vector_list(self, query, depth, path_glob, timings) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        loaded = self._encoder is not None
+        encoder, index = self.vectors()
+        if not loaded:
+            timings["load"] = time.perf_counter() - t0  # torch and the model, once per process
+        t0 = time.perf_counter()
+        q = encoder.embed_query(query)
+        t1 = time.perf_counter()
+        ids, scores = index.search(q, depth * (8 if path_glob else 1))
+        if path_glob:
+            keep = np.isin(ids, self._glob_ids(path_glob))
+            ids, scores = ids[keep][:depth], scores[keep][:depth]
+        timings.update(embed=t1 - t0, vector=time.perf_counter() - t1)
+        return ids, scores
+
+    def _fuse(self, bm25, vector, k) -> list[tuple[int, float]]:
+        method, weight = self.fusion()
+        if method == "rrf":
+            fused = fusion.rrf([bm25[0], vector[0]], [1 - weight, weight])
+        else:
+            fused = fusion.weighted([bm25, vector], [1 - weight, weight])
+        return fusion.top(fused, k)
+
+    def fusion(self) -> tuple[str, float]:
+        """The store's fusion method and vector weight (`kb eval` can recommend them)."""
+        raw = self.store.meta("fusion")
+        if raw:
+            cfg = json.loads(raw)
+            return cfg["method"], float(cfg["weight"])
+        return DEFAULT_FUSION
+
+    def vectors(self):
+        """(query encoder, vector index) for the store's encoder; loaded once per Searcher."""
+        from kb.embed.encoder import EmbedConfig, describe, load_encoder
+        from kb.index import vectors
+
+        meta = json.loads(self.store.meta("embedding"))
+        if self._encoder is None:
+            cfg = EmbedConfig(**meta["config"])
+            spec = describe(cfg)
+            if spec.key != meta["key"]:
+                raise StoreIncompatible(
+                    f"the vectors in {self.store.dir} were made by {meta['fingerprint']['model']} "
+                    f"({meta['fingerprint']['model_sha256']}, {meta['fingerprint']['dims']} dims); the model "
+                    f"found now differs ({spec.fingerprint['model_sha256']}, {spec.dims} dims): "
+                    "run `kb index --rebuild PATH...` to embed again")
+            self._encoder = load_encoder(cfg)
+        version = self.store.data_version
+        if self._vindex is None or self._vindex[0].version != version:
+            self._vindex = vectors.current(self.store, meta["key"], self._encoder.dims, "auto")
+        return self._encoder, self._vindex[1]
 
     def _known(self, terms: list[str], ids: dict[str, int]) -> list[str]:
         """The terms that are in the index, recording their ids in `ids`."""
@@ -101,14 +179,13 @@ class Searcher:
         ids.update(found)
         return [t for t in terms if t in found]
 
-    def _glob_mask(self, cache: Bm25Cache, glob: str) -> np.ndarray:
+    def _glob_ids(self, glob: str) -> np.ndarray:
         """Chunks whose document path, relative to its indexed folder, matches the SQLite GLOB."""
-        key = (glob, cache.version)
+        key = (glob, self.store.data_version)
         if key not in self._globs:
-            ids = [r[0] for r in self.store.conn.execute(
+            self._globs[key] = np.array([r[0] for r in self.store.conn.execute(
                 "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id "
-                "WHERE substr(d.path, length(d.root) + 2) GLOB ?", (glob,))]
-            self._globs[key] = np.isin(cache.chunk_ids, np.array(ids, dtype=np.int64))
+                "WHERE substr(d.path, length(d.root) + 2) GLOB ?", (glob,))], dtype=np.int64)
         return self._globs[key]
 
     def _fetch(self, chunk_ids: list[int], scores: list[float]) -> list[Hit]:

@@ -31,9 +31,26 @@ def status(store: Store) -> dict:
         "bytes": {"database": _size(store, DB_FILE) + _size(store, DB_FILE + "-wal"),
                   "bm25_cache": _size(store, CACHE_FILE)},
         "fingerprint": store.fingerprint(),
-        "vectors": None,
+        "vectors": _vectors(store),
         "last_run": _last_run(store),
     }
+
+
+def _vectors(store: Store) -> dict | None:
+    from kb.index import vectors
+    from kb.index.query import DEFAULT_FUSION
+
+    raw = store.meta("embedding")
+    if raw is None:
+        return None
+    meta = json.loads(raw)
+    tag = vectors.peek(store) or {}
+    fusion = json.loads(store.meta("fusion") or "null") or dict(zip(("method", "weight"), DEFAULT_FUSION))
+    current = tag.get("version") == store.data_version and tag.get("key") == meta["key"]
+    return {"kind": tag.get("kind"), "count": tag.get("count", 0), "up_to_date": current,
+            "model": meta["fingerprint"]["model"], "dims": meta["fingerprint"]["dims"],
+            "fingerprint": meta["fingerprint"], "fusion": fusion,
+            "bytes": _size(store, vectors.FILE)}
 
 
 def _size(store: Store, name: str) -> int:

@@ -10,7 +10,7 @@ import pytest
 from conftest import SAMPLE
 from kb.index.analyzer import analyze
 from kb.index.bm25 import Bm25Cache, top_k
-from kb.index.indexer import index_paths
+from kb.index.indexer import IndexConfig, index_paths
 from kb.index.query import Searcher
 from kb.index.store import Store
 
@@ -61,7 +61,7 @@ def compare(db, queries):
 
 def test_matches_bm25s_on_sample_corpus(tmp_path):
     db = tmp_path / "store"
-    index_paths([SAMPLE], db)
+    index_paths([SAMPLE], db, IndexConfig(vector_index="none"))
     queries = [json.loads(l)["text"] for l in (SAMPLE / "eval" / "queries.jsonl").read_text().splitlines()]
     assert compare(db, queries) >= 50
 
@@ -69,7 +69,7 @@ def test_matches_bm25s_on_sample_corpus(tmp_path):
 def test_matches_bm25s_on_synthetic_corpus(tmp_path):
     rng, words = synthetic_corpus(tmp_path / "syn")
     db = tmp_path / "store"
-    index_paths([tmp_path / "syn"], db)
+    index_paths([tmp_path / "syn"], db, IndexConfig(vector_index="none"))
     queries = [" ".join(rng.sample(words[:600], rng.randint(1, 6))) for _ in range(100)]
     assert compare(db, queries) >= 90
 
@@ -77,15 +77,15 @@ def test_matches_bm25s_on_synthetic_corpus(tmp_path):
 def test_incremental_updates_match_a_fresh_build(tmp_path):
     rng, words = synthetic_corpus(tmp_path / "syn", n_docs=200)
     db = tmp_path / "store"
-    index_paths([tmp_path / "syn"], db)
+    index_paths([tmp_path / "syn"], db, IndexConfig(vector_index="none"))
     for d in rng.sample(range(200), 40):  # edit some, delete some, add some
         (tmp_path / "syn" / f"doc{d:04d}.txt").write_text(" ".join(rng.choices(words, k=60)) + "\n")
     for d in rng.sample(range(200), 20):
         (tmp_path / "syn" / f"doc{d:04d}.txt").unlink(missing_ok=True)
     for d in range(200, 230):
         (tmp_path / "syn" / f"doc{d:04d}.txt").write_text(" ".join(rng.choices(words, k=40)) + "\n")
-    index_paths([tmp_path / "syn"], db)
-    index_paths([tmp_path / "syn"], tmp_path / "fresh")
+    index_paths([tmp_path / "syn"], db, IndexConfig(vector_index="none"))
+    index_paths([tmp_path / "syn"], tmp_path / "fresh", IndexConfig(vector_index="none"))
     queries = [" ".join(rng.sample(words[:400], 3)) for _ in range(50)]
     for q in queries:
         a, b = Store.open(db), Store.open(tmp_path / "fresh")

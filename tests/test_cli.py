@@ -26,9 +26,14 @@ def test_help_is_light():
 def test_index_query_status_json(corpus, db):
     report = kb_json("index", corpus, "--db", db)
     assert INDEX_KEYS <= report.keys() and report["added"] >= 30
+    assert report["embedded"] == report["chunks_added"] and report["vector_index"] == "flat"
+    for mode in ("bm25", "vector"):
+        assert kb_json("query", "sourdough starter", "--db", db, "--mode", mode)["results"][0]["path"] \
+            == "cooking/sourdough-starter.md"
     result = kb_json("query", "sourdough starter", "--db", db, "-k", "3")
     assert {"query", "mode", "results", "timings_ms"} <= result.keys()
-    assert result["mode"] == "bm25" and "fell back" in result["note"]
+    assert result["mode"] == "hybrid" and "note" not in result
+    assert {"embed", "vector", "bm25"} <= result["timings_ms"].keys()
     assert 1 <= len(result["results"]) <= 3
     hit = result["results"][0]
     assert HIT_KEYS <= hit.keys() and hit["path"] == "cooking/sourdough-starter.md"
@@ -39,19 +44,20 @@ def test_index_query_status_json(corpus, db):
     assert info["documents"] == report["added"] and info["chunks"] == report["chunks_added"]
     assert info["fingerprint"]["tokenizer"] == "all-MiniLM-L6-v2"
     assert info["last_run"]["status"] == "ok"
+    assert info["vectors"]["kind"] == "flat" and info["vectors"]["count"] == report["chunks_added"]
 
 
 def test_human_output(corpus, db):
-    out = kb("index", corpus, "--db", db).stdout
+    out = kb("index", corpus, "--db", db, "--vector-index", "none").stdout  # BM25 only
     assert "added" in out
     proc = kb("query", "git rebase", "--db", db)
     assert "tech/git-rebase.md:" in proc.stdout and "fell back to bm25" in proc.stderr
     assert "documents" in kb("status", "--db", db).stdout
-    assert kb("index", corpus, "--db", db, "--quiet").stdout == ""
+    assert kb("index", corpus, "--db", db, "--vector-index", "none", "--quiet").stdout == ""
 
 
 def test_query_file_one_json_per_line(corpus, db):
-    kb("index", corpus, "--db", db)
+    kb("index", corpus, "--db", db, "--vector-index", "none")
     qfile = corpus.parent / "queries.txt"
     qfile.write_text("sourdough\n\nTCP handshake\n长城\n")
     lines = kb("query", "--file", qfile, "--db", db, "--json").stdout.splitlines()
@@ -63,14 +69,14 @@ def test_query_file_one_json_per_line(corpus, db):
 
 def test_kb_db_environment_variable(corpus, tmp_path):
     env = {"KB_DB": str(tmp_path / "envstore")}
-    kb("index", corpus / "tech", "--quiet", env=env)
+    kb("index", corpus / "tech", "--quiet", "--vector-index", "none", env=env)
     assert (tmp_path / "envstore" / "kb.sqlite").exists()
 
 
 def test_exit_codes(corpus, db, tmp_path):
-    assert "no such file" in kb("index", tmp_path / "missing", "--db", db, check=3).stderr
+    assert "no such file" in kb("index", tmp_path / "missing", "--db", db, "--vector-index", "none", check=3).stderr
     assert "no knowledge base" in kb("query", "x", "--db", tmp_path / "none", check=3).stderr
-    kb("index", corpus, "--db", db)
+    kb("index", corpus, "--db", db, "--vector-index", "none")
     assert "empty query" in kb("query", "   ", "--db", db, check=2).stderr
     kb("query", "--db", db, check=2)  # neither text nor --file
     assert "no vectors" in kb("query", "x", "--mode", "vector", "--db", db, check=4).stderr
@@ -90,12 +96,12 @@ def test_errors_are_one_line_and_debug_shows_traceback(tmp_path):
 
 
 def test_second_index_waits_then_gives_up(corpus, db):
-    kb("index", corpus, "--db", db)
+    kb("index", corpus, "--db", db, "--vector-index", "none")
     with open(db / "index.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write("12345")
         f.flush()
-        proc = kb("index", corpus, "--db", db, "--wait", "0.5", check=75)
+        proc = kb("index", corpus, "--db", db, "--vector-index", "none", "--wait", "0.5", check=75)
     assert "another kb index (pid 12345)" in proc.stderr
     kb("query", "sourdough", "--db", db)  # readers are not blocked by the lock
 
@@ -105,7 +111,7 @@ def test_escape_sequences_never_reach_the_terminal(tmp_path, db):
     root.mkdir()
     (root / "evil.md").write_text("# Title \x1b]0;pwned\x07\nred \x1b[31malert\x1b[0m text \x9b2J here\n")
     (root / "name\x1b[2J.md").write_text("alert file name\n")
-    kb("index", root, "--db", db)
+    kb("index", root, "--db", db, "--vector-index", "none")
     for args in (("query", "alert"), ("query", "alert", "--json"), ("status",)):
         proc = kb(*args, "--db", db)
         for stream in (proc.stdout, proc.stderr):
@@ -123,18 +129,18 @@ def test_unreadable_file_exit_code(corpus, db, monkeypatch):
         "    return _real(self)\n"
         "pathlib.Path.read_bytes = _deny\n")
     env = {"PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = kb("index", corpus, "--db", db, "--json", check=5, env=env)
+    proc = kb("index", corpus, "--db", db, "--vector-index", "none", "--json", check=5, env=env)
     assert json.loads(proc.stdout)["errors"] and "git-rebase.md" in proc.stderr
 
 
 def test_special_paths(tmp_path, db):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    assert "not a regular file" in kb("index", fifo, "--db", db, check=2).stderr
+    assert "not a regular file" in kb("index", fifo, "--db", db, "--vector-index", "none", check=2).stderr
     somefile = tmp_path / "file.txt"
     somefile.write_text("x")
-    assert "cannot create a store" in kb("index", somefile, "--db", somefile, check=2).stderr
+    assert "cannot create a store" in kb("index", somefile, "--db", somefile, "--vector-index", "none", check=2).stderr
     binary = tmp_path / "photo.png"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
-    proc = kb("index", binary, "--db", db)
+    proc = kb("index", binary, "--db", db, "--vector-index", "none")
     assert "skipped, binary file" in proc.stderr and "1 skipped" in proc.stdout

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO, SAMPLE, kb
@@ -25,6 +26,20 @@ def make_corpus(root, n, seed):
         lines = [f"# Note {i}"] + [" ".join(rng.choices(words, k=rng.randint(8, 30))) for _ in range(30)]
         (sub / f"n{i:04d}.md").write_text("\n".join(lines) + "\n")
     return rng
+
+
+def vectors_of(db):
+    conn = sqlite3.connect(db / "kb.sqlite")
+    rows = dict(conn.execute("SELECT hash, vector FROM embeddings"))
+    conn.close()
+    return {h: np.frombuffer(v, dtype=np.float32) for h, v in rows.items()}
+
+
+def same_vectors(db_a, db_b):
+    a, b = vectors_of(db_a), vectors_of(db_b)
+    assert a.keys() == b.keys()
+    for h in a:  # batches differ between runs, so the last bits may too
+        np.testing.assert_allclose(a[h], b[h], atol=1e-5)
 
 
 def snapshot(db):
@@ -46,17 +61,19 @@ def snapshot(db):
     return docs, chunks, postings
 
 
-def queries_agree(db_a, db_b, terms):
+def queries_agree(db_a, db_b, terms, mode="bm25", tolerance=1e-6):
     """Every matching chunk with the same score. (A top-k cut is not compared: equal scores are
     ordered by chunk id, and ids differ between a resumed store and a fresh one.)"""
     for q in terms:
-        a = kb("query", q, "--db", db_a, "--json", "--mode", "bm25", "-k", "100000").stdout
-        b = kb("query", q, "--db", db_b, "--json", "--mode", "bm25", "-k", "100000").stdout
-        strip = lambda s: [(r["path"], r["start_line"], r["score"]) for r in json.loads(s)["results"]]
-        assert strip(a) and sorted(strip(a)) == sorted(strip(b)), q
+        a, b = ({(r["path"], r["start_line"]): r["score"] for r in json.loads(
+                    kb("query", q, "--db", d, "--json", "--mode", mode, "-k", "100000").stdout)["results"]}
+                for d in (db_a, db_b))
+        assert a and a.keys() == b.keys(), q
+        assert all(abs(a[c] - b[c]) <= tolerance for c in a), q
 
 
 def start_index(corpus, db, *extra):
+    extra = extra or START_ARGS
     return subprocess.Popen([sys.executable, "-m", "kb.cli", "index", str(corpus), "--db", str(db),
                              "--quiet", *extra], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -70,12 +87,18 @@ def kill_at_random(corpus, db, rng, duration, times):
         proc.wait()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_at_random_points_then_complete(tmp_path, seed):
+START_ARGS: tuple = ()
+
+
+@pytest.mark.parametrize("seed, vectors", [(1, True), (2, False), (3, False)])
+def test_sigkill_at_random_points_then_complete(tmp_path, seed, vectors, monkeypatch):
+    """With vectors, runs die while embedding and writing the vector index too."""
+    args = () if vectors else ("--vector-index", "none")
+    monkeypatch.setattr(sys.modules[__name__], "START_ARGS", args)
     corpus = tmp_path / "corpus"
-    rng = make_corpus(corpus, 400, seed)
+    rng = make_corpus(corpus, 200 if vectors else 400, seed)
     t0 = time.monotonic()
-    kb("index", corpus, "--db", tmp_path / "reference", "--quiet")
+    kb("index", corpus, "--db", tmp_path / "reference", "--quiet", *args)
     duration = time.monotonic() - t0
 
     db = tmp_path / "store"
@@ -84,8 +107,10 @@ def test_sigkill_at_random_points_then_complete(tmp_path, seed):
     killed = conn.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
     conn.close()
     assert killed >= 1  # the kills did land inside runs, not only before or after them
-    kb("index", corpus, "--db", db, "--quiet")
+    kb("index", corpus, "--db", db, "--quiet", *args)
     assert snapshot(db) == snapshot(tmp_path / "reference")
+    if vectors:
+        same_vectors(db, tmp_path / "reference")
 
     # Now an incremental run is killed: edit, delete and add files, kill, complete.
     files = sorted(corpus.rglob("*.md"))
@@ -95,19 +120,22 @@ def test_sigkill_at_random_points_then_complete(tmp_path, seed):
         f.unlink(missing_ok=True)
     make_corpus(corpus / "new", 40, seed + 100)
     kill_at_random(corpus, db, rng, duration / 2, times=2)
-    kb("index", corpus, "--db", db, "--quiet")
-    kb("index", corpus, "--db", tmp_path / "fresh", "--quiet")
+    kb("index", corpus, "--db", db, "--quiet", *args)
+    kb("index", corpus, "--db", tmp_path / "fresh", "--quiet", *args)
     assert snapshot(db) == snapshot(tmp_path / "fresh")
     queries_agree(db, tmp_path / "fresh", ["zebra words", "sourdough starter", "git rebase"])
+    if vectors:
+        same_vectors(db, tmp_path / "fresh")
+        queries_agree(db, tmp_path / "fresh", ["zebra words", "bread"], mode="vector", tolerance=1e-4)
 
 
 def test_queries_work_while_an_index_run_writes(tmp_path):
     corpus = tmp_path / "corpus"
     make_corpus(corpus, 60, 5)
     db = tmp_path / "store"
-    kb("index", corpus, "--db", db, "--quiet")
+    kb("index", corpus, "--db", db, "--quiet", "--vector-index", "none")
     make_corpus(corpus / "more", 600, 6)
-    writer = start_index(corpus, db)
+    writer = start_index(corpus, db, "--vector-index", "none")
     answered = 0
     try:
         while writer.poll() is None and answered < 20:
@@ -115,7 +143,7 @@ def test_queries_work_while_an_index_run_writes(tmp_path):
             assert '"results"' in proc.stdout
             answered += 1
         if writer.poll() is None:
-            busy = kb("index", corpus, "--db", db, "--wait", "0", check=75)
+            busy = kb("index", corpus, "--db", db, "--wait", "0", "--vector-index", "none", check=75)
             assert "another kb index" in busy.stderr
     finally:
         writer.wait(timeout=300)

@@ -12,6 +12,8 @@ from kb.index.indexer import IndexConfig, index_paths
 from kb.index.query import Searcher
 from kb.index.store import DB_FILE, Store
 
+BM25 = IndexConfig(vector_index="none")  # these tests are about documents and BM25
+
 
 def paths_in(db):
     store = Store.open(db)
@@ -30,14 +32,14 @@ def search(db, text, **kw):
 
 
 def test_second_run_changes_nothing(corpus, db):
-    first = index_paths([corpus], db)
+    first = index_paths([corpus], db, BM25)
     files = [p for p in corpus.rglob("*") if p.is_file() and "eval" not in p.parts and p.name != ".kbignore"]
     assert first.added == len(files) >= 30 and first.chunks_added > first.added
     store = Store.open(db)
     version = store.data_version
     store.close()
     cache_mtime = (db / "bm25.npz").stat().st_mtime_ns
-    second = index_paths([corpus], db)
+    second = index_paths([corpus], db, BM25)
     assert (second.added, second.updated, second.removed, second.chunks_added, second.chunks_removed) == (0, 0, 0, 0, 0)
     assert second.unchanged == len(files)
     store = Store.open(db)
@@ -47,27 +49,27 @@ def test_second_run_changes_nothing(corpus, db):
 
 
 def test_edit_updates_only_that_file_and_reuses_unchanged_chunks(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     doc = corpus / "tech" / "sqlite-wal.md"
     doc.write_text(doc.read_text() + "\n## Backups\n\nUse the online backup API or VACUUM INTO for a copy.\n")
-    report = index_paths([corpus], db)
+    report = index_paths([corpus], db, BM25)
     assert (report.added, report.updated, report.removed) == (0, 1, 0)
     assert report.chunks_added == 1 and report.chunks_removed == 0
     assert search(db, "VACUUM INTO backup")[0] == "tech/sqlite-wal.md"
 
 
 def test_touch_without_change_reads_but_does_not_rewrite(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     os.utime(corpus / "tech" / "git-rebase.md", ns=(1, 1))
-    report = index_paths([corpus], db)
+    report = index_paths([corpus], db, BM25)
     assert report.unchanged == report.unchanged and report.updated == 0 and report.chunks_added == 0
 
 
 def test_deleted_file_leaves_every_index(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     assert search(db, "Gutenberg")[0] == "history/printing-press.md"
     (corpus / "history" / "printing-press.md").unlink()
-    report = index_paths([corpus], db)
+    report = index_paths([corpus], db, BM25)
     assert report.removed == 1 and report.chunks_removed >= 1
     assert "history/printing-press.md" not in search(db, "Gutenberg printing press")
     store = Store.open(db)
@@ -85,7 +87,7 @@ def test_kbignore_hidden_and_unknown_files(corpus, db):
     (corpus / "drafts" / "wip.md").write_text("draft secret words")
     (corpus / "drafts" / ".kbignore").write_text("*.md\n!keep.md\n")
     (corpus / "drafts" / "keep.md").write_text("kept secret words")
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     indexed = paths_in(db)
     assert "drafts/keep.md" in indexed
     assert not {".hidden.md", ".git/config.md", "photo.png", "drafts/wip.md"} & set(indexed)
@@ -101,9 +103,9 @@ def test_symlinks_outside_are_not_followed_and_loops_end(tmp_path, db):
     (root / "file-out.md").symlink_to(outside / "secret.md")
     (root / "loop").symlink_to(root)
     (root / "inner.md").symlink_to(root / "a.md")
-    index_paths([root], db)
+    index_paths([root], db, BM25)
     assert paths_in(db) == ["a.md", "inner.md"]
-    index_paths([root], db, IndexConfig(follow_symlinks=True))
+    index_paths([root], db, IndexConfig(follow_symlinks=True, vector_index="none"))
     assert "link-out/secret.md" in paths_in(db)
 
 
@@ -114,18 +116,18 @@ def test_bad_files_are_recorded_once_with_a_reason(tmp_path, db):
     (root / "empty.md").write_text("")
     (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     (root / "big.md").write_text("word " * 300_000)
-    report = index_paths([root], db, IndexConfig(max_file_mb=1))
+    report = index_paths([root], db, IndexConfig(max_file_mb=1, vector_index="none"))
     assert report.skipped == 3 and report.errors == []
     joined = "\n".join(report.warnings)
     for needle in ("binary file", "empty file", "invalid UTF-8", "larger than 1 MB"):
         assert needle in joined
     assert search(db, "caf")  # decoded with replacement and indexed
-    again = index_paths([root], db, IndexConfig(max_file_mb=1))
+    again = index_paths([root], db, IndexConfig(max_file_mb=1, vector_index="none"))
     assert again.warnings == [] and again.unchanged == 4
 
 
 def test_unreadable_file_keeps_its_old_entry(corpus, db, monkeypatch):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     target = corpus / "tech" / "dns-resolution.md"
     target.write_text(target.read_text() + "\nchanged\n")
     real = Path.read_bytes
@@ -136,28 +138,28 @@ def test_unreadable_file_keeps_its_old_entry(corpus, db, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(Path, "read_bytes", deny)
-    report = index_paths([corpus], db)
+    report = index_paths([corpus], db, BM25)
     assert len(report.errors) == 1 and "dns-resolution.md" in report.errors[0]
     assert search(db, "recursive resolver TTL")[0] == "tech/dns-resolution.md"
 
 
 def test_missing_path_changes_nothing(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     before = paths_in(db)
     with pytest.raises(NotFound):
-        index_paths([corpus, corpus / "nope"], db)
+        index_paths([corpus, corpus / "nope"], db, BM25)
     assert paths_in(db) == before
 
 
 def test_single_file_and_relative_paths(corpus, db):
-    index_paths([corpus / "tech" / "git-rebase.md"], db)
+    index_paths([corpus / "tech" / "git-rebase.md"], db, BM25)
     assert paths_in(db) == ["git-rebase.md"]
-    index_paths([corpus / "tech"], db)
+    index_paths([corpus / "tech"], db, BM25)
     assert "git-rebase.md" in paths_in(db) and len(paths_in(db)) == 6
 
 
 def test_store_is_private(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     assert stat.S_IMODE(db.stat().st_mode) == 0o700
     for f in db.iterdir():
         if f.is_file():
@@ -165,12 +167,12 @@ def test_store_is_private(corpus, db):
 
 
 def test_newer_schema_is_refused_and_kept(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     conn = sqlite3.connect(db / DB_FILE)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(StoreIncompatible, match="newer"):
-        index_paths([corpus], db)
+        index_paths([corpus], db, BM25)
     conn = sqlite3.connect(db / DB_FILE)
     assert conn.execute("SELECT count(*) FROM documents").fetchone()[0] >= 30
 
@@ -178,21 +180,21 @@ def test_newer_schema_is_refused_and_kept(corpus, db):
 def test_other_chunking_needs_rebuild(corpus, db):
     from kb.index.chunker import ChunkConfig
 
-    index_paths([corpus], db)
-    other = IndexConfig(chunk=ChunkConfig(max_tokens=128))
+    index_paths([corpus], db, BM25)
+    other = IndexConfig(chunk=ChunkConfig(max_tokens=128), vector_index="none")
     with pytest.raises(StoreIncompatible, match="--rebuild"):
         index_paths([corpus], db, other)
-    report = index_paths([corpus], db, IndexConfig(chunk=ChunkConfig(max_tokens=128), rebuild=True))
+    report = index_paths([corpus], db, IndexConfig(chunk=ChunkConfig(max_tokens=128), rebuild=True, vector_index="none"))
     assert report.added >= 30
 
 
 def test_corrupt_bm25_cache_is_rebuilt(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     (db / "bm25.npz").write_bytes(b"not a zip")
     assert search(db, "sourdough")[0] == "cooking/sourdough-starter.md"
 
 
 def test_path_glob_filters(corpus, db):
-    index_paths([corpus], db)
+    index_paths([corpus], db, BM25)
     hits = search(db, "cache", path_glob="code/*")
     assert hits and all(h.startswith("code/") for h in hits)

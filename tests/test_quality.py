@@ -5,7 +5,7 @@ import pytest
 
 from conftest import SAMPLE
 from kb.index.evaluate import documents, hit_at, load_qrels, load_queries, reciprocal_rank
-from kb.index.indexer import index_paths
+from kb.index.indexer import IndexConfig, index_paths
 from kb.index.query import Searcher
 from kb.index.store import Store
 
@@ -13,7 +13,7 @@ from kb.index.store import Store
 @pytest.fixture(scope="module")
 def searcher(tmp_path_factory):
     db = tmp_path_factory.mktemp("quality") / "store"
-    index_paths([SAMPLE], db)
+    index_paths([SAMPLE], db, IndexConfig(vector_index="none"))
     store = Store.open(db)
     yield Searcher(store)
     store.close()

@@ -1,0 +1,184 @@
+"""The embedding encoder: any local Hugging Face encoder folder (BERT, MPNet, XLM-R families),
+run through transformers with PyTorch SDPA. It eats the token ids the chunker stored (adding only
+the model's special tokens and the passage prefix), batched by a token budget over length-sorted
+inputs so that padding stays small. CPU: fp32 on all cores. GPU: bf16. The packed, padding-free
+runner with Triton kernels is a later step; `Encoder.forward_batch` is its seam.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from kb.embed.tokenizer import DEFAULT_MODEL, default_model_dir
+from kb.errors import NotFound, UsageError
+
+POOLINGS = ("auto", "mean", "cls")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str | None = None  # a local model folder; None = all-MiniLM-L6-v2 from its package
+    pooling: str = "auto"  # auto reads sentence-transformers' 1_Pooling/config.json, else mean
+    normalize: bool = True
+    query_prefix: str = ""  # e.g. "query: " for E5, "Represent this sentence ...: " for BGE
+    passage_prefix: str = ""  # e.g. "passage: " for E5
+    batch_tokens: int = 8192  # padded tokens per forward pass
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}")
+        if self.batch_tokens < 256:
+            raise UsageError("batch_tokens must be at least 256")
+
+    def folder(self) -> Path:
+        if self.model is None:
+            return default_model_dir()
+        folder = Path(self.model).expanduser()
+        if not (folder / "config.json").is_file():
+            raise NotFound(f"not a Hugging Face model folder (no config.json): {self.model}")
+        return folder
+
+
+def _pooling(folder: Path, asked: str) -> str:
+    if asked != "auto":
+        return asked
+    try:
+        cfg = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, ValueError):
+        return "mean"
+    return "cls" if cfg.get("pooling_mode_cls_token") else "mean"
+
+
+def _max_tokens(folder: Path, config: dict) -> int:
+    """The model's trained length: sentence-transformers' max_seq_length, else its positions."""
+    limit = config.get("max_position_embeddings", 512)
+    if config.get("model_type", "") in ("xlm-roberta", "roberta", "mpnet", "camembert"):
+        limit -= 2  # these offset position ids by the padding index
+    try:
+        limit = min(limit, json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return limit
+
+
+def _quiet_transformers() -> None:
+    """No hub access and no progress bars or info logs: kb runs from cron, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """What an encoder computes, known from its files without loading torch: the store keeps
+    vectors under `key`, and a store/query mismatch of `fingerprint` is an error."""
+
+    fingerprint: dict
+    key: str
+    dims: int
+
+
+def describe(cfg: EmbedConfig) -> EmbedSpec:
+    from kb.embed.tokenizer import load_tokenizer
+
+    folder = cfg.folder()
+    raw = (folder / "config.json").read_bytes()
+    config = json.loads(raw)
+    fingerprint = {
+        "model": DEFAULT_MODEL if cfg.model is None else folder.name,
+        "model_sha256": hashlib.sha256(raw + load_tokenizer(cfg.model).sha256.encode()).hexdigest()[:16],
+        "dims": config["hidden_size"], "pooling": _pooling(folder, cfg.pooling),
+        "normalize": cfg.normalize, "query_prefix": cfg.query_prefix,
+        "passage_prefix": cfg.passage_prefix, "max_tokens": _max_tokens(folder, config),
+    }
+    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    return EmbedSpec(fingerprint, key, config["hidden_size"])
+
+
+class Encoder:
+    def __init__(self, cfg: EmbedConfig):
+        _quiet_transformers()
+        import torch
+        from transformers import AutoModel
+
+        from kb.embed.tokenizer import load_tokenizer
+
+        self.cfg, folder = cfg, cfg.folder()
+        spec = describe(cfg)
+        self.fingerprint, self.key, self.dims = spec.fingerprint, spec.key, spec.dims
+        self.pooling, self.max_tokens = spec.fingerprint["pooling"], spec.fingerprint["max_tokens"]
+        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if cfg.device == "auto" else cfg.device))
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if self.device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype,
+                                               attn_implementation="sdpa").to(self.device).eval()
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.pad_id = self.model.config.pad_token_id or 0
+        self.head, self.tail = self.tokenizer.special_tokens()
+        self._passage = self.tokenizer.encode(cfg.passage_prefix).ids if cfg.passage_prefix else []
+
+    def _inputs(self, ids: list[int], prefix: list[int]) -> list[int]:
+        room = self.max_tokens - len(self.head) - len(self.tail)
+        return self.head + (prefix + ids)[:room] + self.tail
+
+    def embed_passages(self, id_lists: list[list[int]]) -> np.ndarray:
+        """(n, dims) float32 for chunks given as the chunker's token ids."""
+        return self.embed_inputs([self._inputs(ids, self._passage) for ids in id_lists])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        ids = self.tokenizer.encode(self.cfg.query_prefix + text).ids
+        return self.embed_inputs([self._inputs(ids, [])])[0]
+
+    def embed_inputs(self, inputs: list[list[int]]) -> np.ndarray:
+        out = np.zeros((len(inputs), self.dims), dtype=np.float32)
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        start = 0
+        while start < len(order):
+            # The longest input of a length-sorted batch is its last: grow while the padded size fits.
+            end = start + 1
+            while end < len(order) and len(inputs[order[end]]) * (end + 1 - start) <= self.cfg.batch_tokens:
+                end += 1
+            batch = order[start:end]
+            out[batch] = self.forward_batch([inputs[i] for i in batch])
+            start = end
+        return out
+
+    def forward_batch(self, batch: list[list[int]]) -> np.ndarray:
+        import torch
+
+        width = max(len(x) for x in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, x in enumerate(batch):
+            ids[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()  # (b, t, d)
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                m = mask.unsqueeze(-1).float()
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            if self.cfg.normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.cpu().numpy()
+
+
+@lru_cache(maxsize=2)
+def load_encoder(cfg: EmbedConfig) -> Encoder:
+    """One loaded model per configuration and process (loading torch and weights takes seconds)."""
+    return Encoder(cfg)
