@@ -3,6 +3,7 @@ result; `main` turns kb's named errors into one line on stderr and a documented 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -116,6 +117,46 @@ def status(db: Db = None, json_out: Json = False) -> None:
         render.print_json(info)
     else:
         render.status(info, render.console())
+
+
+@app.command("eval")
+def evaluate(
+    queries: Annotated[Path, typer.Argument(help="BEIR queries JSONL (_id, text).", show_default=False)],
+    qrels: Annotated[Path, typer.Argument(
+        help="BEIR qrels TSV (query-id, corpus-id = path relative to the indexed folder, score).",
+        show_default=False)],
+    db: Db = None,
+    json_out: Json = False,
+    tune: Annotated[bool, typer.Option(help="Also try every fusion method and weight.")] = False,
+    apply: Annotated[bool, typer.Option(help="With --tune: store the best fusion for kb query.")] = False,
+) -> None:
+    """Retrieval quality of each mode on labelled queries: nDCG@10, recall@10/@100, MRR@10, queries/s."""
+    from kb.index import evaluate as ev
+    from kb.index.query import Searcher
+    from kb.index.store import Store
+
+    try:
+        qs, judged = ev.load_queries(queries), ev.load_qrels(qrels)
+    except OSError as e:
+        from kb.errors import NotFound
+
+        raise NotFound(f"cannot read {e.filename}: {e.strerror}") from e
+    store = Store.open(db)
+    searcher = Searcher(store)
+    modes = ("bm25", "vector", "hybrid") if store.meta("embedding") else ("bm25",)
+    report = {"modes": ev.evaluate(searcher, qs, judged, modes), "fusion": dict(zip(
+        ("method", "weight"), searcher.fusion()))}
+    if tune and "vector" in modes:
+        trials = ev.tune_fusion(searcher, qs, judged)
+        report["tuning"] = trials
+        if apply:
+            with store.transaction(data=False):
+                store.set_meta("fusion", json.dumps({"method": trials[0]["method"], "weight": trials[0]["weight"]}))
+            report["fusion"] = {"method": trials[0]["method"], "weight": trials[0]["weight"]}
+    if json_out:
+        render.print_json(report)
+    else:
+        render.evaluation(report, render.console())
 
 
 def _lines(file: Path) -> list[str]:

@@ -126,3 +126,19 @@ def _vectors(v: dict | None) -> str:
 class _Stats:
     def __init__(self, d: dict):
         self.__dict__.update(d)
+
+
+def evaluation(report: dict, out) -> None:
+    from rich.table import Table
+
+    table = Table("mode", "nDCG@10", "recall@10", "recall@100", "MRR@10", "queries/s")
+    for mode, m in report["modes"].items():
+        table.add_row(mode, f"{m['ndcg@10']:.4f}", f"{m['recall@10']:.4f}", f"{m['recall@100']:.4f}",
+                      f"{m['mrr@10']:.4f}", f"{m['queries_per_s']:.0f}")
+    out.print(table)
+    if "tuning" in report:
+        best = report["tuning"][0]
+        out.print(f"best fusion: {best['method']} with vector weight {best['weight']:g} "
+                  f"(nDCG@10 {best['ndcg@10']:.4f})")
+    f = report["fusion"]
+    out.print(f"fusion used by kb query: {f['method']} (vector weight {f['weight']:g})")

@@ -47,8 +47,9 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def analyze_query(text: str, known) -> list[str]:
-    """The distinct terms of a query that are in the index; `known(terms)` returns those that are.
+def analyze_query(text: str, known) -> tuple[list[str], int]:
+    """(the distinct terms of a query that are in the index, how many of its words are not);
+    `known(terms)` returns those of `terms` that are in the index.
 
     CJK runs are not segmented with jieba here (its dictionary takes ~0.6 s to load, most of a cold
     query): since documents were cut in jieba's search mode, which emits every dictionary word
@@ -62,14 +63,17 @@ def analyze_query(text: str, known) -> list[str]:
             runs.append(token)
         elif token not in STOP_WORDS:
             words.append(token)
-    terms = known(_stemmer().stemWords(words)) if words else []
+    stems = list(dict.fromkeys(_stemmer().stemWords(words))) if words else []
+    terms = known(stems)
+    missing = len(stems) - len(terms)
     for run in runs:
         grams = {run[i:j]: i for i in range(len(run)) for j in range(i + 2, min(len(run), i + 8) + 1)}
         found = known(list(grams))
         covered = {i for g in found for i in range(grams[g], grams[g] + len(g))}
         terms += sorted(found, key=lambda g: (grams[g], len(g)))
         terms += known([c for i, c in enumerate(run) if i not in covered])
-    return list(dict.fromkeys(terms))
+        missing += 0 if found else 1
+    return list(dict.fromkeys(terms)), missing
 
 
 def analyze(text: str) -> list[str]:

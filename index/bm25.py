@@ -125,6 +125,13 @@ class Bm25Cache:
                 pass  # a read-only store still answers queries from the in-memory rebuild
         return cache
 
+    def max_score(self, term_ids: list[int], unknown: int) -> float:
+        """An upper bound of a query's score: every term's idf (tf / (tf + norm) < 1), with
+        words not in the index counted at the idf of a term no chunk has."""
+        n = len(self.chunk_ids)
+        df = np.array([self.indptr[t + 1] - self.indptr[t] for t in term_ids if t + 1 < len(self.indptr)])
+        return float(np.log1p((n - df + 0.5) / (df + 0.5)).sum() + unknown * np.log1p((n + 0.5) / 0.5))
+
     def scores(self, term_ids: list[int]) -> np.ndarray:
         """(n_chunks,) float64 BM25 scores of a query of distinct term ids."""
         parts = [slice(self.indptr[t], self.indptr[t + 1]) for t in term_ids if t + 1 < len(self.indptr)]

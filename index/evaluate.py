@@ -5,6 +5,8 @@ to the indexed folder. Chunk results are collapsed to documents, best rank first
 from __future__ import annotations
 
 import json
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +60,52 @@ def reciprocal_rank(ranked: list[str], relevant: dict[str, int], k: int = 10) ->
         if relevant.get(d, 0) > 0:
             return 1.0 / i
     return 0.0
+
+
+def ndcg_at(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
+    dcg = sum((2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:
+    wanted = {d for d, r in relevant.items() if r > 0}
+    return len(wanted.intersection(ranked[:k])) / len(wanted) if wanted else 0.0
+
+
+def score_run(runs: list[list[str]], queries: list[Query], qrels) -> dict[str, float]:
+    """Mean metrics over queries that have judgements."""
+    rows = [(r, qrels[q.id]) for r, q in zip(runs, queries) if q.id in qrels]
+    if not rows:
+        raise UsageError("no query has a judgement in the qrels file")
+    mean = lambda f: round(sum(f(r, rel) for r, rel in rows) / len(rows), 4)
+    return {"ndcg@10": mean(ndcg_at), "recall@10": mean(lambda r, rel: recall_at(r, rel, 10)),
+            "recall@100": mean(lambda r, rel: recall_at(r, rel, 100)),
+            "mrr@10": mean(reciprocal_rank), "queries": len(rows)}
+
+
+def evaluate(searcher, queries: list[Query], qrels, modes=("bm25", "vector", "hybrid"),
+             depth: int = 300) -> dict[str, dict]:
+    """Metrics and queries/s per mode; `depth` chunks are retrieved to rank 100 documents."""
+    out = {}
+    for mode in modes:
+        searcher.search(queries[0].text, k=depth, mode=mode)  # load models and caches first
+        t0 = time.perf_counter()
+        runs = [documents([h.path for h in searcher.search(q.text, k=depth, mode=mode).results])
+                for q in queries]
+        qps = len(queries) / (time.perf_counter() - t0)
+        out[mode] = {**score_run(runs, queries, qrels), "queries_per_s": round(qps, 1)}
+    return out
+
+
+def tune_fusion(searcher, queries: list[Query], qrels, depth: int = 300) -> list[dict]:
+    """nDCG@10 of hybrid for each fusion method and vector weight, best first."""
+    results = []
+    lists = [(searcher.candidates(q.text, depth)) for q in queries]
+    for method in ("rrf", "weighted", "calibrated"):
+        for weight in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            runs = [documents([p for p in searcher.fuse_paths(bm, vec, depth, method, weight)])
+                    for bm, vec in lists]
+            results.append({"method": method, "weight": weight, **score_run(runs, queries, qrels)})
+    return sorted(results, key=lambda r: (-r["ndcg@10"], r["method"], r["weight"]))

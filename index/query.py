@@ -19,7 +19,17 @@ from kb.index.store import Store
 
 MODES = ("bm25", "vector", "hybrid")
 HYBRID_DEPTH = 100  # candidates taken from each retriever before fusion
-DEFAULT_FUSION = ("rrf", 0.5)  # method, weight of the vector list
+DEFAULT_FUSION = ("calibrated", 0.5)  # method, vector weight: measured best on sample_corpus (README)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One retriever's best chunks before fusion, and the reference its scores are read against:
+    for BM25 the most the query could score, for vectors the query's background similarity."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    ref: float
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,8 @@ class Searcher:
         self._globs: dict[tuple[str, int], np.ndarray] = {}
         self._encoder = None
         self._vindex = None
+        self._path_map = None
+        self._sample = np.zeros((0, 0), dtype=np.float32)
 
     def bm25(self) -> Bm25Cache:
         version = self.store.data_version
@@ -95,28 +107,29 @@ class Searcher:
         if mode == "hybrid":
             ranked = self._fuse(lists["bm25"], lists["vector"], k)
         else:
-            ids, scores = lists[mode]
-            ranked = list(zip(ids[:k].tolist(), scores[:k].tolist()))
+            ranked = list(zip(lists[mode].ids[:k].tolist(), lists[mode].scores[:k].tolist()))
         hits = self._fetch([c for c, _ in ranked], [s for _, s in ranked])
         t2 = time.perf_counter()
         timings.update(fuse_fetch=t2 - t1, total=t2 - t0)
         return QueryResult(query, mode, hits, {n: round(v * 1000, 3) for n, v in timings.items()},
                            note, terms)
 
-    def _bm25_list(self, query, depth, path_glob, timings) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
+    def _bm25_list(self, query, depth, path_glob, timings) -> tuple[Candidates, list[str]]:
         t0 = time.perf_counter()
         ids: dict[str, int] = {}
-        terms = analyze_query(query, lambda ts: self._known(ts, ids))
+        terms, unknown = analyze_query(query, lambda ts: self._known(ts, ids))
         t1 = time.perf_counter()
         cache = self.bm25()
-        scores = cache.scores([ids[t] for t in terms if t in ids])
+        term_ids = [ids[t] for t in terms if t in ids]
+        scores = cache.scores(term_ids)
         if path_glob:
             scores = np.where(np.isin(cache.chunk_ids, self._glob_ids(path_glob)), scores, 0.0)
         rows = top_k(scores, depth)
         timings.update(analyze=t1 - t0, bm25=time.perf_counter() - t1)
-        return (cache.chunk_ids[rows], scores[rows]), [t for t in terms if t in ids]
+        return (Candidates(cache.chunk_ids[rows], scores[rows], cache.max_score(term_ids, unknown)),
+                [t for t in terms if t in ids])
 
-    def _vector_list(self, query, depth, path_glob, timings) -> tuple[np.ndarray, np.ndarray]:
+    def _vector_list(self, query, depth, path_glob, timings) -> Candidates:
         t0 = time.perf_counter()
         loaded = self._encoder is not None
         encoder, index = self.vectors()
@@ -129,16 +142,39 @@ class Searcher:
         if path_glob:
             keep = np.isin(ids, self._glob_ids(path_glob))
             ids, scores = ids[keep][:depth], scores[keep][:depth]
+        background = float((self._sample @ q).mean()) if len(self._sample) else 0.0
         timings.update(embed=t1 - t0, vector=time.perf_counter() - t1)
-        return ids, scores
+        return Candidates(ids, scores, background)
 
-    def _fuse(self, bm25, vector, k) -> list[tuple[int, float]]:
-        method, weight = self.fusion()
+    def _fuse(self, bm25, vector, k, method: str | None = None, weight: float | None = None):
+        if method is None:
+            method, weight = self.fusion()
         if method == "rrf":
-            fused = fusion.rrf([bm25[0], vector[0]], [1 - weight, weight])
+            fused = fusion.rrf([bm25.ids, vector.ids], [1 - weight, weight])
+        elif method == "weighted":
+            fused = fusion.weighted([(bm25.ids, bm25.scores), (vector.ids, vector.scores)], [1 - weight, weight])
         else:
-            fused = fusion.weighted([bm25, vector], [1 - weight, weight])
+            fused = fusion.calibrated((bm25.ids, bm25.scores), bm25.ref, (vector.ids, vector.scores),
+                                      vector.ref, weight)
         return fusion.top(fused, k)
+
+    def candidates(self, query: str, depth: int):
+        """(bm25 (ids, scores), vector (ids, scores)) before fusion, for tuning it."""
+        timings: dict[str, float] = {}
+        return self._bm25_list(query, depth, None, timings)[0], self._vector_list(query, depth, None, timings)
+
+    def fuse_paths(self, bm25, vector, k: int, method: str, weight: float) -> list[str]:
+        """Document paths of a fusion of `candidates`, best first."""
+        paths = self._paths()
+        return [paths[c] for c, _ in self._fuse(bm25, vector, k, method, weight) if c in paths]
+
+    def _paths(self) -> dict[int, str]:
+        version = self.store.data_version
+        if self._path_map is None or self._path_map[0] != version:
+            rows = self.store.conn.execute(
+                "SELECT c.id, d.path, d.root FROM chunks c JOIN documents d ON d.id = c.doc_id")
+            self._path_map = (version, {c: os.path.relpath(p, r) for c, p, r in rows})
+        return self._path_map[1]
 
     def fusion(self) -> tuple[str, float]:
         """The store's fusion method and vector weight (`kb eval` can recommend them)."""
@@ -164,6 +200,11 @@ class Searcher:
                     f"found now differs ({spec.fingerprint['model_sha256']}, {spec.dims} dims): "
                     "run `kb index --rebuild PATH...` to embed again")
             self._encoder = load_encoder(cfg)
+            # Random chunks (hash order is random) for each query's background similarity.
+            rows = self.store.conn.execute(
+                "SELECT vector FROM embeddings WHERE model = ? LIMIT 256", (meta["key"],)).fetchall()
+            self._sample = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(
+                len(rows), self._encoder.dims)
         version = self.store.data_version
         if self._vindex is None or self._vindex[0].version != version:
             self._vindex = vectors.current(self.store, meta["key"], self._encoder.dims, "auto")

@@ -1,0 +1,77 @@
+"""Embeddings and vector indexes with the real all-MiniLM-L6-v2 and real hnswlib/faiss."""
+
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+from conftest import kb
+from kb.embed.encoder import EmbedConfig, load_encoder
+from kb.embed.tokenizer import default_model_dir, load_tokenizer
+from kb.index import vectors
+from kb.index.indexer import IndexConfig, index_paths
+from kb.index.query import Searcher
+from kb.index.store import Store
+
+
+def test_embeddings_match_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["How do I squash commits?", "Sourdough starter fed with rye flour.", "短", "x " * 300]
+    tok = load_tokenizer()
+    mine = load_encoder(EmbedConfig()).embed_passages([tok.encode(t).ids for t in texts])
+    ref = SentenceTransformer(str(default_model_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+    assert (mine * ref).sum(1).min() >= 0.9999
+
+
+def test_only_new_texts_are_embedded(corpus, db):
+    first = index_paths([corpus], db)
+    assert first.embedded == first.chunks_added > 0
+    assert index_paths([corpus], db).embedded == 0
+    doc = corpus / "tech" / "sqlite-wal.md"
+    doc.write_text(doc.read_text() + "\n## Backups\n\nUse VACUUM INTO for a copy.\n")
+    report = index_paths([corpus], db)
+    assert report.embedded == report.chunks_added == 1
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_deleted_documents_leave_the_vector_index(corpus, db, kind, monkeypatch):
+    from kb.index.vectors import ivf
+
+    monkeypatch.setattr(ivf, "MIN_TRAIN", 10)  # train IVF even on the small sample corpus
+    assert index_paths([corpus], db, IndexConfig(vector_index=kind)).vector_index == kind
+    (corpus / "history" / "printing-press.md").unlink()
+    index_paths([corpus], db, IndexConfig(vector_index=kind))
+    store = Store.open(db)
+    tag, index = vectors.current(store, json.loads(store.meta("embedding"))["key"], 384, kind)
+    chunk_ids = [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
+    assert tag.kind == kind and index.ids().tolist() == chunk_ids
+    hits = Searcher(store).search("Gutenberg printing press Mainz", k=10, mode="vector").results
+    assert hits and all(h.path != "history/printing-press.md" for h in hits)
+
+
+def test_stale_or_corrupt_vector_file_is_caught_up(corpus, db):
+    index_paths([corpus], db)
+    old = db / "old-vectors.npz"
+    shutil.copy(db / vectors.FILE, old)
+    (corpus / "notes" / "zebra.md").write_text("# Zebras\n\nStriped horses of the African savanna.\n")
+    index_paths([corpus], db)
+    shutil.copy(old, db / vectors.FILE)  # as if killed before the vector index was written
+    store = Store.open(db)
+    hit = Searcher(store).search("striped African horses", k=1, mode="vector").results[0]
+    assert hit.path == "notes/zebra.md"
+    (db / vectors.FILE).write_bytes(b"garbage")
+    assert Searcher(store).search("striped African horses", k=1, mode="vector").results[0].path == "notes/zebra.md"
+
+
+def test_model_mismatch_is_a_one_line_error(corpus, db):
+    kb("index", corpus / "tech", "--db", db, "--quiet")
+    conn = sqlite3.connect(db / "kb.sqlite")
+    meta = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'embedding'").fetchone()[0])
+    meta["key"] = "0" * 16
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'embedding'", (json.dumps(meta),))
+    conn.commit()
+    proc = kb("query", "rebase", "--db", db, "--mode", "vector", check=4)
+    assert "kb index --rebuild" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
