@@ -36,6 +36,8 @@ def index_summary(report) -> str:
     r = report
     s = (f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged, {r.removed} removed; "
          f"{r.chunks_added} chunks added, {r.chunks_removed} removed")
+    if getattr(r, "vector_index", None):
+        s += f"; {r.embedded} embedded ({r.vector_index} index)"
     if r.skipped:
         s += f"; {r.skipped} skipped"
     return f"indexed in {r.seconds:.2f}s: {s}"
