@@ -64,7 +64,7 @@ def index(
     if json_out:
         render.print_json(report.to_json())
     elif not quiet:
-        print(render.index_summary(report))
+        print(render.index_summary(report.to_json()))
     if report.errors:
         raise PartialFailure(f"{len(report.errors)} file(s) could not be read; "
                              "their earlier index entries were kept")

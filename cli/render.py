@@ -32,15 +32,15 @@ def warn(message: str) -> None:
     sys.stderr.write(f"kb: {safe(message)}\n")
 
 
-def index_summary(report) -> str:
-    r = report
-    s = (f"{r.added} added, {r.updated} updated, {r.unchanged} unchanged, {r.removed} removed; "
-         f"{r.chunks_added} chunks added, {r.chunks_removed} removed")
-    if getattr(r, "vector_index", None):
-        s += f"; {r.embedded} embedded ({r.vector_index} index)"
-    if r.skipped:
-        s += f"; {r.skipped} skipped"
-    return f"indexed in {r.seconds:.2f}s: {s}"
+def index_summary(r: dict) -> str:
+    """One line for an index report (`IndexReport.to_json()`, also kept in the runs table)."""
+    s = (f"{r['added']} added, {r['updated']} updated, {r['unchanged']} unchanged, {r['removed']} removed; "
+         f"{r['chunks_added']} chunks added, {r['chunks_removed']} removed")
+    if r.get("vector_index"):
+        s += f"; {r['embedded']} embedded ({r['vector_index']} index)"
+    if r.get("skipped"):
+        s += f"; {r['skipped']} skipped"
+    return f"indexed in {r['seconds']:.2f}s: {s}"
 
 
 def _highlights(text: str, terms: set[str]) -> list[tuple[int, int]]:
@@ -110,7 +110,7 @@ def status(info: dict, out) -> None:
         ("analyzer", fp.get("analyzer", "-")),
         ("vectors", _vectors(info["vectors"])),
         ("last run", f"{last.get('status', 'never')}"
-                     + (f", {index_summary(_Stats(last['stats']))}" if last.get("stats") else "")),
+                     + (f", {index_summary(last['stats'])}" if last.get("stats") else "")),
     ]
     for key, value in rows:
         table.add_row(key, safe(value))
@@ -123,11 +123,6 @@ def _vectors(v: dict | None) -> str:
     state = "" if v["up_to_date"] else ", behind the database (caught up on next use)"
     return (f"{v['count']} x {v['dims']} ({v['model']}), index {v['kind']}{state}; "
             f"fusion {v['fusion']['method']} (vector weight {v['fusion']['weight']:g})")
-
-
-class _Stats:
-    def __init__(self, d: dict):
-        self.__dict__.update(d)
 
 
 def evaluation(report: dict, out) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from array import array
 import os
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -175,10 +175,11 @@ class _Run:
             self.progress.finish()
         with self.store.transaction() as conn:
             embeddings.collect_garbage(conn, spec.key)
-        with self.store.transaction(data=False):
-            self.store.set_meta("embedding", json.dumps(
-                {"key": spec.key, "fingerprint": spec.fingerprint,
-                 "config": {k: v for k, v in asdict(self.cfg.embed).items() if k != "device"}}))
+        meta = json.dumps({"key": spec.key, "fingerprint": spec.fingerprint,
+                           "config": {k: v for k, v in asdict(self.cfg.embed).items() if k != "device"}})
+        if self.store.meta("embedding") != meta:
+            with self.store.transaction(data=False):
+                self.store.set_meta("embedding", meta)
         tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index)
         self.report.vector_index = tag.kind
 

@@ -67,7 +67,7 @@ class Searcher:
     def __init__(self, store: Store):
         self.store = store
         self._bm25: Bm25Cache | None = None
-        self._globs: dict[tuple[str, int], np.ndarray] = {}
+        self._globs: dict[tuple, np.ndarray] = {}
         self._encoder = None
         self._vindex = None
         self._path_map = None
@@ -123,7 +123,7 @@ class Searcher:
         term_ids = [ids[t] for t in terms if t in ids]
         scores = cache.scores(term_ids)
         if path_glob:
-            scores = np.where(np.isin(cache.chunk_ids, self._glob_ids(path_glob)), scores, 0.0)
+            scores = np.where(self._glob_mask(cache, path_glob), scores, 0.0)
         rows = top_k(scores, depth)
         timings.update(analyze=t1 - t0, bm25=time.perf_counter() - t1)
         return (Candidates(cache.chunk_ids[rows], scores[rows], cache.max_score(term_ids, unknown)),
@@ -227,6 +227,13 @@ class Searcher:
             self._globs[key] = np.array([r[0] for r in self.store.conn.execute(
                 "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id "
                 "WHERE substr(d.path, length(d.root) + 2) GLOB ?", (glob,))], dtype=np.int64)
+        return self._globs[key]
+
+    def _glob_mask(self, cache: Bm25Cache, glob: str) -> np.ndarray:
+        """`_glob_ids` as a mask over the BM25 cache's rows, kept while the store is unchanged."""
+        key = ("mask", glob, cache.version)
+        if key not in self._globs:
+            self._globs[key] = np.isin(cache.chunk_ids, self._glob_ids(glob))
         return self._globs[key]
 
     def _fetch(self, chunk_ids: list[int], scores: list[float]) -> list[Hit]:
