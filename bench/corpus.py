@@ -91,3 +91,43 @@ def write_beir(queries: list[dict], folder: Path) -> tuple[Path, Path]:
     qpath.write_text("".join(json.dumps({"_id": q["_id"], "text": q["text"]}) + "\n" for q in queries))
     rpath.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q['_id']}\t{q['doc']}\t1\n" for q in queries))
     return qpath, rpath
+
+
+def build_held_out(n_docs: int = 12_000, n_queries: int = 500, seed: int = 0) -> tuple[Path, list[dict]]:
+    """The corpus of `build(n_docs)` with the summary line of `n_queries` documents cut out and
+    kept as their query (the inverse cloze task: a one-line description of what the rest of the
+    text explains, in other words than the text's own). Returns (folder, queries)."""
+    source = build(n_docs)
+    folder = DATA / f"pydocs-{n_docs}-heldout-{n_queries}"
+    qfile, done = folder / ".queries.json", folder / ".complete"
+    if done.exists():
+        return folder, json.loads(qfile.read_text())
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    rng = random.Random(seed)
+    files = sorted(source.rglob("*.txt"))
+    picked: dict[Path, str] = {}
+    for path in rng.sample(files, len(files)):
+        head, _, rest = path.read_text().partition("\n\n")
+        summary = " ".join(head.split())
+        if 5 <= len(summary.split()) <= 30 and len(rest.split()) >= 20 and "\n" not in head.strip():
+            picked[path] = summary
+            if len(picked) == n_queries:
+                break
+    queries = []
+    for path in files:
+        rel = path.relative_to(source)
+        out = folder / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = path.read_text()
+        if path in picked:
+            text = text.partition("\n\n")[2]
+            queries.append({"_id": f"s{len(queries)}", "text": picked[path], "doc": rel.as_posix(),
+                            "type": "summary"})
+        out.write_text(text, encoding="utf-8")
+    rng.shuffle(queries)
+    qfile.write_text(json.dumps(queries))
+    done.write_text(str(len(files)))
+    return folder, queries

@@ -7,6 +7,11 @@
   random chunks. A retriever that finds only weak evidence (BM25 matching just common words, an
   encoder that does not know the language) then moves the ranking little: the fusion adapts per
   query instead of trusting both lists' ranks equally as RRF does.
+  The vectors' vote is further scaled by how far the best hit stands out from the query's
+  background, in standard deviations of it (`vector_confidence`). An encoder that does not know a
+  collection's language puts every chunk at about the same distance from the query: measured with
+  English all-MiniLM-L6-v2, the best hit stands a median 2.1 deviations out on French text and 4.6
+  to 4.9 on English (README). Below Z_LOW the vectors' vote is dropped, above Z_HIGH it counts fully.
 """
 
 from __future__ import annotations
@@ -41,9 +46,23 @@ def top(fused: dict[int, float], k: int) -> list[tuple[int, float]]:
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
+Z_LOW, Z_HIGH = 1.5, 4.0
+
+
+def vector_confidence(top: float, background: float, spread: float) -> float:
+    """In [0, 1]: how clearly the best vector hit stands out from the query's background."""
+    if spread <= 0:
+        return 1.0  # no background sample to judge by
+    z = (top - background) / spread
+    return float(np.clip((z - Z_LOW) / (Z_HIGH - Z_LOW), 0.0, 1.0))
+
+
 def calibrated(bm25: tuple[np.ndarray, np.ndarray], bm25_max: float,
-               vector: tuple[np.ndarray, np.ndarray], background: float, weight: float) -> dict[int, float]:
+               vector: tuple[np.ndarray, np.ndarray], background: float, weight: float,
+               spread: float = 0.0) -> dict[int, float]:
     fused: dict[int, float] = {}
+    if len(vector[1]):
+        weight *= vector_confidence(float(vector[1][0]), background, spread)
     if bm25_max > 0:
         for cid, s in zip(bm25[0].tolist(), (bm25[1] / bm25_max).tolist()):
             fused[cid] = (1 - weight) * s

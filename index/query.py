@@ -30,6 +30,7 @@ class Candidates:
     ids: np.ndarray
     scores: np.ndarray
     ref: float
+    spread: float = 0.0  # vectors: the standard deviation of the background similarities
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,9 @@ class Searcher:
         if path_glob:
             keep = np.isin(ids, self._glob_ids(path_glob))
             ids, scores = ids[keep][:depth], scores[keep][:depth]
-        background = float((self._sample @ q).mean()) if len(self._sample) else 0.0
+        sims = self._sample @ q if len(self._sample) > 1 else np.zeros(1, dtype=np.float32)
         timings.update(embed=t1 - t0, vector=time.perf_counter() - t1)
-        return Candidates(ids, scores, background)
+        return Candidates(ids, scores, float(sims.mean()), float(sims.std()))
 
     def _fuse(self, bm25, vector, k, method: str | None = None, weight: float | None = None):
         if method is None:
@@ -155,7 +156,7 @@ class Searcher:
             fused = fusion.weighted([(bm25.ids, bm25.scores), (vector.ids, vector.scores)], [1 - weight, weight])
         else:
             fused = fusion.calibrated((bm25.ids, bm25.scores), bm25.ref, (vector.ids, vector.scores),
-                                      vector.ref, weight)
+                                      vector.ref, weight, vector.spread)
         return fusion.top(fused, k)
 
     def candidates(self, query: str, depth: int):
