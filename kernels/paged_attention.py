@@ -1,0 +1,197 @@
+"""Triton kernels for the generator's paged KV cache (one layer's cache: (blocks, block_size,
+kv_heads, dim), a token's slot = block * block_size + offset):
+
+- `store_kv`: write the step's new keys and values into their slots;
+- `extend`: new queries of many sequences (variable lengths, back to back, no padding) against
+  each sequence's cached prefix plus causal attention among themselves: prefill, cached-prefix
+  prefill and mixed batches;
+- `decode`: one query per sequence, split over the context (flash decoding) so that a single
+  long sequence still fills the GPU; the query heads of one KV head share each key tile (GQA).
+
+Their oracle is kb.rag.attention's torch reference; tests compare them on random inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kb.rag.attention import Batch
+
+
+@triton.jit
+def _store_kv(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, stride_t, stride_h,
+              HEADS: tl.constexpr, HEADS_P2: tl.constexpr, DIM: tl.constexpr):
+    t = tl.program_id(0)
+    slot = tl.load(slot_ptr + t)
+    h = tl.arange(0, HEADS_P2)[:, None]
+    d = tl.arange(0, DIM)[None, :]
+    mask = h < HEADS
+    src = t * stride_t + h * stride_h + d
+    dst = slot * HEADS * DIM + h * DIM + d
+    tl.store(kc_ptr + dst, tl.load(k_ptr + src, mask=mask), mask=mask)
+    tl.store(vc_ptr + dst, tl.load(v_ptr + src, mask=mask), mask=mask)
+
+
+def store_kv(k_cache, v_cache, k, v, slots) -> None:
+    """k, v: (tokens, kv_heads, dim) -> their slots of k_cache, v_cache."""
+    heads, dim = k.shape[1], k.shape[2]
+    k, v = k.to(k_cache.dtype).contiguous(), v.to(v_cache.dtype).contiguous()
+    assert k_cache.is_contiguous() and v_cache.is_contiguous()
+    _store_kv[(k.shape[0],)](k, v, k_cache, v_cache, slots, k.stride(0), k.stride(1),
+                             HEADS=heads, HEADS_P2=triton.next_power_of_2(heads), DIM=dim)
+
+
+@triton.jit
+def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_ptr, tile_m_ptr, scale,
+            stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
+            KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    tile, head = tl.program_id(0), tl.program_id(1)
+    seq = tl.load(tile_seq_ptr + tile)
+    m0 = tl.load(tile_m_ptr + tile)
+    q_begin = tl.load(cu_ptr + seq)
+    q_len = tl.load(cu_ptr + seq + 1) - q_begin
+    ctx = tl.load(ctx_ptr + seq)
+    kvh = head // GROUP
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, DIM)
+    q = tl.load(q_ptr + (q_begin + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
+                mask=offs_m[:, None] < q_len, other=0.0)
+    q_pos = ctx - q_len + offs_m  # each query's position in its sequence
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, DIM], tl.float32)
+    end = tl.minimum(ctx, ctx - q_len + m0 + BLOCK_M)  # no key after the tile's last query
+    for n0 in range(0, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        live = offs_n < end
+        block = tl.load(table_ptr + seq * stride_table + offs_n // BS, mask=live, other=0)
+        slot = (block * BS + offs_n % BS).to(tl.int64)
+        kv_off = slot[:, None] * (KV_HEADS * DIM) + kvh * DIM + offs_d[None, :]
+        k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale
+        s = tl.where((offs_n[None, :] <= q_pos[:, None]) & live[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m_i - m_new)
+        v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    tl.store(o_ptr + (q_begin + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=offs_m[:, None] < q_len)
+
+
+def extend(q, k_cache, v_cache, batch: Batch, scale: float, block_m: int = 64, block_n: int = 64):
+    """q: (tokens, heads, dim) -> (tokens, heads, dim)."""
+    heads, dim = q.shape[1], q.shape[2]
+    kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
+    seqs, starts = [], []
+    for i, n in enumerate(batch.q_lens):
+        for m0 in range(0, n, block_m):
+            seqs.append(i)
+            starts.append(m0)
+    tile_seq = torch.tensor(seqs, dtype=torch.int32, device=q.device)
+    tile_m = torch.tensor(starts, dtype=torch.int32, device=q.device)
+    out = torch.empty_like(q)
+    _extend[(len(seqs), heads)](q, k_cache, v_cache, out, batch.block_tables, batch.cu_q, batch.ctx,
+                                tile_seq, tile_m, scale, q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+                                batch.block_tables.stride(0), KV_HEADS=kv_heads, GROUP=heads // kv_heads,
+                                DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n)
+    return out
+
+
+@triton.jit
+def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx_ptr, scale,
+                  stride_qt, stride_qh, stride_table, splits,
+                  KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr, DIM: tl.constexpr,
+                  BS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr):
+    seq, kvh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ctx = tl.load(ctx_ptr + seq)
+    g = tl.arange(0, GROUP_P2)
+    offs_d = tl.arange(0, DIM)
+    heads = kvh * GROUP + g
+    q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=g[:, None] < GROUP, other=0.0)
+    m_i = tl.full([GROUP_P2], float("-inf"), tl.float32)
+    l_i = tl.zeros([GROUP_P2], tl.float32)
+    acc = tl.zeros([GROUP_P2, DIM], tl.float32)
+    lo = split * SPLIT
+    hi = tl.minimum(ctx, lo + SPLIT)
+    for n0 in range(lo, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        live = offs_n < hi
+        block = tl.load(table_ptr + seq * stride_table + offs_n // BS, mask=live, other=0)
+        slot = (block * BS + offs_n % BS).to(tl.int64)
+        kv_off = slot[:, None] * (KV_HEADS * DIM) + kvh * DIM + offs_d[None, :]
+        k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
+        s = tl.sum(q[:, None, :].to(tl.float32) * k[None, :, :].to(tl.float32), 2) * scale
+        s = tl.where(live[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m_i - m_new)
+        v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :].to(tl.float32), 1)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+    row = (seq * KV_HEADS * GROUP + heads) * splits + split  # (seq, head, split)
+    keep = g < GROUP
+    tl.store(part_o_ptr + row[:, None] * DIM + offs_d[None, :], acc, mask=keep[:, None])
+    tl.store(part_ml_ptr + row * 2, m_i, mask=keep)
+    tl.store(part_ml_ptr + row * 2 + 1, l_i, mask=keep)
+
+
+@triton.jit
+def _decode_reduce(part_o_ptr, part_ml_ptr, o_ptr, ctx_ptr, stride_ot, stride_oh, splits,
+                   HEADS: tl.constexpr, DIM: tl.constexpr, SPLIT: tl.constexpr):
+    seq, head = tl.program_id(0), tl.program_id(1)
+    ctx = tl.load(ctx_ptr + seq)
+    offs_d = tl.arange(0, DIM)
+    m = float("-inf")
+    l = 0.0
+    acc = tl.zeros([DIM], tl.float32)
+    for s in range(0, tl.cdiv(ctx, SPLIT)):
+        row = (seq * HEADS + head) * splits + s
+        m_s = tl.load(part_ml_ptr + row * 2)
+        l_s = tl.load(part_ml_ptr + row * 2 + 1)
+        m_new = tl.maximum(m, m_s)
+        a, b = tl.exp(m - m_new), tl.exp(m_s - m_new)
+        acc = acc * a + tl.load(part_o_ptr + row * DIM + offs_d) * b
+        l = l * a + l_s * b
+        m = m_new
+    tl.store(o_ptr + seq * stride_ot + head * stride_oh + offs_d, (acc / l).to(o_ptr.dtype.element_ty))
+
+
+def decode(q, k_cache, v_cache, batch: Batch, scale: float, max_ctx: int | None = None,
+           split: int = 256, block_n: int = 32):
+    """q: (seqs, heads, dim), one query per sequence. `max_ctx` fixes the grid (CUDA graphs)."""
+    seqs, heads, dim = q.shape
+    kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
+    group = heads // kv_heads
+    splits = triton.cdiv(max_ctx or max(batch.ctx_lens), split)
+    part_o = torch.empty((seqs * heads * splits, dim), dtype=torch.float32, device=q.device)
+    part_ml = torch.empty((seqs * heads * splits, 2), dtype=torch.float32, device=q.device)
+    _decode_split[(seqs, kv_heads, splits)](
+        q, k_cache, v_cache, part_o, part_ml, batch.block_tables, batch.ctx, scale, q.stride(0), q.stride(1),
+        batch.block_tables.stride(0), splits, KV_HEADS=kv_heads, GROUP=group,
+        GROUP_P2=max(triton.next_power_of_2(group), 1), DIM=dim, BS=bs, SPLIT=split, BLOCK_N=block_n)
+    out = torch.empty_like(q)
+    _decode_reduce[(seqs, heads)](part_o, part_ml, out, batch.ctx, out.stride(0), out.stride(1), splits,
+                                  HEADS=heads, DIM=dim, SPLIT=split)
+    return out
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def __call__(self, k_cache, v_cache, q, k, v, batch: Batch) -> torch.Tensor:
+        store_kv(k_cache, v_cache, k, v, batch.slots)
+        if batch.decode:
+            return decode(q, k_cache, v_cache, batch, self.scale, max_ctx=batch.max_ctx or None)
+        return extend(q, k_cache, v_cache, batch, self.scale)

@@ -1,0 +1,69 @@
+"""KV blocks on disk, so that a process started afresh (a CLI run) still hits the prefix cache.
+
+One file per full block, named by the hash chain of every token up to the block's end, under a
+folder named by the model's fingerprint (weights, dtype, block size): a block is only ever read
+back by the model that wrote it, for exactly the prefix it was computed from. Files are written
+atomically; reads refresh their mtime, and `trim` removes the least recently used beyond a cap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class DiskCache:
+    def __init__(self, folder: Path, fingerprint: str, max_bytes: int = 2 * 2**30):
+        self.folder = Path(folder) / fingerprint
+        self.max_bytes = max_bytes
+        self.written = self.loaded = 0
+
+    def _path(self, digest: bytes) -> Path:
+        name = digest.hex()
+        return self.folder / name[:2] / f"{name}.npz"
+
+    def save(self, digest: bytes, tokens: tuple[int, ...], k: torch.Tensor, v: torch.Tensor) -> None:
+        path = self._path(digest)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        # bf16 has no numpy type: keep the raw 16 bits and the dtype's name.
+        dtype = str(k.dtype).removeprefix("torch.")
+        as_np = (lambda t: t.view(torch.int16).numpy()) if k.dtype == torch.bfloat16 else (lambda t: t.numpy())
+        with open(tmp, "wb") as f:
+            np.savez(f, tokens=np.asarray(tokens, dtype=np.int64), k=as_np(k), v=as_np(v), dtype=np.array(dtype))
+        os.replace(tmp, path)
+        self.written += 1
+
+    def load(self, digest: bytes, tokens: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        path = self._path(digest)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if tuple(f["tokens"].tolist()) != tokens:
+                    return None  # a hash collision or a foreign file: never used
+                dtype = getattr(torch, str(f["dtype"]))
+                k, v = torch.from_numpy(f["k"]), torch.from_numpy(f["v"])
+            if dtype == torch.bfloat16:
+                k, v = k.view(torch.bfloat16), v.view(torch.bfloat16)
+            os.utime(path)
+        except (OSError, ValueError, KeyError, AttributeError):
+            return None  # missing or torn: computed again
+        self.loaded += 1
+        return k, v
+
+    def trim(self) -> int:
+        """Delete least recently used files beyond `max_bytes`; returns how many."""
+        files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.folder.glob("*/*.npz")]
+        total = sum(size for _, size, _ in files)
+        removed = 0
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        return removed

@@ -1,0 +1,198 @@
+"""kb's own decoder for the Llama and Qwen2 families (SmolLM2, Llama 2/3, Qwen2.5): grouped-query
+attention, rotary positions, RMSNorm, SwiGLU, tied or separate output embeddings. It runs a flat
+batch of tokens from many sequences at once (no padding): attention reads and writes the paged KV
+cache through an attention backend (torch reference or Triton), so prefill, cached-prefix prefill
+and decode are one forward.
+
+Weights load from a local Hugging Face folder (safetensors); q/k/v and gate/up projections are
+concatenated at load so that each is one matrix product.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kb.errors import NotFound, UsageError
+
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_eps: float
+    rope_theta: float
+    rope_scaling: tuple  # ((key, value), ...) of a llama3 scaling, or ()
+    max_positions: int
+    tie_embeddings: bool
+    attention_bias: bool
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "ModelConfig":
+        path = Path(folder) / "config.json"
+        if not path.is_file():
+            raise NotFound(f"not a Hugging Face model folder (no config.json): {folder}")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, c: dict) -> "ModelConfig":
+        archs = c.get("architectures") or []
+        arch = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
+        if arch is None:
+            raise UsageError(f"unsupported model architecture {', '.join(archs) or c.get('model_type')!r}: "
+                             f"kb's generator runs {', '.join(ARCHITECTURES)}")
+        rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
+        theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
+        kind = rope.get("rope_type", rope.get("type", "default"))
+        if kind not in ("default", "llama3"):
+            raise UsageError(f"unsupported rope scaling {kind!r} (kb supports default and llama3)")
+        heads = c["num_attention_heads"]
+        return cls(arch=arch, vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+                   intermediate_size=c["intermediate_size"], num_layers=c["num_hidden_layers"],
+                   num_heads=heads, num_kv_heads=c.get("num_key_value_heads", heads),
+                   head_dim=c.get("head_dim") or c["hidden_size"] // heads, rms_eps=c.get("rms_norm_eps", 1e-6),
+                   rope_theta=float(theta),
+                   rope_scaling=tuple(sorted((k, v) for k, v in rope.items() if k not in ("rope_theta",)))
+                   if kind == "llama3" else (),
+                   max_positions=c.get("max_position_embeddings", 4096),
+                   tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+                   attention_bias=arch == "qwen2" or bool(c.get("attention_bias", False)))
+
+
+def inverse_frequencies(cfg: ModelConfig) -> torch.Tensor:
+    """(head_dim/2,) float32 rotary frequencies, with Llama 3's long-context rescaling if any."""
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float) / cfg.head_dim))
+    if not cfg.rope_scaling:
+        return inv
+    s = dict(cfg.rope_scaling)
+    factor, low, high = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+    old = s.get("original_max_position_embeddings", 8192)
+    wavelen = 2 * math.pi / inv
+    # Long wavelengths are slowed by `factor`, short ones kept, the band between blended.
+    scaled = torch.where(wavelen > old / low, inv / factor, inv)
+    blend = (old / wavelen - low) / (high - low)
+    mid = (wavelen >= old / high) & (wavelen <= old / low)
+    return torch.where(mid, (1 - blend) * inv / factor + blend * inv, scaled)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (tokens, heads, head_dim); cos, sin: (tokens, head_dim). Rotates the two halves."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, None] + rotated * sin[:, None]
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
+        self.qkv = nn.Linear(cfg.hidden_size, q + 2 * kv, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
+        self.gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, attend) -> torch.Tensor:
+        """x: (tokens, hidden). `attend(q, k, v)` stores k, v in the cache and returns (tokens, heads, dim)."""
+        c = self.cfg
+        q, k, v = self.qkv(self.input_layernorm(x)).split(
+            [c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim], dim=-1)
+        q = rotate(q.view(-1, c.num_heads, c.head_dim), cos, sin)
+        k = rotate(k.view(-1, c.num_kv_heads, c.head_dim), cos, sin)
+        out = attend(q, k, v.view(-1, c.num_kv_heads, c.head_dim))
+        x = x + self.o_proj(out.reshape(len(x), -1))
+        gate, up = self.gate_up(self.post_attention_layernorm(x)).chunk(2, dim=-1)
+        return x + self.down_proj(nn.functional.silu(gate) * up)
+
+
+class CausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.register_buffer("inv_freq", inverse_frequencies(cfg), persistent=False)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
+        """ids, positions: (tokens,) of many sequences back to back; `attend(layer, q, k, v)`.
+        Returns the final hidden states (tokens, hidden)."""
+        freqs = positions[:, None].float() * self.inv_freq[None]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        x = self.embed_tokens(ids)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, lambda q, k, v, i=i: attend(i, q, k, v))
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return (hidden @ weight.T).float()
+
+
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise NotFound(f"no .safetensors weights in {folder}")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(f))
+    return out
+
+
+def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> CausalLM:
+    """The model in `folder` with its weights; projections fused as the layers expect them."""
+    cfg = ModelConfig.from_folder(folder)
+    raw = {k.removeprefix("model."): v for k, v in _tensors(Path(folder)).items()}
+    state = {}
+    for name, tensor in raw.items():
+        if ".self_attn.k_proj." in name or ".self_attn.v_proj." in name or ".mlp.up_proj." in name:
+            continue  # concatenated with their q_proj / gate_proj below
+        if ".self_attn.q_proj." in name:
+            parts = [raw[name.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")]
+            state[name.replace("self_attn.q_proj", "qkv")] = torch.cat(parts)
+        elif ".mlp.gate_proj." in name:
+            state[name.replace("mlp.gate_proj", "gate_up")] = torch.cat([tensor, raw[name.replace("gate", "up")]])
+        else:
+            state[name.replace("self_attn.", "").replace("mlp.", "")] = tensor
+    if cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    with torch.device("meta"):
+        model = CausalLM(cfg)
+    model.load_state_dict(state, strict=False, assign=True)
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise NotFound(f"{folder}: weights missing for {', '.join(missing[:3])}")
+    model.inv_freq = inverse_frequencies(cfg)
+    return model.to(device=device, dtype=dtype).eval()

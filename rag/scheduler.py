@@ -1,0 +1,168 @@
+"""Which sequences run in the next step, and with how many tokens each.
+
+Continuous batching: every step takes each running sequence's next token (decode), continues
+prefills in chunks, and admits waiting requests while the step's token budget and the free
+blocks last, so prefill and decode share a forward and a long prompt never needs blocks for all
+of it at once. Waiting requests are ordered by the longest prefix the cache holds for them, and a
+request that shares an uncached prefix with one being prefilled waits until that prefill has
+been inserted into the cache, then reuses it (as SGLang's scheduler does). When blocks run out,
+leaves of the prefix cache are evicted; if that is not enough, the most recently admitted
+sequence is preempted: its blocks are released and it is recomputed later (mostly from the
+prefix cache, which keeps what it had inserted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from kb.rag.kv_cache import BlockPool, OutOfBlocks
+from kb.rag.radix import RadixCache
+from kb.rag.sampling import SamplingParams
+
+
+@dataclass(eq=False)
+class Sequence:
+    id: int
+    tokens: list[int]  # prompt, then generated tokens
+    prompt_len: int
+    params: SamplingParams
+    blocks: list[int] = field(default_factory=list)
+    computed: int = 0  # tokens whose keys and values are in `blocks`
+    cached: int = 0  # prompt tokens that came from the prefix cache
+    generator: torch.Generator | None = None
+    arrived: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    finished: float | None = None
+    finish_reason: str | None = None
+    text: str = ""
+    preemptions: int = 0
+
+    @property
+    def output(self) -> list[int]:
+        return self.tokens[self.prompt_len:]
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Scheduler:
+    def __init__(self, pool: BlockPool, radix: RadixCache, token_budget: int, max_seqs: int):
+        self.pool, self.radix = pool, radix
+        self.token_budget, self.max_seqs = token_budget, max_seqs
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> list[tuple[Sequence, int]]:
+        """[(sequence, new tokens)] for the next step; blocks for them are allocated."""
+        plan: list[tuple[Sequence, int]] = []
+        budget = self.token_budget
+        for seq in list(self.running):  # decodes first, then unfinished prefills, oldest first
+            if seq not in self.running:
+                continue  # preempted while making room for an earlier one
+            n = min(len(seq.tokens) - seq.computed, budget)
+            if n <= 0 or not self._grow(seq, seq.computed + n):
+                continue
+            plan.append((seq, n))
+            budget -= n
+        plan = [(s, n) for s, n in plan if s in self.running]
+        budget = self.token_budget - sum(n for _, n in plan)
+        self._order_waiting()
+        for seq in list(self.waiting):
+            if budget <= 0 or len(self.running) >= self.max_seqs:
+                break
+            if self._shares_pending_prefill(seq):
+                continue  # admitted once that prefill is in the cache
+            self._admit(seq)
+            n = min(len(seq.tokens) - seq.computed, budget)
+            if not self._grow(seq, seq.computed + n, preempt=False):
+                self._release(seq)
+                break
+            self.waiting.remove(seq)
+            self.running.append(seq)
+            plan.append((seq, n))
+            budget -= n
+        return plan
+
+    def finish(self, seq: Sequence) -> None:
+        """Remember the finished sequence's KV in the prefix cache and release its blocks."""
+        self.radix.insert(seq.tokens[:seq.computed], seq.blocks)
+        self.running.remove(seq)
+        self._release(seq)
+
+    def prefilled(self, seq: Sequence) -> None:
+        """The prompt is computed: insert it so that requests sharing it reuse it."""
+        self.radix.insert(seq.tokens[:seq.prompt_len], seq.blocks)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _order_waiting(self) -> None:
+        if len(self.waiting) < 2:
+            return
+        root = self.radix.root
+        def cached_len(seq: Sequence) -> int:  # full blocks in memory, without taking them
+            node, pos, bs = root, 0, self.pool.block_size
+            while True:
+                node = node.children.get(tuple(seq.tokens[pos:pos + bs]))
+                if node is None:
+                    return pos
+                pos += bs
+        ranked = sorted(self.waiting, key=lambda s: (-cached_len(s), s.tokens[:64], s.arrived))
+        self.waiting = deque(ranked)
+
+    def _shares_pending_prefill(self, seq: Sequence) -> bool:
+        """True if a running prefill computes a prefix of `seq` longer than what is cached."""
+        bs = self.pool.block_size
+        for other in self.running:
+            if other.computed < other.prompt_len:
+                shared = _common(seq.tokens[:seq.prompt_len], other.tokens[:other.prompt_len])
+                if shared >= 2 * bs:
+                    return True
+        return False
+
+    def _admit(self, seq: Sequence) -> None:
+        match = self.radix.match(seq.tokens[:len(seq.tokens) - 1])  # at least one token is computed
+        seq.blocks, seq.computed = match.blocks, match.cached
+        seq.cached = max(seq.cached, min(match.cached, seq.prompt_len))
+
+    def _grow(self, seq: Sequence, tokens: int, preempt: bool = True) -> bool:
+        """Allocate blocks until `seq` can hold `tokens`; evict, then preempt, when none is free."""
+        while len(seq.blocks) * self.pool.block_size < tokens:
+            try:
+                seq.blocks.append(self.pool.allocate())
+                continue
+            except OutOfBlocks:
+                pass
+            if self.radix.evict(1):
+                continue
+            victim = self.running[-1] if preempt and self.running else None
+            if victim is None or victim is seq:
+                return False
+            self._preempt(victim)
+        return True
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.radix.insert(seq.tokens[:seq.computed], seq.blocks)  # recomputed from here if it stays
+        self._release(seq)
+        seq.computed, seq.preemptions = 0, seq.preemptions + 1
+        self.waiting.appendleft(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        for block in seq.blocks:
+            self.pool.release(block)
+        seq.blocks = []

@@ -1,0 +1,135 @@
+"""kb's generator against Hugging Face `generate`, with the real SmolLM2-135M-Instruct in fp32 on
+the CPU: greedy outputs must be identical token for token, one by one, as one batch, with the
+prompt's prefix served from the in-memory cache, and from the disk cache in a new process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+SYSTEM = ("You are kb, a careful assistant. Answer from the numbered sources only, cite them as [n], "
+          "and say so when they do not contain the answer. Sources:\n[1] notes/bread.md:1-4\nA sourdough "
+          "starter is fed with equal weights of flour and water once a day and kept at room temperature.\n")
+QUESTIONS = ["How often is a starter fed?", "What is a starter fed with?", "Where is the starter kept?",
+             "Summarise source 1.", "What does kb do?"]
+PLAIN = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,",
+         "The three laws of thermodynamics are", "List three colours:"]
+NEW = 32
+
+
+@pytest.fixture(scope="module")
+def prompts(smollm2):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    chats = [tok.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}],
+                                     add_generation_prompt=True, tokenize=False) for q in QUESTIONS]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in chats] + [tok(p)["input_ids"] for p in PLAIN]
+
+
+@pytest.fixture(scope="module")
+def expected(smollm2, prompts):
+    """Hugging Face's greedy continuations, without the end-of-sequence token."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    out = []
+    for ids in prompts:
+        with torch.inference_mode():
+            gen = model.generate(torch.tensor([ids]), max_new_tokens=NEW, do_sample=False)[0, len(ids):].tolist()
+        out.append([t for t in gen if t not in eos])
+    return out
+
+
+def engine(model, **kw):
+    from kb.rag.engine import Engine, EngineConfig
+    from kb.rag.kv_cache import CacheConfig
+
+    return Engine(EngineConfig(model=str(model), device="cpu", cache=CacheConfig(num_blocks=kw.pop("blocks", 256)), **kw))
+
+
+def greedy():
+    from kb.rag.sampling import SamplingParams
+
+    return SamplingParams(max_tokens=NEW)
+
+
+def test_one_by_one_then_from_the_prefix_cache(smollm2, prompts, expected):
+    eng = engine(smollm2)
+    for ids, want in zip(prompts, expected):
+        assert eng.generate([ids], greedy())[0].token_ids == want
+    again = eng.generate(prompts, greedy())  # every prompt is now cached but its last token
+    for ids, out, want in zip(prompts, again, expected):
+        assert out.token_ids == want
+        assert out.cached_tokens == len(ids) - 1
+    # the shared system prompt was computed once: the later questions found it cached
+    first = eng.generate([prompts[0]], greedy())[0]
+    assert first.prompt_tokens == len(prompts[0])
+
+
+def test_one_batch(smollm2, prompts, expected):
+    outs = engine(smollm2).generate(prompts, greedy())
+    assert [o.token_ids for o in outs] == expected
+    # the system prompt was computed once and reused within the batch, to the token
+    common = next(i for i, (a, b) in enumerate(zip(prompts[0], prompts[1])) if a != b)
+    assert common > 60
+    assert all(c >= common for c in sorted(o.cached_tokens for o in outs[:len(QUESTIONS)])[1:])
+
+
+def test_small_cache_preempts_and_still_matches(smollm2, prompts, expected):
+    """Too few blocks for the batch: sequences are preempted and recomputed, outputs unchanged."""
+    eng = engine(smollm2, blocks=24, token_budget=64)
+    outs = eng.generate(prompts, greedy())
+    assert [o.token_ids for o in outs] == expected
+
+
+def test_disk_cache_in_a_new_process(smollm2, prompts, expected, tmp_path):
+    eng = engine(smollm2, disk_cache=str(tmp_path))
+    assert eng.generate(prompts[:2], greedy())[0].token_ids == expected[0]
+    assert eng.persist() > 0
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_generate import engine, greedy
+eng = engine({str(smollm2)!r}, disk_cache={str(tmp_path)!r})
+outs = eng.generate(json.loads(sys.argv[1]), greedy())
+print(json.dumps([[o.token_ids, o.cached_tokens] for o in outs]))
+"""
+    run = subprocess.run([sys.executable, "-c", script, json.dumps(prompts[:2])], capture_output=True,
+                         text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    for (tokens, cached), ids, want in zip(got, prompts, expected):
+        assert tokens == want
+        assert cached >= (len(ids) - 1) // 16 * 16 - 16  # all its full blocks but the last came from disk
+
+
+def test_sampling_is_seeded_per_request(smollm2, prompts):
+    from kb.rag.sampling import SamplingParams
+
+    p = SamplingParams(max_tokens=12, temperature=0.8, top_k=50, top_p=0.9, repetition_penalty=1.1, seed=7)
+    eng = engine(smollm2)
+    alone = eng.generate([prompts[5]], p)[0].token_ids
+    batched = eng.generate([prompts[6], prompts[5]], [SamplingParams(max_tokens=12, temperature=1.0, seed=1), p])
+    assert batched[1].token_ids == alone
+
+
+def test_stop_strings_and_max_tokens(smollm2, prompts, expected):
+    from transformers import AutoTokenizer
+
+    from kb.rag.sampling import SamplingParams
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    full = tok.decode(expected[6])
+    stop = full.strip().split()[2]
+    out = engine(smollm2).generate([prompts[6]], SamplingParams(max_tokens=NEW, stop=(stop,)))[0]
+    assert out.finish_reason == "stop" and stop not in out.text and full.startswith(out.text)
+    out = engine(smollm2).generate([prompts[6]], SamplingParams(max_tokens=3))[0]
+    assert out.finish_reason == "length" and out.token_ids == expected[6][:3]

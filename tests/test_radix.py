@@ -1,0 +1,129 @@
+"""The radix prefix cache on CPU tensors: hits, partial hits with copy-on-write, reference counts,
+eviction order and the disk round trip."""
+
+import torch
+
+from kb.rag.disk_cache import DiskCache
+from kb.rag.kv_cache import BlockPool, OutOfBlocks
+from kb.rag.radix import RadixCache
+
+BS = 4
+
+
+def make(blocks=16, disk=None):
+    pool = BlockPool(num_layers=2, num_blocks=blocks, block_size=BS, kv_heads=1, head_dim=2,
+                     dtype=torch.float32, device=torch.device("cpu"))
+    return pool, RadixCache(pool, disk)
+
+
+def sequence(pool, radix, tokens):
+    """What the engine does for one prompt: match, allocate the rest, compute (here: write a
+    recognisable value per token: k = id in layer 0, -id in layer 1, v = id + 0.5), insert."""
+    m = radix.match(tokens)
+    blocks = list(m.blocks)
+    while len(blocks) * BS < len(tokens):
+        blocks.append(pool.allocate())
+    for i in range(m.cached, len(tokens)):
+        b, o = blocks[i // BS], i % BS
+        pool.k[0, b, o], pool.k[1, b, o], pool.v[:, b, o] = tokens[i], -tokens[i], tokens[i] + 0.5
+    radix.insert(tokens, blocks)
+    return m, blocks
+
+
+def release(pool, blocks):
+    for b in blocks:
+        pool.release(b)
+
+
+def assert_kv(pool, tokens, blocks):
+    for i, t in enumerate(tokens):
+        b, o = blocks[i // BS], i % BS
+        assert pool.k[0, b, o, 0, 0] == t and pool.k[1, b, o, 0, 0] == -t and pool.v[0, b, o, 0, 0] == t + 0.5
+
+
+def test_full_hit_shares_blocks_and_counts_references():
+    pool, radix = make()
+    tokens = list(range(1, 11))  # 2 full blocks + 2 tokens
+    m, blocks = sequence(pool, radix, tokens)
+    assert m.cached == 0 and radix.blocks == 3
+    release(pool, blocks)
+    assert all(pool.refs[b] == 1 for b in blocks)  # the tree still holds them
+    m2 = radix.match(tokens[:8] + [99, 98])
+    assert m2.cached == 8 and m2.blocks == blocks[:2]
+    assert pool.refs[blocks[0]] == 2
+    assert_kv(pool, tokens[:8], m2.blocks)
+    release(pool, m2.blocks)
+
+
+def test_partial_block_is_copied_not_shared():
+    pool, radix = make()
+    tokens = list(range(1, 11))
+    _, blocks = sequence(pool, radix, tokens)
+    release(pool, blocks)
+    m = radix.match(tokens[:6] + [77, 78])  # agrees with the second block on 2 of its tokens
+    assert m.cached == 6
+    assert m.blocks[0] == blocks[0] and m.blocks[1] not in blocks  # a private copy
+    assert_kv(pool, tokens[:6], m.blocks)
+    pool.k[0, m.blocks[1], 2] = 1000  # the new sequence writes its own tokens ...
+    assert pool.k[0, blocks[1], 2, 0, 0] == 7  # ... and the cached block is untouched
+    # the partial tail (2 tokens in the third block) is matched too
+    m2 = radix.match(tokens)
+    assert m2.cached == 10
+    release(pool, m.blocks + m2.blocks)
+
+
+def test_block_in_use_is_never_evicted_or_freed():
+    pool, radix = make(blocks=6)
+    _, a = sequence(pool, radix, list(range(1, 9)))  # 2 blocks, still held by the sequence
+    _, b = sequence(pool, radix, list(range(50, 58)))
+    release(pool, b)
+    assert radix.evict(10) == 2  # only b's blocks could go
+    assert all(pool.refs[x] == 2 for x in a)
+    assert radix.match(list(range(1, 9))).cached == 8  # a is still cached
+
+
+def test_eviction_is_least_recently_used_leaves_first():
+    pool, radix = make(blocks=12)
+    seqs = [[s * 100 + i for i in range(8)] for s in range(1, 4)]
+    for tokens in seqs:
+        release(pool, sequence(pool, radix, tokens)[1])
+    release(pool, radix.match(seqs[0]).blocks)  # touch the first: now the third... then second is oldest
+    assert radix.evict(1) == 1
+    m = radix.match(seqs[1][:8] + [0])
+    assert m.cached == 4  # the second lost its leaf first
+    m0, m2 = radix.match(seqs[0]), radix.match(seqs[2])
+    assert m0.cached == 8 and m2.cached == 8
+    release(pool, m.blocks + m0.blocks + m2.blocks)
+    assert radix.evict(100) == 5
+    assert radix.blocks == 0 and pool.num_free == 12
+
+
+def test_out_of_blocks_is_reported():
+    pool, _ = make(blocks=2)
+    pool.allocate(), pool.allocate()
+    try:
+        pool.allocate()
+        raise AssertionError("expected OutOfBlocks")
+    except OutOfBlocks:
+        pass
+
+
+def test_disk_round_trip_in_a_fresh_cache(tmp_path):
+    pool, radix = make(disk=DiskCache(tmp_path, "model-a"))
+    tokens = list(range(1, 14))  # 3 full blocks + 1
+    release(pool, sequence(pool, radix, tokens)[1])
+    assert radix.persist() == 3  # full blocks only
+    pool2, radix2 = make(disk=DiskCache(tmp_path, "model-a"))  # a new process
+    m = radix2.match(tokens)
+    assert m.cached == 12 and m.from_disk == 12
+    assert_kv(pool2, tokens[:12], m.blocks)
+    other = RadixCache(make()[0], DiskCache(tmp_path, "model-b"))  # another model never reads them
+    assert other.match(tokens).cached == 0
+
+
+def test_evicted_blocks_are_written_to_disk(tmp_path):
+    pool, radix = make(blocks=4, disk=DiskCache(tmp_path, "m"))
+    tokens = list(range(1, 9))
+    release(pool, sequence(pool, radix, tokens)[1])
+    assert radix.evict(2) == 2
+    assert radix.match(tokens).from_disk == 8
