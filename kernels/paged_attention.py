@@ -47,7 +47,7 @@ def store_kv(k_cache, v_cache, k, v, slots) -> None:
 def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_ptr, tile_m_ptr, scale,
             stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
             KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     tile, head = tl.program_id(0), tl.program_id(1)
     seq = tl.load(tile_seq_ptr + tile)
     m0 = tl.load(tile_m_ptr + tile)
@@ -71,13 +71,13 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_p
         slot = (block * BS + offs_n % BS).to(tl.int64)
         kv_off = slot[:, None] * (KV_HEADS * DIM) + kvh * DIM + offs_d[None, :]
         k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         s = tl.where((offs_n[None, :] <= q_pos[:, None]) & live[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
         alpha = tl.exp(m_i - m_new)
         v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
     out = acc / l_i[:, None]
@@ -100,7 +100,9 @@ def extend(q, k_cache, v_cache, batch: Batch, scale: float, block_m: int = 64, b
     _extend[(len(seqs), heads)](q, k_cache, v_cache, out, batch.block_tables, batch.cu_q, batch.ctx,
                                 tile_seq, tile_m, scale, q.stride(0), q.stride(1), out.stride(0), out.stride(1),
                                 batch.block_tables.stride(0), KV_HEADS=kv_heads, GROUP=heads // kv_heads,
-                                DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n)
+                                DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,
+                                # fp32 stays fp32 (no TF32), so that it matches the reference to 1e-5
+                                PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
     return out
 
 
