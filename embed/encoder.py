@@ -69,7 +69,7 @@ def _max_tokens(folder: Path, config: dict) -> int:
     return limit
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """No hub access and no progress bars or info logs: kb runs from cron, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -108,7 +108,7 @@ def describe(cfg: EmbedConfig) -> EmbedSpec:
 
 class Encoder:
     def __init__(self, cfg: EmbedConfig):
-        _quiet_transformers()
+        quiet_transformers()
         import torch
         from transformers import AutoModel
 

@@ -44,6 +44,18 @@ def store_kv(k_cache, v_cache, k, v, slots) -> None:
 
 
 @triton.jit
+def _kv_tile(table_row, n0, end, kvh, offs_d, KV_HEADS: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
+             BLOCK_N: tl.constexpr):
+    """Keys n0 .. n0 + BLOCK_N of a sequence (its block-table row at `table_row`), one KV head:
+    their positions, which of them are below `end`, and their (BLOCK_N, DIM) offsets in the cache."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    live = offs_n < end
+    block = tl.load(table_row + offs_n // BS, mask=live, other=0)
+    slot = (block * BS + offs_n % BS).to(tl.int64)
+    return offs_n, live, slot[:, None] * (KV_HEADS * DIM) + kvh * DIM + offs_d[None, :]
+
+
+@triton.jit
 def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_ptr, tile_m_ptr, scale,
             stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
             KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
@@ -65,11 +77,8 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_p
     acc = tl.zeros([BLOCK_M, DIM], tl.float32)
     end = tl.minimum(ctx, ctx - q_len + m0 + BLOCK_M)  # no key after the tile's last query
     for n0 in range(0, end, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        live = offs_n < end
-        block = tl.load(table_ptr + seq * stride_table + offs_n // BS, mask=live, other=0)
-        slot = (block * BS + offs_n % BS).to(tl.int64)
-        kv_off = slot[:, None] * (KV_HEADS * DIM) + kvh * DIM + offs_d[None, :]
+        offs_n, live, kv_off = _kv_tile(table_ptr + seq * stride_table, n0, end, kvh, offs_d,
+                                        KV_HEADS, DIM, BS, BLOCK_N)
         k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         s = tl.where((offs_n[None, :] <= q_pos[:, None]) & live[None, :], s, float("-inf"))
@@ -124,11 +133,8 @@ def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx
     lo = split * SPLIT
     hi = tl.minimum(ctx, lo + SPLIT)
     for n0 in range(lo, hi, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        live = offs_n < hi
-        block = tl.load(table_ptr + seq * stride_table + offs_n // BS, mask=live, other=0)
-        slot = (block * BS + offs_n % BS).to(tl.int64)
-        kv_off = slot[:, None] * (KV_HEADS * DIM) + kvh * DIM + offs_d[None, :]
+        offs_n, live, kv_off = _kv_tile(table_ptr + seq * stride_table, n0, hi, kvh, offs_d,
+                                        KV_HEADS, DIM, BS, BLOCK_N)
         k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
         s = tl.sum(q[:, None, :].to(tl.float32) * k[None, :, :].to(tl.float32), 2) * scale
         s = tl.where(live[None, :], s, float("-inf"))

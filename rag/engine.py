@@ -140,7 +140,7 @@ class Engine:
                 last = batch.cu_q[1:].long() - 1
                 logits = self.model.logits(hidden[last[ends]])
             chosen = sample(logits, [seqs[i].params for i in ends],
-                            [torch.tensor(seqs[i].tokens, device=logits.device) for i in ends],
+                            [seqs[i].tokens for i in ends],
                             [seqs[i].generator for i in ends]) if ends else []
         for s, n in plan:
             s.computed += n
@@ -199,9 +199,11 @@ class Engine:
 
 
 def _tokenizer(folder: Path):
+    from kb.embed.encoder import quiet_transformers
+
+    quiet_transformers()
     from transformers import AutoTokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 

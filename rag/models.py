@@ -118,14 +118,12 @@ def _sha256(path: Path) -> str:
 
 def _convert(gguf: Path, folder: Path) -> None:
     """GGUF -> safetensors folder with tokenizer and chat template (transformers dequantises)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from kb.embed.encoder import quiet_transformers
+
     os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's progress bar
+    quiet_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config

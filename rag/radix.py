@@ -73,10 +73,17 @@ class RadixCache:
         self._touch(node, now)
         return out
 
+    def cached(self, tokens: list[int]) -> int:
+        """Tokens of `tokens` that full in-memory blocks hold, without taking them (for ordering)."""
+        node, pos = self.root, 0
+        while (node := node.children.get(tuple(tokens[pos:pos + self.bs]))) is not None:
+            pos += self.bs
+        return pos
+
     def _partial(self, node: Node, chunk: tuple[int, ...], out: Match, now: int) -> None:
         best, length = None, 0
         for child in node.children.values():
-            n = _common(child.tokens, chunk)
+            n = common_prefix(child.tokens, chunk)
             if n > length:
                 best, length = child, n
         if best is None:
@@ -190,7 +197,8 @@ class RadixCache:
             yield node
 
 
-def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def common_prefix(a, b) -> int:
+    """How many leading items two token sequences share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

@@ -30,10 +30,11 @@ class SamplingParams:
             raise UsageError("temperature >= 0, 0 < top_p <= 1, top_k >= 0, repetition penalty > 0")
 
 
-def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+def penalize(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
     """logits: (vocab,); seen: token ids already in the sequence."""
     if penalty == 1.0 or len(seen) == 0:
         return logits
+    seen = torch.tensor(seen, device=logits.device)
     scores = logits[seen]
     logits = logits.clone()
     logits[seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
@@ -54,7 +55,7 @@ def filter_top(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return logits
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams], seen: list[torch.Tensor],
+def sample(logits: torch.Tensor, params: list[SamplingParams], seen: list[list[int]],
            generators: list[torch.Generator | None]) -> list[int]:
     """logits: (seqs, vocab) float32 -> one token id per sequence."""
     simple = all(p.temperature == 0 and p.repetition_penalty == 1.0 for p in params)

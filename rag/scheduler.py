@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kb.rag.kv_cache import BlockPool, OutOfBlocks
-from kb.rag.radix import RadixCache
+from kb.rag.radix import RadixCache, common_prefix
 from kb.rag.sampling import SamplingParams
 
 
@@ -44,14 +44,6 @@ class Sequence:
     @property
     def output(self) -> list[int]:
         return self.tokens[self.prompt_len:]
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class Scheduler:
@@ -113,15 +105,7 @@ class Scheduler:
     def _order_waiting(self) -> None:
         if len(self.waiting) < 2:
             return
-        root = self.radix.root
-        def cached_len(seq: Sequence) -> int:  # full blocks in memory, without taking them
-            node, pos, bs = root, 0, self.pool.block_size
-            while True:
-                node = node.children.get(tuple(seq.tokens[pos:pos + bs]))
-                if node is None:
-                    return pos
-                pos += bs
-        ranked = sorted(self.waiting, key=lambda s: (-cached_len(s), s.tokens[:64], s.arrived))
+        ranked = sorted(self.waiting, key=lambda s: (-self.radix.cached(s.tokens), s.tokens[:64], s.arrived))
         self.waiting = deque(ranked)
 
     def _shares_pending_prefill(self, seq: Sequence) -> bool:
@@ -129,7 +113,7 @@ class Scheduler:
         bs = self.pool.block_size
         for other in self.running:
             if other.computed < other.prompt_len:
-                shared = _common(seq.tokens[:seq.prompt_len], other.tokens[:other.prompt_len])
+                shared = common_prefix(seq.tokens[:seq.prompt_len], other.tokens[:other.prompt_len])
                 if shared >= 2 * bs:
                     return True
         return False
