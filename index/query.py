@@ -31,6 +31,7 @@ class Candidates:
     scores: np.ndarray
     ref: float
     spread: float = 0.0  # vectors: the standard deviation of the background similarities
+    keywords: bool = False  # the query is keyword-style (fusion.keyword_style)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Searcher:
             ids, scores = ids[keep][:depth], scores[keep][:depth]
         sims = self._sample @ q if len(self._sample) > 1 else np.zeros(1, dtype=np.float32)
         timings.update(embed=t1 - t0, vector=time.perf_counter() - t1)
-        return Candidates(ids, scores, float(sims.mean()), float(sims.std()))
+        return Candidates(ids, scores, float(sims.mean()), float(sims.std()), fusion.keyword_style(query))
 
     def _fuse(self, bm25, vector, k, method: str | None = None, weight: float | None = None):
         if method is None:
@@ -156,7 +157,7 @@ class Searcher:
             fused = fusion.weighted([(bm25.ids, bm25.scores), (vector.ids, vector.scores)], [1 - weight, weight])
         else:
             fused = fusion.calibrated((bm25.ids, bm25.scores), bm25.ref, (vector.ids, vector.scores),
-                                      vector.ref, weight, vector.spread)
+                                      vector.ref, weight, vector.spread, vector.keywords)
         return fusion.top(fused, k)
 
     def candidates(self, query: str, depth: int):
