@@ -84,8 +84,29 @@ def engine_vs_hf(arch="qwen2"):
     res["fp32_logits_rel_err"] = fp32_logits(folder)
     return res
 
+def flat_on_gpu(n=200_000, dims=384, queries=200):
+    """kb's flat index through torch on the GPU against its numpy path: same top 10, and speed."""
+    import numpy as np
+    from kb.index.vectors.flat import FlatIndex
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((n, dims), dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = np.arange(n, dtype=np.int64) * 3
+    gpu, cpu = FlatIndex(ids, vecs), FlatIndex(ids, vecs)
+    cpu._gpu = None
+    qs = rng.standard_normal((queries, dims), dtype=np.float32)
+    same, t_gpu, t_cpu = 0, 0.0, 0.0
+    gpu.search(qs[0], 10)
+    for q in qs:
+        t0 = time.perf_counter(); a = gpu.search(q, 10); t1 = time.perf_counter(); b = cpu.search(q, 10); t2 = time.perf_counter()
+        same += len(set(a[0].tolist()) & set(b[0].tolist()))
+        t_gpu += t1 - t0; t_cpu += t2 - t1
+    return dict(flat_gpu_used=gpu._gpu is not None, flat_recall_vs_numpy=same / (10 * queries),
+                flat_gpu_ms=round(1000 * t_gpu / queries, 3), flat_numpy_ms=round(1000 * t_cpu / queries, 3))
+
+
 if __name__ == "__main__":
-    r = engine_vs_hf()
+    r = {**flat_on_gpu(), **engine_vs_hf()}
     for k, v in r.items():
         print(k, v)
     print(json.dumps(r))

@@ -98,15 +98,10 @@ def extend(q, k_cache, v_cache, batch: Batch, scale: float, block_m: int = 64, b
     """q: (tokens, heads, dim) -> (tokens, heads, dim)."""
     heads, dim = q.shape[1], q.shape[2]
     kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
-    seqs, starts = [], []
-    for i, n in enumerate(batch.q_lens):
-        for m0 in range(0, n, block_m):
-            seqs.append(i)
-            starts.append(m0)
-    tile_seq = torch.tensor(seqs, dtype=torch.int32, device=q.device)
-    tile_m = torch.tensor(starts, dtype=torch.int32, device=q.device)
+    tiles = batch.tiles(block_m)
+    tile_seq, tile_m = tiles[0], tiles[1]
     out = torch.empty_like(q)
-    _extend[(len(seqs), heads)](q, k_cache, v_cache, out, batch.block_tables, batch.cu_q, batch.ctx,
+    _extend[(tiles.shape[1], heads)](q, k_cache, v_cache, out, batch.block_tables, batch.cu_q, batch.ctx,
                                 tile_seq, tile_m, scale, q.stride(0), q.stride(1), out.stride(0), out.stride(1),
                                 batch.block_tables.stride(0), KV_HEADS=kv_heads, GROUP=heads // kv_heads,
                                 DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,
@@ -195,11 +190,13 @@ def decode(q, k_cache, v_cache, batch: Batch, scale: float, max_ctx: int | None 
 class TritonBackend:
     name = "triton"
 
-    def __init__(self, scale: float):
-        self.scale = scale
+    def __init__(self, heads: int, kv_heads: int, scale: float):
+        self.heads, self.kv_heads, self.scale = heads, kv_heads, scale
 
-    def __call__(self, k_cache, v_cache, q, k, v, batch: Batch) -> torch.Tensor:
-        store_kv(k_cache, v_cache, k, v, batch.slots)
+    def __call__(self, k_cache, v_cache, qkv, cos, sin, batch: Batch) -> torch.Tensor:
+        from kb.kernels.fused import rope_store
+
+        q = rope_store(qkv, cos, sin, k_cache, v_cache, batch.slots, self.heads, self.kv_heads)
         if batch.decode:
             return decode(q, k_cache, v_cache, batch, self.scale, max_ctx=batch.max_ctx or None)
         return extend(q, k_cache, v_cache, batch, self.scale)

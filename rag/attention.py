@@ -10,8 +10,9 @@ oracle) and `triton` (kb.kernels, on the GPU).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -24,24 +25,53 @@ class Batch:
     cu_q: torch.Tensor  # (seqs + 1,) int32: offsets of each sequence's queries
     ctx: torch.Tensor  # (seqs,) int32: ctx_lens on the device
     max_ctx: int = 0  # fixes the decode kernel's grid for any context up to it (CUDA graphs); 0: this batch's
+    positions: torch.Tensor | None = None  # (tokens,) int64: each new token's position in its sequence
+    ids: torch.Tensor | None = None  # (tokens,) int64: the new tokens, when given to `build`
+    _tiles: dict = field(default_factory=dict)
 
     @property
     def decode(self) -> bool:
         return all(n == 1 for n in self.q_lens)
 
+    def tiles(self, size: int) -> torch.Tensor:
+        """(2, tiles) int32 on the device: each tile of `size` queries' sequence and first query.
+        Made once per batch, not once per layer."""
+        if size not in self._tiles:
+            seqs = np.repeat(np.arange(len(self.q_lens)), [-(-n // size) for n in self.q_lens])
+            starts = np.concatenate([np.arange(0, n, size) for n in self.q_lens])
+            self._tiles[size] = torch.from_numpy(np.stack([seqs, starts]).astype(np.int32)).to(self.cu_q.device)
+        return self._tiles[size]
+
     @classmethod
     def build(cls, q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], block_size: int,
-              device: torch.device) -> "Batch":
-        width = max(len(t) for t in tables)
-        table = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
-        slots = []
-        for q, n, t in zip(q_lens, ctx_lens, tables):
-            slots += [t[p // block_size] * block_size + p % block_size for p in range(n - q, n)]
-        cu = [0]
-        for q in q_lens:
-            cu.append(cu[-1] + q)
-        return cls(q_lens, ctx_lens, table.to(device), torch.tensor(slots, dtype=torch.int64).to(device),
-                   torch.tensor(cu, dtype=torch.int32).to(device), torch.tensor(ctx_lens, dtype=torch.int32).to(device))
+              device: torch.device, ids: list[int] | None = None) -> "Batch":
+        """Two host-to-device copies (one of int64, one of int32 arrays), whatever the batch."""
+        h = host_arrays(q_lens, ctx_lens, tables, block_size)
+        t = len(h["slots"])
+        longs = [h["slots"], h["positions"]] + ([np.asarray(ids, dtype=np.int64)] if ids is not None else [])
+        longs = torch.from_numpy(np.concatenate(longs)).to(device)
+        ints = torch.from_numpy(np.concatenate([h["cu_q"], h["ctx"], h["tables"].ravel()])).to(device)
+        n = len(q_lens)
+        return cls(q_lens, ctx_lens, ints[2 * n + 1:].view(n, -1), longs[:t], ints[:n + 1],
+                   ints[n + 1:2 * n + 1], positions=longs[t:2 * t], ids=longs[2 * t:] if ids is not None else None)
+
+
+def host_arrays(q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], block_size: int,
+                width: int = 0) -> dict[str, np.ndarray]:
+    """A batch's index arrays built on the host with numpy (then copied to the device at once):
+    slots and positions of each new token, query offsets, context lengths, block tables."""
+    n = len(q_lens)
+    table = np.zeros((n, width or max(len(t) for t in tables)), dtype=np.int32)
+    for i, t in enumerate(tables):
+        table[i, :len(t)] = t
+    q = np.asarray(q_lens, dtype=np.int64)
+    ctx = np.asarray(ctx_lens, dtype=np.int64)
+    cu = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(q, out=cu[1:])
+    seq = np.repeat(np.arange(n), q)
+    pos = np.arange(cu[-1], dtype=np.int64) - np.repeat(cu[:-1], q) + np.repeat(ctx - q, q)
+    slots = table[seq, pos // block_size].astype(np.int64) * block_size + pos % block_size
+    return {"slots": slots, "positions": pos, "cu_q": cu, "ctx": ctx.astype(np.int32), "tables": table}
 
 
 def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -74,20 +104,26 @@ def attend_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 
 class TorchBackend:
+    """A layer's attention from its fused qkv projection: rotary positions, keys and values into
+    the cache, then attention over it."""
+
     name = "torch"
 
-    def __init__(self, scale: float):
-        self.scale = scale
+    def __init__(self, heads: int, kv_heads: int, scale: float):
+        self.heads, self.kv_heads, self.scale = heads, kv_heads, scale
 
-    def __call__(self, k_cache, v_cache, q, k, v, batch: Batch) -> torch.Tensor:
+    def __call__(self, k_cache, v_cache, qkv, cos, sin, batch: Batch) -> torch.Tensor:
+        from kb.rag.model import split_rotate
+
+        q, k, v = split_rotate(qkv, cos, sin, self.heads, self.kv_heads)
         store_kv(k_cache, v_cache, k, v, batch.slots)
         return attend_torch(q, k_cache, v_cache, batch, self.scale)
 
 
-def choose_backend(name: str, device: torch.device, scale: float):
+def choose_backend(name: str, device: torch.device, heads: int, kv_heads: int, scale: float):
     """`auto`: Triton on a CUDA device when it imports, else the torch reference."""
     if name == "torch" or (name == "auto" and device.type != "cuda"):
-        return TorchBackend(scale)
+        return TorchBackend(heads, kv_heads, scale)
     from kb.kernels.paged_attention import TritonBackend
 
-    return TritonBackend(scale)
+    return TritonBackend(heads, kv_heads, scale)

@@ -24,7 +24,7 @@ import torch
 from kb.errors import UsageError
 from kb.rag.attention import Batch, choose_backend
 from kb.rag.kv_cache import BlockPool, CacheConfig, block_bytes, blocks_that_fit
-from kb.rag.model import load_model
+from kb.rag.model import CausalLM, load_model
 from kb.rag.radix import RadixCache
 from kb.rag.sampling import SamplingParams, sample
 from kb.rag.scheduler import Scheduler, Sequence
@@ -57,7 +57,9 @@ class Output:
 
 
 class Engine:
-    def __init__(self, cfg: EngineConfig):
+    def __init__(self, cfg: EngineConfig, model: CausalLM | None = None):
+        """`model`: an already built model (benchmarks on random weights) instead of loading
+        `cfg.model`; such an engine has no tokenizer (outputs carry token ids, no text)."""
         self.cfg = cfg
         folder = Path(cfg.model).expanduser()
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
@@ -66,10 +68,12 @@ class Engine:
                  "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        self.model = load_model(folder, self.device, dtype)
+        if model is None:
+            self.model = load_model(folder, self.device, dtype)
+            self.tokenizer, self.eos = _tokenizer(folder), _eos_ids(folder)
+        else:
+            self.model, self.tokenizer, self.eos = model.to(self.device, dtype), None, set()
         mc = self.model.cfg
-        self.tokenizer = _tokenizer(folder)
-        self.eos = _eos_ids(folder)
         per_block = block_bytes(mc.num_layers, cfg.cache.block_size, mc.num_kv_heads, mc.head_dim, dtype)
         blocks = blocks_that_fit(cfg.cache, per_block, self.device)
         self.pool = BlockPool(mc.num_layers, blocks, cfg.cache.block_size, mc.num_kv_heads, mc.head_dim,
@@ -83,7 +87,12 @@ class Engine:
         self.radix = RadixCache(self.pool, disk)
         budget = cfg.token_budget or (8192 if self.device.type == "cuda" else 512)
         self.scheduler = Scheduler(self.pool, self.radix, budget, cfg.max_seqs)
-        self.attention = choose_backend(cfg.attention, self.device, mc.head_dim ** -0.5)
+        self.attention = choose_backend(cfg.attention, self.device, mc.num_heads, mc.num_kv_heads,
+                                        mc.head_dim ** -0.5)
+        if self.attention.name == "triton":
+            from kb.kernels import fused
+
+            self.model.use_kernels(fused)
         self._ids = itertools.count()
         self.graphs = None
         if cfg.cuda_graphs and self.device.type == "cuda" and self.attention.name == "triton":
@@ -103,6 +112,7 @@ class Engine:
     def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[str]:
         """Yield the answer's text as it grows (pieces), then stop; `last_output` has the stats."""
         seq = self._add(prompt, params)
+        seq.streamed = True
         sent = 0
         while seq.finish_reason is None:
             self.step()
@@ -128,17 +138,18 @@ class Engine:
         seqs = [s for s, _ in plan]
         q_lens = [n for _, n in plan]
         ctx = [s.computed + n for s, n in plan]
-        ids = torch.tensor([t for s, n in plan for t in s.tokens[s.computed:s.computed + n]], device=self.device)
-        pos = torch.tensor([p for s, n in plan for p in range(s.computed, s.computed + n)], device=self.device)
-        batch = Batch.build(q_lens, ctx, [s.blocks for s in seqs], self.pool.block_size, self.device)
+        ids = [t for s, n in plan for t in s.tokens[s.computed:s.computed + n]]
+        tables = [s.blocks for s in seqs]
         ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens)]
         with torch.inference_mode():
-            if self.graphs is not None and batch.decode and self.graphs.fits(len(seqs)):
-                logits = self.graphs.run(ids, pos, batch)[ends]
+            if self.graphs is not None and len(ids) == len(seqs) and self.graphs.fits(len(seqs)):
+                logits = self.graphs.run(ids, ctx, tables)[ends]
             else:
-                hidden = self.model(ids, pos, self._attend(batch))
-                last = batch.cu_q[1:].long() - 1
-                logits = self.model.logits(hidden[last[ends]])
+                batch = Batch.build(q_lens, ctx, tables, self.pool.block_size, self.device, ids)
+                hidden = self.model(batch.ids, batch.positions, self._attend(batch))
+                offsets = list(itertools.accumulate(q_lens))
+                rows = [offsets[i] - 1 for i in ends]
+                logits = self.model.logits(hidden[rows])
             chosen = sample(logits, [seqs[i].params for i in ends],
                             [seqs[i].tokens for i in ends],
                             [seqs[i].generator for i in ends]) if ends else []
@@ -152,8 +163,8 @@ class Engine:
     def _attend(self, batch: Batch):
         pool, attention = self.pool, self.attention
 
-        def attend(layer: int, q, k, v):
-            return attention(pool.k[layer], pool.v[layer], q, k, v, batch)
+        def attend(layer: int, qkv, cos, sin):
+            return attention(pool.k[layer], pool.v[layer], qkv, cos, sin, batch)
         return attend
 
     def _append(self, seq: Sequence, token: int) -> None:
@@ -167,13 +178,15 @@ class Engine:
         if (token in self.eos and not p.ignore_eos) or token in p.stop_token_ids:
             reason = "stop"
             out = out[:-1]
-        seq.text = self.tokenizer.decode(out, skip_special_tokens=True)
-        for stop in p.stop:
-            at = seq.text.find(stop)
-            if at >= 0:
-                seq.text, reason = seq.text[:at], "stop"
         if reason is None and len(seq.output) >= p.max_tokens:
             reason = "length"
+        # Text is decoded only where it is needed: stop strings, streaming, and the end.
+        if self.tokenizer is not None and (p.stop or seq.streamed or reason is not None):
+            seq.text = self.tokenizer.decode(out, skip_special_tokens=True)
+            for stop in p.stop:
+                at = seq.text.find(stop)
+                if at >= 0:
+                    seq.text, reason = seq.text[:at], "stop"
         if reason is not None:
             seq.finish_reason, seq.finished = reason, now
             self.scheduler.finish(seq)

@@ -49,6 +49,7 @@ class BlockPool:
         self.block_size, self.num_blocks = block_size, num_blocks
         self.refs = [0] * num_blocks
         self.free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() hands out low ids first
+        self.peak_used = 0  # the most blocks held at once (sequences and the prefix cache)
 
     @property
     def num_free(self) -> int:
@@ -60,6 +61,7 @@ class BlockPool:
         block = self.free.pop()
         assert self.refs[block] == 0
         self.refs[block] = 1
+        self.peak_used = max(self.peak_used, self.num_blocks - len(self.free))
         return block
 
     def ref(self, block: int) -> None:

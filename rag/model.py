@@ -93,8 +93,19 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
+        self.kernels = None  # kb.kernels.fused when the model runs with Triton (CausalLM.use_kernels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """norm(x), or with `residual`: (norm(x + residual), x + residual), the residual stream."""
+        if self.kernels is not None:
+            out, residual = self.kernels.rms_norm(x, self.weight, self.eps, residual)
+            return out if residual is None else (out, residual)
+        if residual is not None:
+            residual = x + residual
+            return self._norm(residual), residual
+        return self._norm(x)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -108,6 +119,14 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos[:, None] + rotated * sin[:, None]
 
 
+def split_rotate(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int):
+    """A fused qkv projection -> rotated q (tokens, heads, dim), rotated k and v (tokens, kv_heads, dim)."""
+    dim = cos.shape[-1]
+    q, k, v = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
+    return (rotate(q.view(-1, heads, dim), cos, sin), rotate(k.view(-1, kv_heads, dim), cos, sin),
+            v.view(-1, kv_heads, dim))
+
+
 class Layer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -119,18 +138,25 @@ class Layer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
         self.gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.kernels = None
 
-    def forward(self, x, cos, sin, attend) -> torch.Tensor:
-        """x: (tokens, hidden). `attend(q, k, v)` stores k, v in the cache and returns (tokens, heads, dim)."""
-        c = self.cfg
-        q, k, v = self.qkv(self.input_layernorm(x)).split(
-            [c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim], dim=-1)
-        q = rotate(q.view(-1, c.num_heads, c.head_dim), cos, sin)
-        k = rotate(k.view(-1, c.num_kv_heads, c.head_dim), cos, sin)
-        out = attend(q, k, v.view(-1, c.num_kv_heads, c.head_dim))
-        x = x + self.o_proj(out.reshape(len(x), -1))
-        gate, up = self.gate_up(self.post_attention_layernorm(x)).chunk(2, dim=-1)
-        return x + self.down_proj(nn.functional.silu(gate) * up)
+    def forward(self, x, residual, cos, sin, attend) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (tokens, hidden), the last layer's output, and the residual stream before it (None
+        at the first layer). `attend(qkv, cos, sin)` rotates, stores k and v in the cache and
+        returns the attention output (tokens, heads, dim). Returns (output, residual stream)."""
+        if residual is None:
+            h, residual = self.input_layernorm(x), x
+        else:
+            h, residual = self.input_layernorm(x, residual)
+        out = attend(self.qkv(h), cos, sin)
+        h, residual = self.post_attention_layernorm(self.o_proj(out.reshape(len(x), -1)), residual)
+        gate_up = self.gate_up(h)
+        if self.kernels is not None:
+            act = self.kernels.silu_mul(gate_up)
+        else:
+            gate, up = gate_up.chunk(2, dim=-1)
+            act = nn.functional.silu(gate) * up
+        return self.down_proj(act), residual
 
 
 class CausalLM(nn.Module):
@@ -144,15 +170,22 @@ class CausalLM(nn.Module):
         self.register_buffer("inv_freq", inverse_frequencies(cfg), persistent=False)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
-        """ids, positions: (tokens,) of many sequences back to back; `attend(layer, q, k, v)`.
+        """ids, positions: (tokens,) of many sequences back to back; `attend(layer, qkv, cos, sin)`.
         Returns the final hidden states (tokens, hidden)."""
         freqs = positions[:, None].float() * self.inv_freq[None]
         angles = torch.cat((freqs, freqs), dim=-1)
         x = self.embed_tokens(ids)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        residual = None
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, lambda q, k, v, i=i: attend(i, q, k, v))
-        return self.norm(x)
+            x, residual = layer(x, residual, cos, sin, lambda qkv, c, s, i=i: attend(i, qkv, c, s))
+        return self.norm(x, residual)[0]
+
+    def use_kernels(self, kernels) -> None:
+        """Run norms and the SwiGLU product through fused kernels (kb.kernels.fused), or None: torch."""
+        for m in self.modules():
+            if isinstance(m, (RMSNorm, Layer)):
+                m.kernels = kernels
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
@@ -172,9 +205,15 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> CausalLM:
-    """The model in `folder` with its weights; projections fused as the layers expect them."""
-    cfg = ModelConfig.from_folder(folder)
-    raw = {k.removeprefix("model."): v for k, v in _tensors(Path(folder)).items()}
+    """The model in `folder` with its weights."""
+    return build_model(ModelConfig.from_folder(folder), _tensors(Path(folder)), device, dtype, str(folder))
+
+
+def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: torch.device,
+                dtype: torch.dtype, where: str = "the weights") -> CausalLM:
+    """kb's model from a Hugging Face state dict (names as in the safetensors files); projections
+    are fused as the layers expect them."""
+    raw = {k.removeprefix("model."): v for k, v in tensors.items()}
     state = {}
     for name, tensor in raw.items():
         if ".self_attn.k_proj." in name or ".self_attn.v_proj." in name or ".mlp.up_proj." in name:
@@ -193,6 +232,6 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Causal
     model.load_state_dict(state, strict=False, assign=True)
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
-        raise NotFound(f"{folder}: weights missing for {', '.join(missing[:3])}")
+        raise NotFound(f"{where}: weights missing for {', '.join(missing[:3])}")
     model.inv_freq = inverse_frequencies(cfg)
     return model.to(device=device, dtype=dtype).eval()

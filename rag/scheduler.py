@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kb.rag.kv_cache import BlockPool, OutOfBlocks
-from kb.rag.radix import RadixCache, common_prefix
+from kb.rag.radix import RadixCache
 from kb.rag.sampling import SamplingParams
 
 
@@ -38,7 +38,8 @@ class Sequence:
     first_token: float | None = None
     finished: float | None = None
     finish_reason: str | None = None
-    text: str = ""
+    text: str = ""  # decoded when needed: stop strings, streaming, the end
+    streamed: bool = False
     preemptions: int = 0
 
     @property
@@ -74,11 +75,12 @@ class Scheduler:
             budget -= n
         plan = [(s, n) for s, n in plan if s in self.running]
         budget = self.token_budget - sum(n for _, n in plan)
-        self._order_waiting()
+        hits = self._order_waiting()
+        windows: dict[int, set] = {}
         for seq in list(self.waiting):
             if budget <= 0 or len(self.running) >= self.max_seqs:
                 break
-            if self._shares_pending_prefill(seq):
+            if self._shares_pending_prefill(seq, hits[seq.id], windows):
                 continue  # admitted once that prefill is in the cache
             self._admit(seq)
             n = min(len(seq.tokens) - seq.computed, budget)
@@ -89,6 +91,10 @@ class Scheduler:
             self.running.append(seq)
             plan.append((seq, n))
             budget -= n
+            span = 2 * self.pool.block_size
+            for at, seen in windows.items():  # it is now a running prefill others may wait for
+                if seq.computed < seq.prompt_len and seq.prompt_len >= at + span:
+                    seen.add(tuple(seq.tokens[at:at + span]))
         return plan
 
     def finish(self, seq: Sequence) -> None:
@@ -102,21 +108,26 @@ class Scheduler:
         self.radix.insert(seq.tokens[:seq.prompt_len], seq.blocks)
 
     # -- internals ------------------------------------------------------------------------------
-    def _order_waiting(self) -> None:
-        if len(self.waiting) < 2:
-            return
-        ranked = sorted(self.waiting, key=lambda s: (-self.radix.cached(s.tokens), s.tokens[:64], s.arrived))
-        self.waiting = deque(ranked)
+    def _order_waiting(self) -> dict[int, int]:
+        """Sort the waiting queue, longest cached prefix first, sharers together; returns each
+        waiting sequence's cached prefix length, by id."""
+        hits = {s.id: self.radix.cached(s.tokens) for s in self.waiting}
+        if len(self.waiting) > 1:
+            self.waiting = deque(sorted(self.waiting, key=lambda s: (-hits[s.id], s.tokens[:64], s.arrived)))
+        return hits
 
-    def _shares_pending_prefill(self, seq: Sequence) -> bool:
-        """True if a running prefill computes a prefix of `seq` longer than what is cached."""
-        bs = self.pool.block_size
-        for other in self.running:
-            if other.computed < other.prompt_len:
-                shared = common_prefix(seq.tokens[:seq.prompt_len], other.tokens[:other.prompt_len])
-                if shared >= 2 * bs:
-                    return True
-        return False
+    def _shares_pending_prefill(self, seq: Sequence, cached: int, windows: dict) -> bool:
+        """True if a running prefill is computing at least two more blocks of `seq`'s prompt than
+        the cache holds for it: the tokens just past `seq`'s cached prefix (two blocks of them)
+        are those of a prompt being prefilled at the same position. `windows` caches, per
+        position, the running prefills' tokens there, within one `schedule`."""
+        span = 2 * self.pool.block_size
+        if seq.prompt_len < cached + span:
+            return False
+        if cached not in windows:
+            windows[cached] = {tuple(o.tokens[cached:cached + span]) for o in self.running
+                               if o.computed < o.prompt_len and o.prompt_len >= cached + span}
+        return tuple(seq.tokens[cached:cached + span]) in windows[cached]
 
     def _admit(self, seq: Sequence) -> None:
         match = self.radix.match(seq.tokens[:len(seq.tokens) - 1])  # at least one token is computed

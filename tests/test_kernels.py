@@ -15,6 +15,9 @@ from kb.rag.attention import Batch, attend_torch  # noqa: E402
 from kb.rag.attention import store_kv as store_ref  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# Triton 3.6's interpreter cannot run a loop whose bound is loaded from memory under NumPy 2 (it
+# converts a 1-element array to an int), which the attention kernels do: those run on a GPU only.
+paged = pytest.mark.skipif(DEVICE.type == "cpu", reason="attention kernels: GPU only (interpreter limit)")
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
 
@@ -49,6 +52,7 @@ CASES = [  # (q_lens, ctx_lens, heads, kv_heads)
 ]
 
 
+@paged
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("q_lens, ctx_lens, heads, kv_heads", CASES)
 def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dtype):
@@ -62,6 +66,7 @@ def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dty
     close(extend(q, kc, vc, batch, 0.125, block_m=16, block_n=16), attend_torch(q, kc, vc, batch, 0.125), dtype)
 
 
+@paged
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("ctx_lens, heads, kv_heads", [([1], 2, 2), ([17, 300, 64], 14, 2), ([513, 31], 9, 3)])
 def test_decode_matches_reference(ctx_lens, heads, kv_heads, dtype):
@@ -69,3 +74,54 @@ def test_decode_matches_reference(ctx_lens, heads, kv_heads, dtype):
 
     batch, q, k, v, kc, vc = setup([1] * len(ctx_lens), ctx_lens, heads, kv_heads, dtype=dtype)
     close(decode(q, kc, vc, batch, 0.125, split=128, block_n=16), attend_torch(q, kc, vc, batch, 0.125), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tokens, size", [(1, 64), (37, 896), (5, 1000)])  # 1000: not a power of two
+def test_rms_norm_matches_reference(tokens, size, dtype):
+    from kb.kernels.fused import rms_norm
+    from kb.rag.model import RMSNorm
+
+    g = torch.Generator().manual_seed(tokens)
+    x = torch.randn((tokens, size), generator=g).to(DEVICE, dtype)
+    res = torch.randn((tokens, size), generator=g).to(DEVICE, dtype)
+    ref = RMSNorm(size, 1e-6).to(DEVICE, dtype)
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(size, generator=g))
+    with torch.inference_mode():
+        close(rms_norm(x, ref.weight, 1e-6)[0], ref(x), dtype)
+        want, want_res = ref(x, res)
+        res2 = res.clone()
+        out, got_res = rms_norm(x, ref.weight, 1e-6, res2)
+    close(out, want, dtype)
+    assert got_res is res2  # the residual stream, updated in place
+    close(res2, want_res, dtype)  # (Triton's interpreter rounds bf16 down, a GPU to nearest)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("q_lens, ctx_lens, heads, kv_heads", CASES)
+def test_rope_store_matches_reference(q_lens, ctx_lens, heads, kv_heads, dtype):
+    from kb.kernels.fused import rope_store
+    from kb.rag.model import split_rotate
+
+    batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, dtype=dtype)
+    dim, t = q.shape[-1], q.shape[0]
+    qkv = torch.cat([q.flatten(1), k.flatten(1), v.flatten(1)], dim=1)
+    angles = torch.rand((t, dim // 2), generator=torch.Generator().manual_seed(5)) * 100
+    cos = torch.cat([angles.cos()] * 2, -1).to(DEVICE, dtype)
+    sin = torch.cat([angles.sin()] * 2, -1).to(DEVICE, dtype)
+    kc2, vc2 = kc.clone(), vc.clone()
+    rq, rk, rv = split_rotate(qkv, cos, sin, heads, kv_heads)
+    store_ref(kc, vc, rk, rv, batch.slots)
+    close(rope_store(qkv, cos, sin, kc2, vc2, batch.slots, heads, kv_heads), rq, dtype)
+    close(kc2, kc, dtype)
+    assert torch.equal(vc2, vc)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_silu_mul_matches_reference(dtype):
+    from kb.kernels.fused import silu_mul
+
+    x = torch.randn((9, 2 * 1500), generator=torch.Generator().manual_seed(2)).to(DEVICE, dtype)
+    gate, up = x.chunk(2, dim=-1)
+    close(silu_mul(x), torch.nn.functional.silu(gate) * up, dtype)

@@ -127,3 +127,26 @@ def test_evicted_blocks_are_written_to_disk(tmp_path):
     release(pool, sequence(pool, radix, tokens)[1])
     assert radix.evict(2) == 2
     assert radix.match(tokens).from_disk == 8
+
+
+def test_scheduler_waits_for_a_shared_prefill_but_not_for_a_cached_one():
+    """Requests sharing an uncached prefix: one prefills it, the others wait for the cache. Once
+    it is cached, every request with its own suffix is admitted in the same step."""
+    from kb.rag.sampling import SamplingParams
+    from kb.rag.scheduler import Scheduler, Sequence
+
+    pool, radix = make(blocks=64)
+    sched = Scheduler(pool, radix, token_budget=1000, max_seqs=16)
+    shared = list(range(100, 124))  # 6 blocks
+    seqs = [Sequence(i, shared + [200 + i] * 9, 33, SamplingParams(max_tokens=2)) for i in range(4)]
+    for s in seqs:
+        sched.add(s)
+    plan = sched.schedule()
+    assert [s.id for s, _ in plan] == [0]  # the others share its 24 uncached tokens
+    first, n = plan[0]
+    first.computed += n
+    sched.prefilled(first)  # its prompt is in the cache now
+    plan = sched.schedule()
+    admitted = {s.id: n for s, n in plan}
+    assert set(admitted) == {1, 2, 3}  # all in one step, not one per step
+    assert all(s.cached == 24 and admitted[s.id] == 9 for s in seqs[1:])

@@ -1,0 +1,290 @@
+"""kb's generator against Hugging Face `generate`, in one process on random weights of real shapes
+(bf16, greedy, end-of-sequence ignored so every request makes all its tokens):
+
+(a) Qwen2.5-0.5B shape: batch-1 decode tokens/s; time to first token of a cold 2,304-token prompt
+    and of 256 new tokens after a cached 2,048-token prefix; 16 requests sharing a 2,048-token
+    prefix (32 tokens of their own), 64 new tokens each.
+(b) Llama-2-7B shape, the prefix-sharing workload of the seed article: 107 requests of ~550 tokens
+    sharing a 530-token prefix, and 500 of ~780 sharing 752, 30 new tokens each: total time and
+    peak KV memory. HF runs left-padded micro-batches, the largest of 128/64/32/16 that fits.
+(c) One 32K-token prompt (Qwen2.5-0.5B shape): prefill time and peak memory.
+
+    python bench/generate.py [--only a,b,c] [--tiny]    # --tiny: small shapes, CPU smoke test
+
+kb starts each workload with an empty prefix cache (cold), so shared prefixes are computed once
+within the run. Peak memory: for HF the peak allocated during the run above what was allocated
+before it (KV, activations, logits); for kb the KV blocks held at once (its pool is allocated at
+start) plus the peak of everything else. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+import torch
+
+QWEN_05B = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=896,
+                intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                tie_word_embeddings=True)
+LLAMA2_7B = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=32000, hidden_size=4096,
+                 intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                 max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=1000)
+
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPE = torch.bfloat16 if DEV.type == "cuda" else torch.float32
+
+
+def sync() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def hf_model(shape: dict):
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    cfg = (Qwen2Config if shape["model_type"] == "qwen2" else LlamaConfig)(
+        **{k: v for k, v in shape.items() if k != "model_type"})
+    torch.manual_seed(0)
+    with torch.device(DEV):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=DTYPE, attn_implementation="sdpa")
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model.eval()
+
+
+def kb_engine(hf, shape: dict, **kw):
+    """kb's engine over the very weights of `hf` (its projections fused into copies)."""
+    from kb.rag.engine import Engine, EngineConfig
+    from kb.rag.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig.from_dict(shape), hf.state_dict(), DEV, DTYPE)
+    return Engine(EngineConfig(model="(random weights)", **kw), model=model)
+
+
+def tokens(n: int, vocab: int, rng: random.Random) -> list[int]:
+    return [rng.randrange(100, vocab) for _ in range(n)]
+
+
+def timed(fn):
+    sync()
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - t0, out
+
+
+def peak_bytes(fn):
+    """(seconds, result, bytes allocated at peak during fn above what was allocated before)."""
+    if DEV.type != "cuda":
+        s, out = timed(fn)
+        return s, out, 0
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    s, out = timed(fn)
+    return s, out, torch.cuda.max_memory_allocated() - base
+
+
+def hf_generate(hf, prompts: list[list[int]], new: int, batch: int):
+    """Left-padded micro-batches of `batch` prompts; returns the generated ids per prompt."""
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch):
+            part = prompts[i:i + batch]
+            width = max(map(len, part))
+            ids = torch.tensor([[0] * (width - len(p)) + p for p in part], device=DEV)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in part], device=DEV)
+            out = hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            outs += out[:, width:].tolist()
+    return outs
+
+
+def hf_fitting_batch(hf, prompts, new: int, sizes=(128, 64, 32, 16, 8, 4, 2, 1)) -> int:
+    for b in sizes:
+        if b > len(prompts):
+            continue
+        try:
+            hf_generate(hf, prompts[:b], 2, b)
+            return b
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+    return 1
+
+
+def kb_run(engine, prompts, new: int):
+    from kb.rag.sampling import SamplingParams
+
+    return engine.generate(prompts, SamplingParams(max_tokens=new, ignore_eos=True))
+
+
+def workload_a(shape: dict, scale: int) -> dict:
+    rng = random.Random(1)
+    vocab = shape["vocab_size"]
+    hf = hf_model(shape)
+    r: dict = {}
+    # batch-1 decode
+    p = tokens(32, vocab, rng)
+    hf_generate(hf, [p], 8, 1)
+    s, _ = timed(lambda: hf_generate(hf, [p], 256 // scale, 1))
+    r["hf_decode_tok_s"] = 256 // scale / s
+    cold, warm_prefix = 2304 // scale, 2048 // scale
+    times = [timed(lambda: hf_generate(hf, [tokens(cold, vocab, rng)], 1, 1))[0] for _ in range(3)]
+    r["hf_ttft_cold_ms"] = statistics.median(times[1:]) * 1000
+    shared = tokens(warm_prefix, vocab, rng)
+    group = [shared + tokens(32, vocab, rng) for _ in range(16)]
+    s, _ = timed(lambda: hf_generate(hf, group, 64 // scale, 16))
+    r["hf_16_shared_s"] = s
+
+    eng = kb_engine(hf, shape, cache=_cache(0.6))
+    kb_run(eng, [tokens(40, vocab, rng)], 8)  # compiles the kernels for prefill shapes
+    s, out = timed(lambda: kb_run(eng, [p], 256 // scale))
+    r["kb_decode_tok_s"] = 256 // scale / s
+    r["kb_decode_tok_s_steady"] = out[0].decode_tokens_per_s
+    if eng.graphs is not None:  # the profile of a decode step: the graph alone against the whole step
+        graph = eng.graphs.graphs[1][0]
+        s, _ = timed(lambda: [graph.replay() for _ in range(200)])
+        r["kb_decode_graph_ms"] = s / 200 * 1000
+        r["kb_decode_step_ms"] = 1000 / r["kb_decode_tok_s_steady"]
+    colds, warms, cached = [], [], []
+    for _ in range(4):
+        s, _ = timed(lambda: kb_run(eng, [tokens(cold, vocab, rng)], 1))
+        colds.append(s)
+        prefix = tokens(warm_prefix, vocab, rng)
+        kb_run(eng, [prefix], 1)
+        s, out = timed(lambda: kb_run(eng, [prefix + tokens(cold - warm_prefix, vocab, rng)], 1))
+        warms.append(s)
+        cached.append(out[0].cached_tokens)
+    r["kb_ttft_cold_ms"] = statistics.median(colds[1:]) * 1000  # the first compiles for this length
+    r["kb_ttft_cached_ms"] = statistics.median(warms[1:]) * 1000
+    r["kb_cached_tokens"] = cached[-1]
+    eng.radix.evict(eng.pool.num_blocks)
+    shared = tokens(warm_prefix, vocab, rng)
+    group = [shared + tokens(32, vocab, rng) for _ in range(16)]
+    s, out = timed(lambda: kb_run(eng, group, 64 // scale))
+    r["kb_16_shared_s"] = s
+    del eng, hf
+    return r
+
+
+def workload_b(shape: dict, scale: int) -> dict:
+    rng = random.Random(2)
+    vocab = shape["vocab_size"]
+    hf = hf_model(shape)
+    cases = {"107": (107, 530 // scale, (15, 25)), "500": (500, 752 // scale, (23, 33))}
+    prompts = {}
+    for name, (n, shared_len, (lo, hi)) in cases.items():
+        shared = tokens(shared_len, vocab, rng)
+        prompts[name] = [shared + tokens(rng.randint(lo // scale + 1, hi // scale + 1), vocab, rng) for _ in range(n)]
+    r: dict = {}
+    for name, ps in prompts.items():
+        batch = hf_fitting_batch(hf, ps, 30) if DEV.type == "cuda" else 16
+        s, _, peak = peak_bytes(lambda: hf_generate(hf, ps, 30, batch))
+        r[f"hf_{name}_s"], r[f"hf_{name}_peak_gb"], r[f"hf_{name}_batch"] = s, peak / 2**30, batch
+    eng = kb_engine(hf, shape, max_seqs=512, cache=_cache(0.9))
+    del hf
+    kb_run(eng, [tokens(40, vocab, rng), tokens(300, vocab, rng)], 4)  # compile prefill shapes
+    from kb.rag.kv_cache import block_bytes
+
+    mc = eng.model.cfg
+    per_block = block_bytes(mc.num_layers, eng.pool.block_size, mc.num_kv_heads, mc.head_dim, DTYPE)
+    for name, ps in prompts.items():
+        eng.radix.evict(eng.pool.num_blocks)
+        eng.pool.peak_used = eng.pool.num_blocks - eng.pool.num_free
+        before = eng.pool.peak_used
+        s, out, peak = peak_bytes(lambda: kb_run(eng, ps, 30))
+        assert all(len(o.token_ids) == 30 for o in out)
+        r[f"kb_{name}_s"] = s
+        r[f"kb_{name}_kv_gb"] = (eng.pool.peak_used - before) * per_block / 2**30
+        r[f"kb_{name}_other_peak_gb"] = peak / 2**30
+        r[f"kb_{name}_cached_tokens"] = sum(o.cached_tokens for o in out)
+    return r
+
+
+def workload_c(shape: dict, scale: int) -> dict:
+    rng = random.Random(3)
+    n = 32000 // scale
+    p = tokens(n, shape["vocab_size"], rng)
+    hf = hf_model(shape)
+    r: dict = {}
+    try:
+        s, _, peak = peak_bytes(lambda: hf_generate(hf, [p], 1, 1))
+        r["hf_32k_s"], r["hf_32k_peak_gb"] = s, peak / 2**30
+    except torch.OutOfMemoryError:
+        r["hf_32k_s"] = r["hf_32k_peak_gb"] = None
+        torch.cuda.empty_cache()
+    eng = kb_engine(hf, shape, cache=_cache(0.5))
+    del hf
+    kb_run(eng, [tokens(9000 // scale, shape["vocab_size"], rng)], 1)  # compiles
+    eng.radix.evict(eng.pool.num_blocks)
+    s, out, peak = peak_bytes(lambda: kb_run(eng, [p], 1))
+    from kb.rag.kv_cache import block_bytes
+
+    mc = eng.model.cfg
+    kv = -(-n // eng.pool.block_size) * block_bytes(mc.num_layers, eng.pool.block_size, mc.num_kv_heads,
+                                                    mc.head_dim, DTYPE)
+    r["kb_32k_s"], r["kb_32k_kv_gb"], r["kb_32k_other_peak_gb"] = s, kv / 2**30, peak / 2**30
+    return r
+
+
+def _cache(fraction: float):
+    from kb.rag.kv_cache import CacheConfig
+
+    return CacheConfig(memory_fraction=fraction, cpu_bytes=2**28)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="a,b,c")
+    ap.add_argument("--tiny", action="store_true", help="small shapes and lengths: a smoke test")
+    args = ap.parse_args()
+    scale = 8 if args.tiny else 1
+    qwen = {**QWEN_05B, **(TINY if args.tiny else {})}
+    llama = {**LLAMA2_7B, **(TINY if args.tiny else {})}
+    r: dict = {"device": torch.cuda.get_device_name() if DEV.type == "cuda" else "cpu", "tiny": args.tiny}
+    if "a" in args.only:
+        r.update(workload_a(qwen, scale))
+    if "b" in args.only:
+        r.update(workload_b(llama, scale))
+    if "c" in args.only:
+        r.update(workload_c(qwen, scale))
+    print_table(r)
+    print(json.dumps({"bench": "generate", **{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}}))
+
+
+def print_table(r: dict) -> None:
+    rows = []
+
+    def row(name, hf, kb, unit, better="higher"):
+        if hf in r and kb in r and r[hf] and r[kb]:
+            ratio = r[kb] / r[hf] if better == "higher" else r[hf] / r[kb]
+            rows.append((name, f"{r[hf]:.3g} {unit}", f"{r[kb]:.3g} {unit}", f"{ratio:.1f}x"))
+    row("(a) batch-1 decode", "hf_decode_tok_s", "kb_decode_tok_s", "tok/s")
+    row("(a) TTFT 2304 cold", "hf_ttft_cold_ms", "kb_ttft_cold_ms", "ms", "lower")
+    row("(a) TTFT 256 after cached 2048", "hf_ttft_cold_ms", "kb_ttft_cached_ms", "ms", "lower")
+    row("(a) 16 x (2048 shared + 32), 64 new", "hf_16_shared_s", "kb_16_shared_s", "s", "lower")
+    row("(b) 107 x ~550 (530 shared), 30 new", "hf_107_s", "kb_107_s", "s", "lower")
+    row("(b) 500 x ~780 (752 shared), 30 new", "hf_500_s", "kb_500_s", "s", "lower")
+    row("(b) 107: peak KV memory", "hf_107_peak_gb", "kb_107_kv_gb", "GiB", "lower")
+    row("(b) 500: peak KV memory", "hf_500_peak_gb", "kb_500_kv_gb", "GiB", "lower")
+    row("(c) 32K prefill", "hf_32k_s", "kb_32k_s", "s", "lower")
+    print(f"\n{r['device']}{' (tiny shapes)' if r['tiny'] else ''}, {DTYPE} random weights, greedy")
+    print(f"{'workload':40}{'HF generate':>16}{'kb':>16}{'kb vs HF':>10}")
+    for name, hf, kb, ratio in rows:
+        print(f"{name:40}{hf:>16}{kb:>16}{ratio:>10}")
+    if "kb_decode_graph_ms" in r:
+        print(f"(a) decode step: {r['kb_decode_step_ms']:.2f} ms, of which the CUDA graph's replay "
+              f"{r['kb_decode_graph_ms']:.2f} ms (the rest: scheduling, inputs, sampling)")
+    if "kb_32k_kv_gb" in r:
+        print(f"(c) 32K memory: HF peak {r.get('hf_32k_peak_gb') or float('nan'):.2f} GiB; kb KV "
+              f"{r['kb_32k_kv_gb']:.2f} GiB + other peak {r['kb_32k_other_peak_gb']:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
