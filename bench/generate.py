@@ -20,6 +20,7 @@ start) plus the peak of everything else. Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import statistics
@@ -248,12 +249,12 @@ def main() -> None:
     qwen = {**QWEN_05B, **(TINY if args.tiny else {})}
     llama = {**LLAMA2_7B, **(TINY if args.tiny else {})}
     r: dict = {"device": torch.cuda.get_device_name() if DEV.type == "cuda" else "cpu", "tiny": args.tiny}
-    if "a" in args.only:
-        r.update(workload_a(qwen, scale))
-    if "b" in args.only:
-        r.update(workload_b(llama, scale))
-    if "c" in args.only:
-        r.update(workload_c(qwen, scale))
+    for name, run, shape in (("a", workload_a, qwen), ("b", workload_b, llama), ("c", workload_c, qwen)):
+        if name in args.only:
+            r.update(run(shape, scale))
+            gc.collect()  # an engine and its CUDA graphs refer to each other
+            if DEV.type == "cuda":
+                torch.cuda.empty_cache()
     print_table(r)
     print(json.dumps({"bench": "generate", **{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}}))
 

@@ -46,10 +46,31 @@ def profile(fn, title: str, steps: int = 5) -> None:
     print(p.key_averages().table(sort_by="self_cuda_time_total", row_limit=14, max_name_column_width=60))
 
 
+def graph_replay_ms(hf) -> dict:
+    """A batch-1 decode graph's replay time against the longest context the cache can hold
+    (which fixes the decode kernel's grid)."""
+    from kb.rag.kv_cache import CacheConfig
+
+    out = {}
+    for blocks in (64, 256, 2048):
+        eng = kb_engine(hf, QWEN_05B, cache=CacheConfig(num_blocks=blocks + 1), max_seqs=1)
+        kb_run(eng, [list(range(100, 132))], 4)
+        graph = eng.graphs.graphs[1][0]
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(200):
+            graph.replay()
+        torch.cuda.synchronize()
+        out[f"max_ctx {eng.graphs.max_ctx}"] = round((time.perf_counter() - t0) / 200 * 1000, 3)
+        del eng
+    return out
+
+
 def main() -> None:
     rng = random.Random(0)
     print("host cost of one launch (us):", {k: round(v, 1) for k, v in launch_cost().items()})
     hf = hf_model(QWEN_05B)
+    print("decode graph replay (ms):", graph_replay_ms(hf))
     eng = kb_engine(hf, QWEN_05B, cuda_graphs=False)
     del hf
     p = tokens(32, QWEN_05B["vocab_size"], rng)
