@@ -191,10 +191,6 @@ def workload_b(shape: dict, scale: int) -> dict:
     eng = kb_engine(hf, shape, max_seqs=512, cache=_cache(0.9))
     del hf
     kb_run(eng, [tokens(40, vocab, rng), tokens(300, vocab, rng)], 4)  # compile prefill shapes
-    from kb.rag.kv_cache import block_bytes
-
-    mc = eng.model.cfg
-    per_block = block_bytes(mc.num_layers, eng.pool.block_size, mc.num_kv_heads, mc.head_dim, DTYPE)
     for name, ps in prompts.items():
         eng.radix.evict(eng.pool.num_blocks)
         eng.pool.peak_used = eng.pool.num_blocks - eng.pool.num_free
@@ -202,7 +198,7 @@ def workload_b(shape: dict, scale: int) -> dict:
         s, out, peak = peak_bytes(lambda: kb_run(eng, ps, 30))
         assert all(len(o.token_ids) == 30 for o in out)
         r[f"kb_{name}_s"] = s
-        r[f"kb_{name}_kv_gb"] = (eng.pool.peak_used - before) * per_block / 2**30
+        r[f"kb_{name}_kv_gb"] = (eng.pool.peak_used - before) * _block_bytes(eng) / 2**30
         r[f"kb_{name}_other_peak_gb"] = peak / 2**30
         r[f"kb_{name}_cached_tokens"] = sum(o.cached_tokens for o in out)
     return r
@@ -225,13 +221,16 @@ def workload_c(shape: dict, scale: int) -> dict:
     kb_run(eng, [tokens(9000 // scale, shape["vocab_size"], rng)], 1)  # compiles
     eng.radix.evict(eng.pool.num_blocks)
     s, out, peak = peak_bytes(lambda: kb_run(eng, [p], 1))
-    from kb.rag.kv_cache import block_bytes
-
-    mc = eng.model.cfg
-    kv = -(-n // eng.pool.block_size) * block_bytes(mc.num_layers, eng.pool.block_size, mc.num_kv_heads,
-                                                    mc.head_dim, DTYPE)
+    kv = -(-n // eng.pool.block_size) * _block_bytes(eng)
     r["kb_32k_s"], r["kb_32k_kv_gb"], r["kb_32k_other_peak_gb"] = s, kv / 2**30, peak / 2**30
     return r
+
+
+def _block_bytes(engine) -> int:
+    from kb.rag.kv_cache import block_bytes
+
+    mc = engine.model.cfg
+    return block_bytes(mc.num_layers, engine.pool.block_size, mc.num_kv_heads, mc.head_dim, DTYPE)
 
 
 def _cache(fraction: float):

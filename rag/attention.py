@@ -46,14 +46,23 @@ class Batch:
     def build(cls, q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], block_size: int,
               device: torch.device, ids: list[int] | None = None) -> "Batch":
         """Two host-to-device copies (one of int64, one of int32 arrays), whatever the batch."""
-        h = host_arrays(q_lens, ctx_lens, tables, block_size)
-        t = len(h["slots"])
-        longs = [h["slots"], h["positions"]] + ([np.asarray(ids, dtype=np.int64)] if ids is not None else [])
-        longs = torch.from_numpy(np.concatenate(longs)).to(device)
-        ints = torch.from_numpy(np.concatenate([h["cu_q"], h["ctx"], h["tables"].ravel()])).to(device)
-        n = len(q_lens)
-        return cls(q_lens, ctx_lens, ints[2 * n + 1:].view(n, -1), longs[:t], ints[:n + 1],
-                   ints[n + 1:2 * n + 1], positions=longs[t:2 * t], ids=longs[2 * t:] if ids is not None else None)
+        longs, ints = pack(host_arrays(q_lens, ctx_lens, tables, block_size), ids)
+        return cls.unpack(q_lens, ctx_lens, torch.from_numpy(longs).to(device), torch.from_numpy(ints).to(device))
+
+    @classmethod
+    def unpack(cls, q_lens: list[int], ctx_lens: list[int], longs: torch.Tensor, ints: torch.Tensor,
+               max_ctx: int = 0) -> "Batch":
+        """A batch whose tensors are views of the two buffers `pack` lays out (on the device)."""
+        n, t = len(q_lens), sum(q_lens)
+        return cls(q_lens, ctx_lens, ints[2 * n + 1:].view(n, -1), longs[:t], ints[:n + 1], ints[n + 1:2 * n + 1],
+                   max_ctx=max_ctx, positions=longs[t:2 * t], ids=longs[2 * t:] if len(longs) > 2 * t else None)
+
+
+def pack(h: dict[str, np.ndarray], ids: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """`host_arrays` (and the new token ids) as two buffers: int64 [slots | positions | ids] and
+    int32 [query offsets | context lengths | block tables]; `Batch.unpack` reads them back."""
+    longs = [h["slots"], h["positions"]] + ([np.asarray(ids, dtype=np.int64)] if ids is not None else [])
+    return np.concatenate(longs), np.concatenate([h["cu_q"], h["ctx"], h["tables"].ravel()])
 
 
 def host_arrays(q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], block_size: int,

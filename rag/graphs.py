@@ -8,10 +8,9 @@ longest context the cache can hold, so a replay is valid for any context length.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from kb.rag.attention import Batch, host_arrays
+from kb.rag.attention import Batch, host_arrays, pack
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
@@ -33,15 +32,8 @@ class DecodeGraphs:
         return n <= self.sizes[-1]
 
     def _buffers(self, b: int):
-        dev = self.engine.device
-        longs = torch.zeros(3 * b, dtype=torch.long, device=dev)
-        ints = torch.zeros(2 * b + 1 + b * self.width, dtype=torch.int32, device=dev)
-        host = self._host([], [], [], b)
-        longs.copy_(torch.from_numpy(host[0]))
-        ints.copy_(torch.from_numpy(host[1]))
-        batch = Batch([1] * b, [1] * b, ints[2 * b + 1:].view(b, self.width), longs[:b], ints[:b + 1],
-                      ints[b + 1:2 * b + 1], max_ctx=self.max_ctx, positions=longs[b:2 * b], ids=longs[2 * b:])
-        return longs, ints, batch
+        longs, ints = (torch.from_numpy(a).to(self.engine.device) for a in self._host([], [], [], b))
+        return longs, ints, Batch.unpack([1] * b, [1] * b, longs, ints, max_ctx=self.max_ctx)
 
     def _capture(self, b: int) -> None:
         model = self.engine.model
@@ -60,8 +52,7 @@ class DecodeGraphs:
         pad = b - len(ids)
         h = host_arrays([1] * b, ctx_lens + [1] * pad, tables + [[self.scratch]] * pad,
                         self.engine.pool.block_size, self.width)
-        longs = np.concatenate([h["slots"], h["positions"], np.asarray(ids + [0] * pad, dtype=np.int64)])
-        return longs, np.concatenate([h["cu_q"], h["ctx"], h["tables"].ravel()])
+        return pack(h, ids + [0] * pad)
 
     def run(self, ids: list[int], ctx_lens: list[int], tables: list[list[int]]) -> torch.Tensor:
         """Logits (n, vocab) of a decode step of n sequences: their next token ids, their context

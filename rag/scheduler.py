@@ -91,10 +91,9 @@ class Scheduler:
             self.running.append(seq)
             plan.append((seq, n))
             budget -= n
-            span = 2 * self.pool.block_size
             for at, seen in windows.items():  # it is now a running prefill others may wait for
-                if seq.computed < seq.prompt_len and seq.prompt_len >= at + span:
-                    seen.add(tuple(seq.tokens[at:at + span]))
+                if (key := self._window(seq, at)) is not None:
+                    seen.add(key)
         return plan
 
     def finish(self, seq: Sequence) -> None:
@@ -121,13 +120,20 @@ class Scheduler:
         the cache holds for it: the tokens just past `seq`'s cached prefix (two blocks of them)
         are those of a prompt being prefilled at the same position. `windows` caches, per
         position, the running prefills' tokens there, within one `schedule`."""
-        span = 2 * self.pool.block_size
-        if seq.prompt_len < cached + span:
+        key = self._window(seq, cached)
+        if key is None:
             return False
         if cached not in windows:
-            windows[cached] = {tuple(o.tokens[cached:cached + span]) for o in self.running
-                               if o.computed < o.prompt_len and o.prompt_len >= cached + span}
-        return tuple(seq.tokens[cached:cached + span]) in windows[cached]
+            windows[cached] = {w for o in self.running if (w := self._window(o, cached)) is not None}
+        return key in windows[cached]
+
+    def _window(self, seq: Sequence, at: int) -> tuple[int, ...] | None:
+        """The two blocks of `seq`'s prompt from position `at`, if its prompt is still to be
+        computed there (a waiting sequence, or a running prefill) and reaches that far."""
+        span = 2 * self.pool.block_size
+        if seq.computed < seq.prompt_len and seq.prompt_len >= at + span:
+            return tuple(seq.tokens[at:at + span])
+        return None
 
     def _admit(self, seq: Sequence) -> None:
         match = self.radix.match(seq.tokens[:len(seq.tokens) - 1])  # at least one token is computed
