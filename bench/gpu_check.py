@@ -59,6 +59,14 @@ def engine_vs_hf(arch="qwen2"):
             hl = hf(torch.tensor([prompts[1]]).cuda()).logits[0, -1].float()
         outs = eng.generate(prompts, SamplingParams(max_tokens=16, ignore_eos=True))
         same = sum(o.token_ids == r for o, r in zip(outs, ref))
+        # one at a time: single-sequence prefills (CUDA graphs of token buckets with triton: the
+        # first prompt of a bucket captures it, the second replays it), then a cached-prefix prefill
+        more = [torch.randint(0, 150000, (n,), generator=g).tolist() for n in (37, 300, 5, 129)]
+        more.append(prompts[1] + torch.randint(0, 150000, (100,), generator=g).tolist())
+        with torch.inference_mode():
+            ref2 = [hf.generate(torch.tensor([p]).cuda(), max_new_tokens=16, do_sample=False)[0, len(p):].tolist() for p in more]
+        singles = [eng.generate([p], SamplingParams(max_tokens=16, ignore_eos=True))[0] for p in more]
+        same_single = sum(o.token_ids == r for o, r in zip(singles, ref2))
         # logits of the last prompt position through the engine's forward
         from kb.rag.attention import Batch
         seq_blocks = [eng.pool.allocate() for _ in range(20)]
@@ -73,7 +81,9 @@ def engine_vs_hf(arch="qwen2"):
         torch.cuda.synchronize(); t0 = time.perf_counter()
         o = eng.generate([torch.randint(0, 150000, (32,), generator=g).tolist()], SamplingParams(max_tokens=256, ignore_eos=True))[0]
         torch.cuda.synchronize(); dt = time.perf_counter() - t0
-        res[attn] = dict(greedy_same=f"{same}/{len(prompts)}", logits_rel_err=round(err, 4), decode_tok_s=round(256 / dt, 1), kb_decode_tok_s=round(o.decode_tokens_per_s, 1))
+        res[attn] = dict(greedy_same=f"{same}/{len(prompts)}", single_same=f"{same_single}/{len(more)}",
+                         prefill_graphs=sorted(eng.graphs.prefill_graphs) if eng.graphs else [],
+                         last_cached=singles[-1].cached_tokens, logits_rel_err=round(err, 4), decode_tok_s=round(256 / dt, 1), kb_decode_tok_s=round(o.decode_tokens_per_s, 1))
     torch.cuda.synchronize(); t0 = time.perf_counter()
     with torch.inference_mode():
         hf.generate(torch.randint(0, 150000, (1, 32)).cuda(), max_new_tokens=256, min_new_tokens=256, do_sample=False)

@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 
 from kb.errors import UsageError
-from kb.rag.attention import Batch, choose_backend
+from kb.rag.attention import PREFIX_TILE, Batch, choose_backend
 from kb.rag.kv_cache import BlockPool, CacheConfig, block_bytes, blocks_that_fit
 from kb.rag.model import CausalLM, load_model
 from kb.rag.radix import RadixCache
@@ -42,6 +42,7 @@ class EngineConfig:
     disk_cache: str | None = None  # folder for KV blocks that outlive the process
     disk_cache_bytes: int = 2 * 2**30
     cuda_graphs: bool = True
+    shared_prefix_decode: bool = True  # decode attention reads a prefix running sequences share once
 
 
 @dataclass
@@ -94,11 +95,13 @@ class Engine:
 
             self.model.use_kernels(fused)
         self._ids = itertools.count()
+        # shared prefixes are planned for the Triton decode kernel (the torch reference needs none)
+        self.prefix_tile = PREFIX_TILE if cfg.shared_prefix_decode and self.attention.name == "triton" else 0
         self.graphs = None
         if cfg.cuda_graphs and self.device.type == "cuda" and self.attention.name == "triton":
-            from kb.rag.graphs import DecodeGraphs
+            from kb.rag.graphs import StepGraphs
 
-            self.graphs = DecodeGraphs(self)
+            self.graphs = StepGraphs(self)
 
     # -- public API -------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[Output]:
@@ -145,14 +148,22 @@ class Engine:
             if self.graphs is not None and len(ids) == len(seqs) and self.graphs.fits(len(seqs)):
                 logits = self.graphs.run(ids, ctx, tables)[ends]
             else:
-                batch = Batch.build(q_lens, ctx, tables, self.pool.block_size, self.device, ids)
-                hidden = self.model(batch.ids, batch.positions, self._attend(batch))
+                if self.graphs is not None and len(plan) == 1 and self.graphs.prefill_fits(len(ids)):
+                    hidden = self.graphs.prefill(ids, ctx[0], tables[0])
+                else:
+                    batch = Batch.build(q_lens, ctx, tables, self.pool.block_size, self.device, ids,
+                                        prefix_tile=self.prefix_tile)
+                    hidden = self.model(batch.ids, batch.positions, self._attend(batch))
                 offsets = list(itertools.accumulate(q_lens))
                 rows = [offsets[i] - 1 for i in ends]
-                logits = self.model.logits(hidden[rows])
+                logits = self.model.logits(hidden[rows[0]:rows[0] + 1] if len(rows) == 1 else hidden[rows])
             chosen = sample(logits, [seqs[i].params for i in ends],
                             [seqs[i].tokens for i in ends],
                             [seqs[i].generator for i in ends]) if ends else []
+        sampled = time.perf_counter()  # the tokens exist: a first one's time, before the bookkeeping
+        for i in ends:
+            if seqs[i].first_token is None:
+                seqs[i].first_token = sampled
         for s, n in plan:
             s.computed += n
             if s.computed >= s.prompt_len and s.computed - n < s.prompt_len:
@@ -169,8 +180,6 @@ class Engine:
 
     def _append(self, seq: Sequence, token: int) -> None:
         now = time.perf_counter()
-        if seq.first_token is None:
-            seq.first_token = now
         seq.tokens.append(token)
         p = seq.params
         out = seq.output

@@ -167,7 +167,7 @@ class CausalLM(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        self.register_buffer("inv_freq", inverse_frequencies(cfg), persistent=False)
+        self.inv_freq = inverse_frequencies(cfg)  # not a buffer: `to(dtype)` must not round it
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
         """ids, positions: (tokens,) of many sequences back to back; `attend(layer, qkv, cos, sin)`.
@@ -180,6 +180,13 @@ class CausalLM(nn.Module):
         for i, layer in enumerate(self.layers):
             x, residual = layer(x, residual, cos, sin, lambda qkv, c, s, i=i: attend(i, qkv, c, s))
         return self.norm(x, residual)[0]
+
+    def _apply(self, fn, recurse=True):
+        """Moving or casting the model keeps the rotary frequencies float32 (as Hugging Face
+        does): rounded to bf16 they would shift the angles of far positions."""
+        super()._apply(fn, recurse)
+        self.inv_freq = self.inv_freq.to(self.embed_tokens.weight.device)
+        return self
 
     def use_kernels(self, kernels) -> None:
         """Run norms and the SwiGLU product through fused kernels (kb.kernels.fused), or None: torch."""
@@ -233,5 +240,5 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: torc
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise NotFound(f"{where}: weights missing for {', '.join(missing[:3])}")
-    model.inv_freq = inverse_frequencies(cfg)
+    model.inv_freq = inverse_frequencies(cfg)  # made on the meta device with the rest
     return model.to(device=device, dtype=dtype).eval()

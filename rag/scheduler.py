@@ -98,7 +98,8 @@ class Scheduler:
 
     def finish(self, seq: Sequence) -> None:
         """Remember the finished sequence's KV in the prefix cache and release its blocks."""
-        self.radix.insert(seq.tokens[:seq.computed], seq.blocks)
+        if seq.computed > seq.prompt_len:  # else `prefilled` has inserted all of it
+            self.radix.insert(seq.tokens[:seq.computed], seq.blocks)
         self.running.remove(seq)
         self._release(seq)
 
@@ -109,7 +110,10 @@ class Scheduler:
     # -- internals ------------------------------------------------------------------------------
     def _order_waiting(self) -> dict[int, int]:
         """Sort the waiting queue, longest cached prefix first, sharers together; returns each
-        waiting sequence's cached prefix length, by id."""
+        waiting sequence's cached prefix length, by id (none needed for a lone request that no
+        running prefill can share with)."""
+        if len(self.waiting) == 1 and all(s.computed >= s.prompt_len for s in self.running):
+            return {self.waiting[0].id: 0}
         hits = {s.id: self.radix.cached(s.tokens) for s in self.waiting}
         if len(self.waiting) > 1:
             self.waiting = deque(sorted(self.waiting, key=lambda s: (-hits[s.id], s.tokens[:64], s.arrived)))

@@ -53,9 +53,10 @@ CASES = [  # (q_lens, ctx_lens, heads, kv_heads)
 
 
 @paged
+@pytest.mark.parametrize("splits", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("q_lens, ctx_lens, heads, kv_heads", CASES)
-def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dtype):
+def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dtype, splits):
     from kb.kernels.paged_attention import extend, store_kv
 
     batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, dtype=dtype)
@@ -63,7 +64,8 @@ def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dty
     store_ref(kc, vc, k, v, batch.slots)
     store_kv(kc2, vc2, k, v, batch.slots)
     assert torch.equal(kc, kc2) and torch.equal(vc, vc2)
-    close(extend(q, kc, vc, batch, 0.125, block_m=16, block_n=16), attend_torch(q, kc, vc, batch, 0.125), dtype)
+    close(extend(q, kc, vc, batch, 0.125, block_m=16, block_n=16, splits=splits),
+          attend_torch(q, kc, vc, batch, 0.125), dtype)
 
 
 @paged
@@ -125,3 +127,38 @@ def test_silu_mul_matches_reference(dtype):
     x = torch.randn((9, 2 * 1500), generator=torch.Generator().manual_seed(2)).to(DEVICE, dtype)
     gate, up = x.chunk(2, dim=-1)
     close(silu_mul(x), torch.nn.functional.silu(gate) * up, dtype)
+
+
+@paged
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (14, 2)])
+def test_decode_with_shared_prefixes_matches_reference(heads, kv_heads, dtype):
+    """Cascade decode: 67 sequences share a 5-block prefix (two tiles of the prefix pass), two
+    share 2 blocks, one shares nothing; the planned batch and a CUDA graph's fixed-grid layout
+    (padded with empty tiles) both agree with the reference."""
+    from kb.kernels.paged_attention import decode
+    from kb.rag.attention import host_arrays, pack, shared_prefixes
+
+    g = torch.Generator().manual_seed(1)
+    bs, dim, n = 16, 64, 70
+    prefixes, fresh, tables, ctx = ([0, 1, 2, 3, 4], [5, 6], []), 7, [], []
+    for i in range(n):
+        own = 1 + (i * 7) % 40
+        pre = prefixes[0 if i < 67 else 1 if i < 69 else 2]
+        blocks = list(range(fresh, fresh + -(-own // bs)))
+        fresh += len(blocks)
+        tables.append(pre + blocks)
+        ctx.append(len(pre) * bs + own)
+    kc = torch.randn((fresh, bs, kv_heads, dim), generator=g).to(DEVICE, dtype)
+    vc = torch.randn((fresh, bs, kv_heads, dim), generator=g).to(DEVICE, dtype)
+    q = torch.randn((n, heads, dim), generator=g).to(DEVICE, dtype)
+    plain = Batch.build([1] * n, ctx, tables, bs, DEVICE)
+    ref = attend_torch(q, kc, vc, plain, 0.125)
+    batch = Batch.build([1] * n, ctx, tables, bs, DEVICE, prefix_tile=64)
+    assert batch.prefix_tiles.shape[0] == 3 and int(batch.skip[0]) == 80 and int(batch.skip[-1]) == 0
+    close(decode(q, kc, vc, batch, 0.125, split=128, block_n=16), ref, dtype)
+    h = host_arrays([1] * n, ctx, tables, bs, width=16)
+    h.update(shared_prefixes(h["tables"], h["ctx"], bs, 64, max_tiles=6))
+    longs, ints = (torch.from_numpy(a).to(DEVICE) for a in pack(h, None))
+    fixed = Batch.unpack([1] * n, ctx, longs, ints, max_ctx=256, prefix_tiles=6)
+    close(decode(q, kc, vc, fixed, 0.125, max_ctx=256, split=128, block_n=16), ref, dtype)

@@ -150,3 +150,26 @@ def test_scheduler_waits_for_a_shared_prefill_but_not_for_a_cached_one():
     admitted = {s.id: n for s, n in plan}
     assert set(admitted) == {1, 2, 3}  # all in one step, not one per step
     assert all(s.cached == 24 and admitted[s.id] == 9 for s in seqs[1:])
+
+
+def test_shared_prefixes_group_sequences_by_their_common_leading_blocks():
+    import numpy as np
+
+    from kb.rag.attention import host_arrays, shared_prefixes
+
+    bs = 4
+    tables = [[1, 2, 3, 9], [1, 2, 3, 10], [1, 2, 7, 11], [1, 2, 3, 12, 13],  # share blocks 1, 2 (3 only 3 of them)
+              [4, 5, 14], [4, 5, 15],  # share 4 only: 5 holds the second one's new token
+              [6, 16]]  # alone
+    ctx = [14, 13, 16, 17, 9, 5, 6]
+    h = host_arrays([1] * len(ctx), ctx, tables, bs)
+    plan = shared_prefixes(h["tables"], h["ctx"], bs, tile=3)
+    assert plan["skip"].tolist() == [8, 8, 8, 8, 4, 4, 0]
+    assert plan["members"][:6].tolist() == [0, 1, 2, 3, 4, 5]
+    # tiles: (first member, count, prefix tokens, a sequence holding the prefix)
+    assert plan["prefix_tiles"].tolist() == [[0, 3, 8, 0], [3, 1, 8, 0], [4, 2, 4, 4]]
+    fixed = shared_prefixes(h["tables"], h["ctx"], bs, tile=3, max_tiles=2)  # room for the largest group only
+    assert fixed["skip"].tolist() == [8, 8, 8, 8, 0, 0, 0]
+    assert fixed["prefix_tiles"].tolist() == [[0, 3, 8, 0], [3, 1, 8, 0]]
+    empty = shared_prefixes(np.array([[1], [2]], np.int32), np.array([3, 3], np.int32), bs, tile=3, max_tiles=1)
+    assert empty["skip"].tolist() == [0, 0] and empty["prefix_tiles"].tolist() == [[0, 0, 0, 0]]
