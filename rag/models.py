@@ -43,6 +43,19 @@ CATALOG = {m.name: m for m in (
 )}
 
 
+DEFAULT = "qwen2.5-coder-0.5b"  # answers sample_corpus best of what runs on a 2-core CPU (README)
+
+
+def default_name() -> str:
+    return DEFAULT
+
+
+def listing() -> list[dict]:
+    """Every catalogue model: name, installed, its folder, default, a note."""
+    return [{"name": n, "installed": (models_dir() / n / "config.json").is_file(), "path": str(models_dir() / n),
+             "default": n == DEFAULT, "note": spec.note} for n, spec in CATALOG.items()]
+
+
 def models_dir() -> Path:
     if os.environ.get("KB_MODELS"):
         return Path(os.environ["KB_MODELS"]).expanduser()
@@ -55,7 +68,8 @@ def resolve(model: str) -> Path:
     if model in CATALOG:
         folder = models_dir() / model
         if not (folder / "config.json").is_file():
-            raise NotFound(f"model {model} is not installed: run `kb models install {model}`")
+            raise NotFound(f"generator {model} is not installed: run `kb models install {model}` "
+                           "(or give --model a local Hugging Face folder)")
         return folder
     folder = Path(model).expanduser()
     if not (folder / "config.json").is_file():

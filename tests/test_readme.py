@@ -10,6 +10,6 @@ def quick_start():
 
 def test_two_quick_start_commands_and_ci_runs_the_second():
     main, tests = quick_start()
-    assert "kb index sample_corpus" in main and "kb query" in main
+    assert "kb models install" in main and "kb index sample_corpus" in main and "kb ask" in main
     assert "pytest" in tests
     assert tests in (REPO / ".ci" / "run").read_text().splitlines()

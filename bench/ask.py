@@ -1,0 +1,140 @@
+"""`kb ask` on sample_corpus with a real generator (default: the installed default model), CPU:
+
+- quality: 22 questions whose answers the corpus holds and 4 it does not (bench/data/ask_questions.jsonl):
+  how many answers contain the expected fact, how many cite a source that contains it, how many
+  unanswerable ones are declined;
+- exact: greedy answers against Hugging Face `generate` on the token ids kb fed the model;
+- reuse: the same question asked twice, each in a new `kb ask` process: cached tokens and time to
+  first token of the second against the first;
+- batch: `kb ask --file` with 20 questions against 20 separate `kb ask` runs, each from an empty
+  prefix cache on disk.
+
+    python bench/ask.py [--model NAME|DIR] [--only quality,exact,reuse,batch] [--max-tokens 128]
+
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = REPO / "bench" / "data" / "ask_questions.jsonl"
+
+
+def kb(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kb.cli", *map(str, args)], capture_output=True, text=True,
+                          check=True)
+
+
+def quality(asker, questions: list[dict]) -> dict:
+    answers = asker.ask_many([q["question"] for q in questions])
+    fact = cited = declined = answerable = 0
+    rows = []
+    for q, a in zip(questions, answers):
+        if q["expect"] is None:
+            declined += a.declined
+            rows.append((q["question"], "declined" if a.declined else "ANSWERED", a.answer))
+            continue
+        answerable += 1
+        low = a.answer.lower()
+        has = any(e.lower() in low for e in q["expect"])
+        texts = [s.text.lower() for s in a.sources if s.n in a.cited]
+        cites = any(e.lower() in t for e in q["expect"] for t in texts)
+        fact += has
+        cited += cites
+        rows.append((q["question"], f"fact {'yes' if has else 'NO'}, cite {'yes' if cites else 'NO'}", a.answer))
+    for question, verdict, answer in rows:
+        print(f"- {question}\n  {verdict}: {' '.join(answer.split())[:160]}")
+    unanswerable = len(questions) - answerable
+    return {"answerable": answerable, "fact_rate": round(fact / answerable, 3),
+            "cited_rate": round(cited / answerable, 3), "unanswerable": unanswerable,
+            "declined_rate": round(declined / unanswerable, 3)}
+
+
+def exact(asker, questions: list[dict], max_tokens: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(asker.folder, dtype=torch.float32).eval()
+    tok = asker.engine.tokenizer
+    same = 0
+    picked = [q for q in questions if q["expect"]][:3]
+    for q in picked:
+        a = asker.ask(q["question"])
+        with torch.inference_mode():
+            out = hf.generate(torch.tensor([a.prompt_token_ids]), max_new_tokens=max_tokens, do_sample=False)
+        same += tok.decode(out[0, len(a.prompt_token_ids):], skip_special_tokens=True).strip() == a.answer
+    return {"greedy_equal_hf": f"{same}/{len(picked)}"}
+
+
+def reuse(db: Path, model: str, max_tokens: int) -> dict:
+    shutil.rmtree(db / "kv", ignore_errors=True)
+    q = "How do I keep a sourdough starter in the fridge?"
+    runs = [json.loads(kb("ask", q, "--db", db, "--model", model, "--max-tokens", max_tokens, "--json").stdout)
+            for _ in range(2)]
+    first, second = runs[0]["stats"], runs[1]["stats"]
+    return {"first_ttft_ms": first["ttft_ms"], "second_ttft_ms": second["ttft_ms"],
+            "ttft_ratio": round(first["ttft_ms"] / max(second["ttft_ms"], 1e-9), 2),
+            "second_cached_share": round(second["cached_tokens"] / second["prompt_tokens"], 3)}
+
+
+def batch(db: Path, model: str, questions: list[dict], max_tokens: int) -> dict:
+    qs = [q["question"] for q in questions if q["expect"]][:20]
+    f = Path(tempfile.mkdtemp()) / "questions.txt"
+    f.write_text("\n".join(qs) + "\n")
+    shutil.rmtree(db / "kv", ignore_errors=True)
+    t0 = time.perf_counter()
+    kb("ask", "--file", f, "--db", db, "--model", model, "--max-tokens", max_tokens, "--json")
+    together = time.perf_counter() - t0
+    shutil.rmtree(db / "kv", ignore_errors=True)
+    t0 = time.perf_counter()
+    for q in qs:
+        kb("ask", q, "--db", db, "--model", model, "--max-tokens", max_tokens, "--json")
+    separate = time.perf_counter() - t0
+    return {"questions": len(qs), "file_s": round(together, 1), "separate_s": round(separate, 1),
+            "file_over_separate": round(together / separate, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--only", default="quality,exact,reuse,batch")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    args = ap.parse_args()
+    from kb.index.store import Store
+    from kb.rag.ask import AskConfig, Asker
+    from kb.rag.models import DEFAULT
+
+    model = args.model or DEFAULT
+    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    work = Path(tempfile.mkdtemp(prefix="kb-ask-bench-"))
+    db = work / "store"
+    kb("index", REPO / "sample_corpus", "--db", db, "--quiet")
+    asker = Asker(Store.open(db), AskConfig(model=model, max_tokens=args.max_tokens))
+    r: dict = {"model": str(asker.folder), "max_tokens": args.max_tokens}
+    for name, fn in (("quality", lambda: quality(asker, questions)),
+                     ("exact", lambda: exact(asker, questions, args.max_tokens)),
+                     ("reuse", lambda: reuse(db, model, args.max_tokens)),
+                     ("batch", lambda: batch(db, model, questions, args.max_tokens))):
+        if name in args.only:
+            t0 = time.perf_counter()
+            r.update(fn())
+            print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"\nkb ask on sample_corpus, {r['model']}, CPU, greedy, --max-tokens {args.max_tokens}")
+    for k, v in r.items():
+        if k not in ("model", "max_tokens"):
+            print(f"  {k:24} {v}")
+    print(json.dumps({"bench": "ask", **r}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Which document chunks each KV block on disk was computed from, so that `kb index` can drop the
+blocks of chunks that are gone. A block's keys and values depend on every token before its end,
+so on each source whose text starts before it. Blocks stay valid across reindexing otherwise:
+they are keyed by their tokens, not by the index's state. No torch here: `kb index` imports it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Callable
+
+
+def block_path(folder: Path, digest: str) -> Path:
+    return folder / digest[:2] / f"{digest}.npz"
+
+
+SOURCES_SCHEMA = """CREATE TABLE IF NOT EXISTS block_chunks (
+    fingerprint TEXT NOT NULL, digest TEXT NOT NULL, chunk_id INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, digest, chunk_id)) WITHOUT ROWID"""
+
+
+def _sources_db(root: Path) -> sqlite3.Connection:
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conn = sqlite3.connect(root / "sources.db", timeout=30)
+    conn.execute(SOURCES_SCHEMA)
+    return conn
+
+
+def record_sources(folder: Path, block_size: int, sequences: list[tuple[list[int], list[tuple[int, int]]]]) -> None:
+    """`folder`: a disk cache's folder (<store>/kv/<model fingerprint>); `sequences`: (token ids,
+    [(first token of a source, its chunk id)]) of what was answered."""
+    from kb.rag.radix import ROOT_HASH, chain
+
+    rows = set()
+    for ids, spans in sequences:
+        digest = ROOT_HASH
+        for end in range(block_size, len(ids) + 1, block_size):
+            digest = chain(digest, tuple(ids[end - block_size:end]))
+            rows.update((folder.name, digest.hex(), cid) for start, cid in spans if start < end)
+    with _sources_db(folder.parent) as conn:
+        conn.executemany("INSERT OR IGNORE INTO block_chunks VALUES (?, ?, ?)", sorted(rows))
+    conn.close()
+
+
+def prune_sources(root: Path, live: Callable[[list[int]], list[int]]) -> int:
+    """Delete the blocks under `root` (a store's kv folder) computed from chunks that `live`
+    (chunk ids -> the subset that still exists) no longer knows; returns how many files."""
+    if not (root / "sources.db").is_file():
+        return 0
+    conn = _sources_db(root)
+    try:
+        known = [r[0] for r in conn.execute("SELECT DISTINCT chunk_id FROM block_chunks")]
+        gone = sorted(set(known) - set(live(known)))
+        removed = 0
+        for i in range(0, len(gone), 500):
+            part = gone[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for fp, digest in conn.execute(f"SELECT DISTINCT fingerprint, digest FROM block_chunks "
+                                           f"WHERE chunk_id IN ({marks})", part).fetchall():
+                path = block_path(root / fp, digest)
+                if path.exists():
+                    path.unlink()
+                    removed += 1
+                conn.execute("DELETE FROM block_chunks WHERE fingerprint = ? AND digest = ?", (fp, digest))
+        conn.commit()
+        return removed
+    finally:
+        conn.close()
