@@ -19,13 +19,18 @@ import torch
 from generate import LLAMA2_7B, QWEN_05B, _cache, hf_model, kb_engine, kb_run, timed, tokens
 
 
-def launch_cost() -> dict:
+def tiny_kernels() -> list:
+    """(name, launch) of two tiny kernels: a torch op and a Triton kernel."""
     from kb.kernels.fused import rms_norm
 
     x = torch.randn(1, 896, device="cuda", dtype=torch.bfloat16)
     w = torch.ones(896, device="cuda", dtype=torch.bfloat16)
+    return [("torch add_", lambda: x.add_(0)), ("triton rms_norm", lambda: rms_norm(x, w, 1e-6))]
+
+
+def launch_cost() -> dict:
     out = {}
-    for name, fn in (("torch add_", lambda: x.add_(0)), ("triton rms_norm", lambda: rms_norm(x, w, 1e-6))):
+    for name, fn in tiny_kernels():
         fn()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -209,12 +214,8 @@ def extend_sweep() -> None:
 
 def graph_node_cost(nodes: int = 200) -> dict:
     """Replay time per node of a graph of tiny kernels: a torch op, a Triton kernel."""
-    from kb.kernels.fused import rms_norm
-
-    x = torch.randn(1, 896, device="cuda", dtype=torch.bfloat16)
-    w = torch.ones(896, device="cuda", dtype=torch.bfloat16)
     out = {}
-    for name, fn in (("torch add_", lambda: x.add_(0)), ("triton rms_norm", lambda: rms_norm(x, w, 1e-6))):
+    for name, fn in tiny_kernels():
         fn()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()

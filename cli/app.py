@@ -86,9 +86,7 @@ def query(
     from kb.index.query import Searcher
     from kb.index.store import Store
 
-    if (text is None) == (file is None):
-        raise UsageError("give either a query TEXT or --file F")
-    queries = [text] if file is None else _lines(file)
+    queries = _inputs(text, file, "query")
     store = Store.open(db)
     searcher = Searcher(store)
     out = render.console()
@@ -179,9 +177,7 @@ def ask(
     from kb.index.store import Store
     from kb.rag.ask import AskConfig, Asker
 
-    if (text is None) == (file is None):
-        raise UsageError("give either a question TEXT or --file F")
-    questions = [text] if file is None else _lines(file)
+    questions = _inputs(text, file, "question")
     asker = Asker(Store.open(db), AskConfig(model=model, k=k, max_tokens=max_tokens, temperature=temperature,
                                             context_tokens=context_tokens))
     if file is not None:
@@ -228,6 +224,13 @@ def models(
         render.print_json({"name": name, "path": str(folder)})
     else:
         print(folder)
+
+
+def _inputs(text: str | None, file: Path | None, what: str) -> list[str]:
+    """TEXT, or the lines of --file: exactly one of them."""
+    if (text is None) == (file is None):
+        raise UsageError(f"give either a {what} TEXT or --file F")
+    return [text] if file is None else _lines(file)
 
 
 def _lines(file: Path) -> list[str]:

@@ -60,6 +60,22 @@ def _kv_tile(table_row, n0, end, kvh, offs_d, KV_HEADS: tl.constexpr, DIM: tl.co
 
 
 @triton.jit
+def _attend_tile(q, kc_ptr, vc_ptr, kv_off, live, keep, m_i, l_i, acc, scale, PRECISION: tl.constexpr):
+    """One key tile of flash attention for a (BLOCK_M, DIM) tile of queries: the scores where
+    `keep`, then the running max, sum and output brought up to date; returns (m, l, acc)."""
+    k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    s = tl.where(keep, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key to see in this tile
+    p = tl.exp(s - m_safe[:, None])
+    alpha = tl.exp(m_i - m_safe)
+    v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return m_new, l_i * alpha + tl.sum(p, 1), acc
+
+
+@triton.jit
 def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_ptr,
             tile_m_ptr, scale, n_tokens, stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
             HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
@@ -87,17 +103,8 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
     for n0 in range(lo, hi, BLOCK_N):
         offs_n, live, kv_off = _kv_tile(table_ptr + seq * stride_table, n0, hi, kvh, offs_d,
                                         KV_HEADS, DIM, BS, BLOCK_N)
-        k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-        s = tl.where((offs_n[None, :] <= q_pos[:, None]) & live[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row whose keys here are all in its future
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
-        v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
+        causal = (offs_n[None, :] <= q_pos[:, None]) & live[None, :]
+        m_i, l_i, acc = _attend_tile(q, kc_ptr, vc_ptr, kv_off, live, causal, m_i, l_i, acc, scale, PRECISION)
     live_m = offs_m < q_len
     if SPLITS == 1:
         out = acc / l_i[:, None]
@@ -189,16 +196,8 @@ def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, memb
     for n0 in range(0, length, BLOCK_N):
         offs_n, live, kv_off = _kv_tile(table_ptr + rep * stride_table, n0, length, kvh, offs_d,
                                         KV_HEADS, DIM, BS, BLOCK_N)
-        k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-        s = tl.where(live[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m_i - m_new)
-        v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, kc_ptr, vc_ptr, kv_off, live, live[None, :], m_i, l_i, acc, scale,
+                                     PRECISION)
     row = seq * HEADS + head
     tl.store(pre_o_ptr + row[:, None] * DIM + offs_d[None, :], acc, mask=live_m[:, None])
     tl.store(pre_ml_ptr + row * 2, m_i, mask=live_m)
