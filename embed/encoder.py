@@ -1,8 +1,12 @@
-"""The embedding encoder: any local Hugging Face encoder folder (BERT, MPNet, XLM-R families),
-run through transformers with PyTorch SDPA. It eats the token ids the chunker stored (adding only
-the model's special tokens and the passage prefix), batched by a token budget over length-sorted
-inputs so that padding stays small. CPU: fp32 on all cores. GPU: bf16. The packed, padding-free
-runner with Triton kernels is a later step; `Encoder.forward_batch` is its seam.
+"""The embedding encoder: any local Hugging Face encoder folder (BERT, MPNet, XLM-R families).
+It eats the token ids the chunker stored (adding only the model's special tokens and the passage
+prefix), batched by a token budget.
+
+- GPU: kb's packed encoder (kb.embed.packed, Triton kernels): sequences back to back, no padding,
+  fp16, batches of `gpu_batch_tokens`; the next batch is packed and copied while the GPU runs the
+  last, and its vectors come back asynchronously. Families it does not run fall back to the next.
+- CPU (and other models): transformers with PyTorch SDPA over length-sorted batches, so that
+  padding stays small; fp32 on all cores.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ class EmbedConfig:
     query_prefix: str = ""  # e.g. "query: " for E5, "Represent this sentence ...: " for BGE
     passage_prefix: str = ""  # e.g. "passage: " for E5
     batch_tokens: int = 4096  # padded tokens per forward pass (measured best on a 2-core CPU)
+    gpu_batch_tokens: int = 262144  # tokens per packed GPU batch (bench/embed_gpu.py: best of 16K-256K)
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}")
-        if self.batch_tokens < 256:
-            raise UsageError("batch_tokens must be at least 256")
+        if self.batch_tokens < 256 or self.gpu_batch_tokens < 1024:
+            raise UsageError("batch_tokens must be at least 256 (gpu_batch_tokens 1024)")
 
     def folder(self) -> Path:
         if self.model is None:
@@ -120,7 +125,9 @@ class Encoder:
         self.pooling, self.max_tokens = spec.fingerprint["pooling"], spec.fingerprint["max_tokens"]
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if cfg.device == "auto" else cfg.device))
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        # fp16 rather than bf16 on a GPU: three more bits of mantissa, and BERT-family activations
+        # stay far inside its range (bench/embed_gpu.py checks the cosine to fp32 on every chunk)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype,
@@ -129,20 +136,40 @@ class Encoder:
         self.pad_id = self.model.config.pad_token_id or 0
         self.head, self.tail = self.tokenizer.special_tokens()
         self._passage = self.tokenizer.encode(cfg.passage_prefix).ids if cfg.passage_prefix else []
+        self._head, self._tail = np.asarray(self.head, np.int32), np.asarray(self.tail, np.int32)
+        self.packed = None
+        if self.device.type == "cuda":
+            from kb.embed.packed import PackedEncoder, supported
 
-    def _inputs(self, ids: list[int], prefix: list[int]) -> list[int]:
+            if supported(self.model.config):
+                self.packed = PackedEncoder(self.model, gemm="lt")  # measured fastest, cosine 0.99999
+
+    def _inputs(self, ids, prefix: list[int]) -> np.ndarray:
+        """The model's input for a text's token ids: special tokens around prefix + ids, cut to fit."""
         room = self.max_tokens - len(self.head) - len(self.tail)
-        return self.head + (prefix + ids)[:room] + self.tail
+        body = np.asarray(ids, np.int32)
+        if prefix:
+            body = np.concatenate((np.asarray(prefix, np.int32), body))
+        return np.concatenate((self._head, body[:room], self._tail))
 
-    def embed_passages(self, id_lists: list[list[int]]) -> np.ndarray:
-        """(n, dims) float32 for chunks given as the chunker's token ids."""
-        return self.embed_inputs([self._inputs(ids, self._passage) for ids in id_lists])
+    def embed_passages(self, id_lists) -> np.ndarray:
+        """(n, dims) float32 for chunks given as the chunker's token ids (lists or int32 arrays)."""
+        return self._embed(id_lists, self._passage)
 
     def embed_query(self, text: str) -> np.ndarray:
-        ids = self.tokenizer.encode(self.cfg.query_prefix + text).ids
-        return self.embed_inputs([self._inputs(ids, [])])[0]
+        return self._embed([self.tokenizer.encode(self.cfg.query_prefix + text).ids], [])[0]
 
-    def embed_inputs(self, inputs: list[list[int]]) -> np.ndarray:
+    def _embed(self, id_lists, prefix: list[int]) -> np.ndarray:
+        if self.packed is None:
+            return self.embed_inputs([self._inputs(ids, prefix) for ids in id_lists])
+        from kb.embed.pipeline import embed_packed
+
+        room = max(self.max_tokens - len(self.head) - len(self.tail) - len(prefix), 0)
+        return embed_packed(self.packed, id_lists, self.head + prefix, self.tail, room, self.device,
+                            self.cfg.gpu_batch_tokens, self.pooling, self.cfg.normalize)
+
+    def embed_inputs(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """Vectors of model inputs (special tokens included) through transformers, length-sorted."""
         out = np.zeros((len(inputs), self.dims), dtype=np.float32)
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
         start = 0
@@ -163,7 +190,7 @@ class Encoder:
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for i, x in enumerate(batch):
-            ids[i, :len(x)] = torch.tensor(x)
+            ids[i, :len(x)] = torch.from_numpy(x)
             mask[i, :len(x)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():

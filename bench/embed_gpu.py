@@ -1,0 +1,245 @@
+"""GPU embedding: kb's packed encoder and pipeline against what a user would run instead, in one run.
+
+Corpus: real text, the Python sources of the running interpreter's standard library and
+site-packages, chunked by kb's chunker until `--chunks` chunks (the same files are what `kb index`
+reads end to end). For all-MiniLM-L6-v2 (real weights, `--model DIR`, its fp16 copy is enough) and
+a bge-base shape (BERT, 768 wide, 12 layers, random weights):
+
+- correctness: kb's vectors against Hugging Face fp32 (same weights) on every chunk, min cosine;
+- sentence-transformers `encode` on the chunk texts: default settings (fp32), and fp16;
+- Hugging Face bf16 SDPA, length-sorted batches (model only: token ids in, vectors out);
+- kb model only: `Encoder.embed_passages` on the same token ids (packed, Triton kernels);
+- kb end to end: `kb index` of the files, text to vectors stored in SQLite (BM25 too);
+- the fast tokenizer alone on the chunk texts (all cores).
+
+    python bench/embed_gpu.py --model DIR [--chunks 20000] [--shapes minilm,bge-base]
+
+Prints a table last, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def corpus(n_chunks: int, tokenizer, work: Path):
+    """(chunk texts, chunk token ids, folder of the source files they come from)."""
+    from kb.index.chunker import ChunkConfig, chunk_text
+
+    folder = work / "corpus"
+    texts, ids = [], []
+    roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
+    for r, root in enumerate(roots):
+        for path in sorted(root.rglob("*.py")):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if CJK.search(text):  # keeps jieba (19 MB, for CJK text) off the GPU machine
+                continue
+            chunks = chunk_text(text, "code", tokenizer, ChunkConfig())
+            if not chunks:
+                continue
+            dest = folder / str(r) / path.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text, encoding="utf-8")
+            texts += [c.text for c in chunks]
+            ids += [c.token_ids for c in chunks]
+            if len(texts) >= n_chunks:
+                return texts, ids, folder
+    return texts, ids, folder
+
+
+def timed(fn, reps: int = 3, warm=None) -> tuple[float, object]:
+    """Best wall time of `reps` runs after one warm-up (`warm`, else `fn`), with the GPU drained each time."""
+    import torch
+
+    out = (warm or fn)()
+    best = float("inf")
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def hf_embed(model, inputs: list[np.ndarray], batch: int) -> np.ndarray:
+    """Hugging Face's padded forward over length-sorted batches, mean-pooled and normalised."""
+    import torch
+
+    order = np.argsort([len(x) for x in inputs], kind="stable")
+    out = torch.empty((len(inputs), model.config.hidden_size), device="cuda")
+    with torch.inference_mode():
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            width = max(len(inputs[i]) for i in idx)
+            ids = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for j, i in enumerate(idx):
+                ids[j, :len(inputs[i])] = torch.from_numpy(inputs[i])
+                mask[j, :len(inputs[i])] = 1
+            ids, mask = ids.cuda(non_blocking=True), mask.cuda(non_blocking=True)
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            m = mask.unsqueeze(-1).float()
+            out[torch.from_numpy(idx).cuda()] = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+    return out.cpu().numpy()
+
+
+def profile(enc, chunk_ids) -> None:
+    """Where kb's model-only time goes: GPU time by kernel, against the wall time, to stderr."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    enc.embed_passages(chunk_ids)
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        enc.embed_passages(chunk_ids)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    rows = [(e.key, e.device_time_total, e.count) for e in prof.key_averages() if e.device_time_total > 0]
+    rows.sort(key=lambda r: -r[1])
+    print(f"[profile, gemm={enc.packed.gemm}] wall {wall * 1e3:.1f} ms under the profiler", file=sys.stderr)
+    for key, t, n in rows[:16]:
+        print(f"  {t / 1e3:9.1f} ms {n:6d}x  {key[:90]}", file=sys.stderr)
+
+
+def bge_base(folder: Path, tokenizer_dir: Path) -> Path:
+    """A bge-base-shaped BERT with random weights, saved as an ordinary model folder."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                     intermediate_size=3072, max_position_embeddings=512)
+    BertModel(cfg).half().save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path, args) -> dict:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    from kb.embed.encoder import EmbedConfig, Encoder
+    from kb.index.indexer import IndexConfig, index_paths
+
+    r: dict = {"shape": name, "chunks": len(texts)}
+    enc = Encoder(EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens))
+    inputs = [enc._inputs(x, enc._passage) for x in chunk_ids]
+    tokens = int(sum(map(len, inputs)))
+    r["tokens"] = tokens
+    r["mean_tokens"] = round(tokens / len(inputs), 1)
+
+    ref_model = AutoModel.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").cuda().eval()
+    ref = hf_embed(ref_model, inputs, 256)
+    del ref_model
+    got = enc.embed_passages(chunk_ids)
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    r["min_cosine_fp32"] = round(float(cos.min()), 6)
+    r["mean_cosine_fp32"] = round(float(cos.mean()), 6)
+
+    hf = AutoModel.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+    best_hf = min(timed(lambda b=b: hf_embed(hf, inputs, b))[0] for b in (64, 256, 1024))
+    r["hf_bf16_sorted_tok_s"] = round(tokens / best_hf)
+    del hf
+
+    sweep, cosines = {}, {}
+    for gemm in ("torch", "triton", "lt"):
+        enc.packed.gemm = gemm
+        v = enc.embed_passages(chunk_ids)
+        cosines[gemm] = round(float(((ref * v).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(v, axis=1))).min()), 6)
+        for budget in (16384, 65536, 262144):
+            enc.cfg = EmbedConfig(model=str(folder), gpu_batch_tokens=budget)
+            sweep[f"{gemm}/{budget}"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
+    r["min_cosine_by_gemm"] = cosines
+    enc.packed.gemm, enc.cfg = "torch", EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens)
+    if name == "minilm":
+        profile(enc, chunk_ids)
+    r["kb_model_sweep_tok_s"] = sweep
+    r["kb_model_tok_s"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
+    r["kb_model_over_hf"] = round(r["kb_model_tok_s"] / r["hf_bf16_sorted_tok_s"], 2)
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    r["tokenizer_tok_s"] = round(tokens / timed(lambda: tok.encode_batch(texts), reps=2)[0])
+
+    st = SentenceTransformer(str(folder), device="cuda")
+    st.max_seq_length = enc.max_tokens
+    r["st_default_tok_s"] = round(tokens / timed(lambda: st.encode(texts), 1, lambda: st.encode(texts[:2000]))[0])
+    st.half()
+    r["st_fp16_tok_s"] = round(tokens / timed(lambda: st.encode(texts), 1, lambda: st.encode(texts[:2000]))[0])
+    del st
+
+    cfg = IndexConfig(vector_index="flat", embed=EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens))
+    times = []
+    for rep in range(2):  # the first run also loads the model; the second is a fresh store, warm
+        db = work / f"store-{name}-{rep}"
+        t0 = time.perf_counter()
+        report = index_paths([files], db, cfg)
+        times.append(time.perf_counter() - t0)
+        shutil.rmtree(db)
+    db = work / f"store-{name}-bm25"
+    t0 = time.perf_counter()
+    index_paths([files], db, IndexConfig(vector_index="none", embed=cfg.embed))
+    r["kb_index_bm25_only_s"] = round(time.perf_counter() - t0, 2)
+    shutil.rmtree(db)
+    r["kb_end_to_end_s"] = round(times[-1], 2)
+    r["kb_end_to_end_embedded"] = report.embedded
+    r["kb_end_to_end_tok_s"] = round(tokens / times[-1])
+    r["kb_end_to_end_over_st"] = round(r["kb_end_to_end_tok_s"] / r["st_default_tok_s"], 2)
+    torch.cuda.empty_cache()
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, help="all-MiniLM-L6-v2 folder (an fp16 copy is enough)")
+    ap.add_argument("--chunks", type=int, default=20000)
+    ap.add_argument("--shapes", default="minilm,bge-base")
+    ap.add_argument("--batch-tokens", type=int, default=262144)
+    args = ap.parse_args()
+    import torch
+
+    from kb.embed.tokenizer import Tokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="kb-embed-gpu-"))
+    minilm = Path(args.model)
+    texts, ids, files = corpus(args.chunks, Tokenizer(minilm, minilm.name), work)
+    results = []
+    for shape in args.shapes.split(","):
+        folder = minilm if shape == "minilm" else bge_base(work / "bge-base", minilm)
+        t0 = time.perf_counter()
+        results.append(run_shape(shape, folder, texts, ids, files, work, args))
+        print(json.dumps(results[-1]), f"[{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{torch.cuda.get_device_name()}, {len(texts)} chunks of real text (Python sources); tokens/s")
+    cols = ("st_default_tok_s", "st_fp16_tok_s", "hf_bf16_sorted_tok_s", "kb_model_tok_s", "kb_end_to_end_tok_s",
+            "tokenizer_tok_s", "kb_model_over_hf", "kb_end_to_end_over_st", "min_cosine_fp32")
+    print(f"{'':10}" + "".join(f"{c.replace('_tok_s', ''):>22}" for c in cols))
+    for r in results:
+        print(f"{r['shape']:10}" + "".join(f"{r[c]:>22}" for c in cols))
+    print(json.dumps({"bench": "embed_gpu", "device": torch.cuda.get_device_name(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The packed encoder's Triton kernels against their torch references on fresh random ragged inputs,
+and the packed encoder (with either) against Hugging Face's padded forward for the BERT, XLM-R and
+MPNet families. On a GPU the kernels run natively; on the CPU through Triton's interpreter."""
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from kb.kernels import encoder_ref as R  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2}
+# Triton 3.6's interpreter computes bf16 products wrong (NumPy has no bf16): bf16 on a GPU only.
+DTYPES = [torch.float32] + ([torch.bfloat16] if DEVICE.type == "cuda" else [])
+
+
+def close(a, b, dtype):
+    err = ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-6)).item()
+    assert err <= TOL[dtype], err
+
+
+def ragged(lengths, block_m=64):
+    from kb.kernels.encoder import attention_tiles
+
+    cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device=DEVICE)
+    seqs, starts = attention_tiles(lengths, block_m)
+    tiles = (torch.tensor(seqs, dtype=torch.int32, device=DEVICE), torch.tensor(starts, dtype=torch.int32,
+                                                                                 device=DEVICE))
+    return cu, tiles
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lengths, heads, dim, bias", [
+    ([1, 64, 65, 130], 2, 32, False),  # tile boundaries, a one-token sequence
+    ([7, 200, 33], 3, 64, True),  # MPNet's relative bias, distances past the exact buckets
+])
+def test_varlen_attention_matches_reference(lengths, heads, dim, bias, dtype):
+    from kb.kernels.encoder import varlen_attention
+
+    g = torch.Generator().manual_seed(len(lengths))
+    qkv = torch.randn((sum(lengths), 3 * heads * dim), generator=g).to(DEVICE, dtype)
+    rel = torch.randn((32, heads), generator=g).to(DEVICE, dtype) if bias else None
+    cu, tiles = ragged(lengths)
+    close(varlen_attention(qkv, cu, tiles, heads, rel_bias=rel), R.varlen_attention(qkv, cu, heads=heads,
+                                                                                    rel_bias=rel), dtype)
+
+
+def test_relative_buckets_match_mpnet():
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
+
+    rel = torch.arange(-300, 300)[None, :]
+    assert torch.equal(R.relative_buckets(rel), MPNetEncoder.relative_position_bucket(rel))
+    assert transformers  # imported for the skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_norms_linear_and_pool_match_reference(dtype):
+    from kb.kernels import encoder as K
+
+    g = torch.Generator().manual_seed(1)
+    lengths, n, vocab = [3, 40, 1, 17], 48, 50
+    cu, _ = ragged(lengths)
+    t = sum(lengths)
+
+    def rnd(*shape):
+        return torch.randn(shape, generator=g).to(DEVICE, dtype)
+
+    x, r, w, b = rnd(t, n), rnd(t, n), rnd(n), rnd(n)
+    close(K.add_layer_norm(x, r, w, b, 1e-12), R.add_layer_norm(x, r, w, b, 1e-12), dtype)
+    ids = torch.randint(0, vocab, (t,), generator=g, dtype=torch.int32).to(DEVICE)
+    pos = torch.randint(0, 60, (t,), generator=g, dtype=torch.int32).to(DEVICE)
+    args = (ids, pos, rnd(vocab, n), rnd(60, n), rnd(n), w, b, 1e-12)
+    close(K.embed_layer_norm(*args), R.embed_layer_norm(*args), dtype)
+    up_w, up_b = rnd(80, n), rnd(80)
+    for gelu in (False, True):
+        close(K.linear(x, up_w, up_b, gelu=gelu, block=(32, 32, 32), warps=4, stages=1),
+              R.linear(x, up_w, up_b, gelu=gelu), dtype)
+    for normalize in (False, True):
+        close(K.mean_pool(x, cu, normalize), R.mean_pool(x, cu, normalize), dtype)
+
+
+def tiny(family):
+    transformers = pytest.importorskip("transformers")
+    kw = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+              max_position_embeddings=300)
+    cfg = {"bert": transformers.BertConfig(**kw),
+           "xlm-roberta": transformers.XLMRobertaConfig(pad_token_id=1, **kw),
+           "mpnet": transformers.MPNetConfig(pad_token_id=1, **kw)}[family]
+    torch.manual_seed(0)
+    return transformers.AutoModel.from_config(cfg, attn_implementation="eager").eval()
+
+
+def hf_mean(model, seqs):
+    width = max(map(len, seqs))
+    pad = model.config.pad_token_id or 0
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    with torch.inference_mode():
+        h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    m = mask.unsqueeze(-1).float()
+    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+
+
+@pytest.mark.parametrize("ops", ["torch", "triton"])
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta", "mpnet"])
+def test_packed_encoder_matches_hugging_face(family, ops):
+    from kb.embed.packed import PackedEncoder
+
+    model = tiny(family)
+    g = torch.Generator().manual_seed(2)
+    lengths = [5, 150, 1, 70]
+    seqs = [torch.randint(3, 120, (n,), generator=g).tolist() for n in lengths]
+    want = hf_mean(model, seqs)
+    enc = PackedEncoder(model.to(DEVICE), ops=ops)
+    cu, tiles = ragged(lengths)
+    ids = torch.tensor([i for s in seqs for i in s], dtype=torch.int32, device=DEVICE)
+    pos = torch.tensor(enc.positions(lengths), dtype=torch.int32, device=DEVICE)
+    with torch.inference_mode():
+        got = enc.pool(enc.hidden(ids, pos, cu, tiles), cu, "mean", True)
+    assert (got.cpu() - want).abs().max().item() < 1e-4
+
+
+def test_pack_lays_out_inputs_positions_and_tiles():
+    import numpy as np
+
+    from kb.embed.pipeline import batches, pack
+
+    seqs = [np.arange(10, 15), [7], np.arange(20, 100)]
+    buf, sizes = pack(seqs, np.array([101]), np.array([102]), 70, pos_offset=2, block_m=64)
+    ids, positions, cu, tile_seq, tile_m = np.split(buf, np.cumsum(sizes)[:-1])
+    want = [[101, *range(10, 15), 102], [101, 7, 102], [101, *range(20, 90), 102]]
+    assert ids.tolist() == [i for w in want for i in w]
+    assert cu.tolist() == [0, 7, 10, 82]
+    assert positions.tolist() == [p + 2 for w in want for p in range(len(w))]
+    assert list(zip(tile_seq.tolist(), tile_m.tolist())) == [(0, 0), (1, 0), (2, 0), (2, 64)]
+    got = batches(np.array([5, 300, 40, 41, 7]), 90)
+    assert [b.tolist() for b in got] == [[0, 4, 2], [3], [1]]
