@@ -43,11 +43,13 @@ class NewDoc:
     hash: str
     note: str | None
     chunks: list[Chunk]
+    terms: list[list[str]] | None = None  # each chunk's BM25 terms, when a reader worker analysed them
 
 
-def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc,
-                   old_id: int | None) -> tuple[int, int]:
-    """Insert or replace one document; returns (chunks added, chunks removed)."""
+def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, old_id: int | None,
+                   added_rows: list | None = None) -> tuple[int, int]:
+    """Insert or replace one document; returns (chunks added, chunks removed). The added chunks'
+    (text hash, token ids) are appended to `added_rows` if given."""
     values = (doc.root, doc.kind, doc.size, doc.mtime_ns, doc.hash, time.time(), doc.note)
     if old_id is None:
         doc_id = conn.execute(
@@ -62,13 +64,13 @@ def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc,
         for chunk_id, h in conn.execute("SELECT id, hash FROM chunks WHERE doc_id = ?", (doc_id,)):
             old.setdefault(h, []).append(chunk_id)
     added = 0
-    for c in doc.chunks:
+    for i, c in enumerate(doc.chunks):
         reused = old.get(c.hash)
         if reused:
             conn.execute("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=? WHERE id=?",
                          (c.seq, c.start_line, c.end_line, c.heading, reused.pop()))
             continue
-        terms_of_chunk = analyze(c.text)
+        terms_of_chunk = doc.terms[i] if doc.terms is not None else analyze(c.text)
         chunk_id = conn.execute(
             "INSERT INTO chunks(doc_id, seq, start_line, end_line, heading, text, hash, token_ids, "
             "n_terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -76,6 +78,8 @@ def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc,
              array("i", c.token_ids).tobytes(), len(terms_of_chunk))).lastrowid
         add_postings(conn, terms, chunk_id, terms_of_chunk)
         added += 1
+        if added_rows is not None:
+            added_rows.append((c.hash, c.token_ids))
     stale = [i for ids in old.values() for i in ids]
     _delete_chunks(conn, stale)
     return added, len(stale)

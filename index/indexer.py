@@ -8,26 +8,27 @@ data version they reflect.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from kb.embed.encoder import EmbedConfig
 from kb.embed.tokenizer import Tokenizer, load_tokenizer
 from kb.errors import NotFound, StoreIncompatible, UsageError
 from kb.index.analyzer import ANALYZER_VERSION
 from kb.index.bm25 import Bm25Cache, TermIds
-from kb.index.chunker import ChunkConfig, chunk_text
+from kb.index.chunker import ChunkConfig
 from kb.index.documents import (DocRow, NewDoc, clear_all, delete_documents, docs_under,
                                 touch_document, write_document)
+from kb.index.gpu_feed import GpuFeed
 from kb.index.lock import IndexLock
 from kb.index.migrations import SCHEMA_VERSION
-from kb.index.readers import Skip, extract
+from kb.index.reading import Reader, ReadConfig, ReadJob
 from kb.index.store import Store
 from kb.index.vectors import choose
 from kb.index.walker import Found, WalkReport, walk
@@ -44,6 +45,7 @@ class IndexConfig:
     embed: EmbedConfig = EmbedConfig()  # its model's tokenizer also measures the chunks
     vector_index: str = "auto"  # auto | flat | hnsw | ivf | none (BM25 only, nothing embedded)
     embed_batch: int = 256  # chunks embedded per transaction
+    workers: int = 0  # processes that read and chunk files; 0: one per CPU core
 
     def __post_init__(self):
         if self.max_file_mb <= 0 or self.wait < 0 or self.batch_files < 1:
@@ -126,6 +128,11 @@ class _Run:
         self.tokenizer = load_tokenizer(cfg.embed.model)
         self.terms = TermIds(store.conn)
         self.report = IndexReport()
+        self.feed = GpuFeed(cfg.embed) if cfg.vector_index != "none" else None
+        self._new_rows: list = []
+        self._embed_key: str | None = None
+        self.reader = Reader(ReadConfig(cfg.max_file_mb, cfg.chunk, cfg.embed.model), cfg.workers)
+        self._reads = iter(())
 
     def run(self, targets: list[_Target]) -> IndexReport:
         started = time.time()
@@ -141,7 +148,9 @@ class _Run:
             for target, files in work:
                 self._index_target(target, files, walked)
         finally:
+            self.reader.close()
             self.progress.finish()
+        self._take_vectors()
         if self.cfg.vector_index != "none":
             self._embed()
         Bm25Cache.current(self.store)  # rebuilt only if this run changed something
@@ -179,7 +188,7 @@ class _Run:
         try:
             for i in range(0, len(todo), self.cfg.embed_batch):
                 part = todo[i:i + self.cfg.embed_batch]
-                vecs = encoder.embed_passages([array("i", blob).tolist() for _, blob in part])
+                vecs = encoder.embed_passages([np.frombuffer(blob, np.int32) for _, blob in part])
                 with self.store.transaction() as conn:
                     embeddings.write(conn, spec.key, [h for h, _ in part], vecs)
                 for _ in part:
@@ -224,6 +233,10 @@ class _Run:
     def _index_target(self, target: _Target, files: list[Found], walked: WalkReport) -> None:
         scope = str(target.file or target.root)
         existing = docs_under(self.store.conn, scope)
+        root = str(target.root)
+        self._reads = self.reader.results(
+            ReadJob(str(f.path), root, f.kind, f.stat.st_size, f.stat.st_mtime_ns) for f in files
+            if not _unchanged(existing.get(str(f.path)), f))
         for i in range(0, len(files), self.cfg.batch_files):
             self._batch(target, files[i:i + self.cfg.batch_files], existing)
         seen = {str(f.path) for f in files}
@@ -236,18 +249,40 @@ class _Run:
             self.report.removed += len(vanished)
 
     def _batch(self, target: _Target, files: list[Found], existing: dict[str, DocRow]) -> None:
+        self._new_rows = []
         try:
             with self.store.transaction() as conn:
                 for f in files:
                     self._file(conn, target, f, existing.get(str(f.path)))
                     self.progress.advance(f.path)
+                self._write_vectors(conn, self.feed.ready() if self.feed else [])
         except BaseException:
             self.terms.reset()  # ids handed out in the rolled-back transaction are void
             raise
+        if self.feed is not None:
+            self.feed.put(self._new_rows)  # committed: the GPU may embed them now
+
+    def _take_vectors(self) -> None:
+        """The GPU feed's last vectors, once reading is over (kb.index.gpu_feed)."""
+        if self.feed is None:
+            return
+        done = self.feed.finish()
+        if done:
+            with self.store.transaction() as conn:
+                self._write_vectors(conn, done)
+
+    def _write_vectors(self, conn, done: list) -> None:
+        from kb.embed.encoder import describe
+        from kb.index import embeddings
+
+        for hashes, vectors in done:
+            self._embed_key = self._embed_key or describe(self.cfg.embed).key
+            embeddings.write(conn, self._embed_key, hashes, vectors)
+            self.report.embedded += len(hashes)
 
     def _file(self, conn, target: _Target, f: Found, old: DocRow | None) -> None:
         root, st = str(target.root), f.stat
-        if old and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+        if _unchanged(old, f):
             if old.root != root:
                 touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
             self.report.unchanged += 1
@@ -259,7 +294,8 @@ class _Run:
             touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
             self.report.unchanged += 1
             return
-        added, removed = write_document(conn, self.terms, doc, old.id if old else None)
+        added, removed = write_document(conn, self.terms, doc, old.id if old else None,
+                                        self._new_rows if self.feed is not None and self.feed.active else None)
         self.report.chunks_added += added
         self.report.chunks_removed += removed
         if old:
@@ -268,28 +304,17 @@ class _Run:
             self.report.added += 1
 
     def _read(self, f: Found, root: str) -> NewDoc | None:
-        """The document as it now is, or None if it cannot be read (its old entry is kept)."""
-        st, note, chunks, digest = f.stat, None, [], ""
-        if st.st_size > self.cfg.max_file_mb * 2**20:
-            note = f"larger than {self.cfg.max_file_mb:g} MB (--max-file-mb)"
-        else:
-            try:
-                data = f.path.read_bytes()
-            except FileNotFoundError:
-                return None  # deleted since the walk: the next run removes it
-            except OSError as e:
-                self.report.errors.append(f"{f.path}: cannot read ({e.strerror or e})")
-                return None
-            digest = hashlib.sha256(data).hexdigest()
-            try:
-                text, warnings = extract(data, f.kind)
-                self.report.warnings += [f"{f.path}: {w}" for w in warnings]
-                chunks = chunk_text(text, f.kind, self.tokenizer, self.cfg.chunk)
-                if not chunks:
-                    note = "empty file"
-            except Skip as e:
-                note = str(e)
-        if note:
-            self.report.skipped += 1
-            self.report.warnings.append(f"{f.path}: skipped, {note}")
-        return NewDoc(str(f.path), root, f.kind, st.st_size, st.st_mtime_ns, digest, note, chunks)
+        """The document as it now is (read ahead by the reader), or None if it cannot be read
+        (its old entry is kept)."""
+        r = next(self._reads)
+        assert r.doc is None or r.doc.path == str(f.path), "reads out of order"
+        self.report.warnings += r.warnings
+        if r.error:
+            self.report.errors.append(r.error)
+        self.report.skipped += r.skipped
+        return r.doc
+
+
+def _unchanged(old: DocRow | None, f: Found) -> bool:
+    """Same size and modification time as when it was indexed: not read again."""
+    return old is not None and old.size == f.stat.st_size and old.mtime_ns == f.stat.st_mtime_ns

@@ -1,0 +1,110 @@
+"""Reading files into documents (extract text, chunk, tokenise, analyse for BM25), in worker
+processes when there are many: this is most of `kb index`'s CPU time, and each file is independent.
+The main process only writes what the workers return, in the files' order, so a run's result does
+not depend on how many workers read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kb.index.chunker import ChunkConfig, chunk_text
+from kb.index.documents import NewDoc
+from kb.index.readers import Skip, extract
+
+PARALLEL_FROM = 32  # files to read before worker processes pay for their start
+
+
+@dataclass(frozen=True)
+class ReadJob:
+    path: str
+    root: str
+    kind: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ReadResult:
+    doc: NewDoc | None  # None: cannot be read now (the old entry is kept)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    max_file_mb: float
+    chunk: ChunkConfig
+    model: str | None  # the embedding model whose tokenizer measures chunks
+
+
+def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
+    from kb.embed.tokenizer import load_tokenizer
+    from kb.index.analyzer import analyze
+
+    out = ReadResult(None)
+    note, chunks, digest, terms = None, [], "", []
+    if job.size > cfg.max_file_mb * 2**20:
+        note = f"larger than {cfg.max_file_mb:g} MB (--max-file-mb)"
+    else:
+        try:
+            data = Path(job.path).read_bytes()
+        except FileNotFoundError:
+            return out  # deleted since the walk: the next run removes it
+        except OSError as e:
+            out.error = f"{job.path}: cannot read ({e.strerror or e})"
+            return out
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            text, warnings = extract(data, job.kind)
+            out.warnings += [f"{job.path}: {w}" for w in warnings]
+            chunks = chunk_text(text, job.kind, load_tokenizer(cfg.model), cfg.chunk)
+            terms = [analyze(c.text) for c in chunks]
+            if not chunks:
+                note = "empty file"
+        except Skip as e:
+            note = str(e)
+    if note:
+        out.skipped = True
+        out.warnings.append(f"{job.path}: skipped, {note}")
+    out.doc = NewDoc(job.path, job.root, job.kind, job.size, job.mtime_ns, digest, note, chunks, terms or None)
+    return out
+
+
+class Reader:
+    """`results(jobs)`: their ReadResults in order, read ahead by up to `window` files in `workers`
+    processes (in this process when there is one worker or few files)."""
+
+    def __init__(self, cfg: ReadConfig, workers: int = 0, window: int = 256):
+        self.cfg, self.window = cfg, window
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: ProcessPoolExecutor | None = None
+
+    def results(self, jobs):
+        jobs = list(jobs)
+        if self.workers < 2 or len(jobs) < PARALLEL_FROM:
+            for job in jobs:
+                yield read_document(job, self.cfg)
+            return
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+        ahead: deque = deque()
+        for job in jobs:
+            ahead.append(self._pool.submit(read_document, job, self.cfg))
+            if len(ahead) >= self.window:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
