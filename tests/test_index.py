@@ -198,3 +198,22 @@ def test_path_glob_filters(corpus, db):
     index_paths([corpus], db, BM25)
     hits = search(db, "cache", path_glob="code/*")
     assert hits and all(h.startswith("code/") for h in hits)
+
+
+def test_worker_processes_write_the_same_store_as_one_process(corpus, tmp_path):
+    from dataclasses import replace
+
+    def content(db):
+        conn = sqlite3.connect(db / DB_FILE)
+        try:
+            return (conn.execute("SELECT d.path, c.seq, c.text, c.token_ids, c.n_terms FROM chunks c "
+                                 "JOIN documents d ON d.id = c.doc_id ORDER BY c.id").fetchall(),
+                    conn.execute("SELECT t.term, p.chunk_id FROM postings p JOIN terms t ON t.id = p.term_id "
+                                 "ORDER BY 1, 2").fetchall())
+        finally:
+            conn.close()
+
+    one = index_paths([corpus], tmp_path / "one", replace(BM25, workers=1))
+    two = index_paths([corpus], tmp_path / "two", replace(BM25, workers=2))  # >= 32 files: a pool reads
+    assert one.to_json() | {"seconds": 0} == two.to_json() | {"seconds": 0}
+    assert content(tmp_path / "one") == content(tmp_path / "two")
