@@ -1,8 +1,8 @@
 """`kb ask` on sample_corpus with a real generator (default: the installed default model), CPU:
 
 - quality: 22 questions whose answers the corpus holds and 4 it does not (bench/data/ask_questions.jsonl):
-  how many answers contain the expected fact, how many cite a source that contains it, how many
-  unanswerable ones are declined;
+  how many answers contain the expected fact, how many cite a source that contains it (the checked
+  citations, kb.rag.cite; and the model's own markers alone), how many unanswerable ones are declined;
 - exact: greedy answers against Hugging Face `generate` on the token ids kb fed the model;
 - reuse: the same question asked twice, each in a new `kb ask` process: cached tokens and time to
   first token of the second against the first;
@@ -36,7 +36,7 @@ def kb(*args) -> subprocess.CompletedProcess:
 
 def quality(asker, questions: list[dict]) -> dict:
     answers = asker.ask_many([q["question"] for q in questions])
-    fact = cited = declined = answerable = 0
+    fact = cited = model_cited = declined = answerable = 0
     rows = []
     for q, a in zip(questions, answers):
         if q["expect"] is None:
@@ -46,16 +46,20 @@ def quality(asker, questions: list[dict]) -> dict:
         answerable += 1
         low = a.answer.lower()
         has = any(e.lower() in low for e in q["expect"])
-        texts = [s.text.lower() for s in a.sources if s.n in a.cited]
-        cites = any(e.lower() in t for e in q["expect"] for t in texts)
+        def holds(numbers):
+            return any(e.lower() in s.text.lower() for e in q["expect"] for s in a.sources if s.n in numbers)
+        cites, own = holds(a.cited), holds(a.model_cited)
         fact += has
         cited += cites
-        rows.append((q["question"], f"fact {'yes' if has else 'NO'}, cite {'yes' if cites else 'NO'}", a.answer))
+        model_cited += own
+        rows.append((q["question"], f"fact {'yes' if has else 'NO'}, cite {'yes' if cites else 'NO'} "
+                     f"(model's own {'yes' if own else 'NO'})", a.answer))
     for question, verdict, answer in rows:
         print(f"- {question}\n  {verdict}: {' '.join(answer.split())[:160]}")
     unanswerable = len(questions) - answerable
     return {"answerable": answerable, "fact_rate": round(fact / answerable, 3),
-            "cited_rate": round(cited / answerable, 3), "unanswerable": unanswerable,
+            "cited_rate": round(cited / answerable, 3), "model_cited_rate": round(model_cited / answerable, 3),
+            "unanswerable": unanswerable,
             "declined_rate": round(declined / unanswerable, 3)}
 
 

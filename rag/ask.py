@@ -13,12 +13,12 @@ declines without asking the model: small models answer from their own guesses ot
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from kb.errors import UsageError
+from kb.rag.cite import check, model_citations
 
 from kb.rag.models import DEFAULT as DEFAULT_MODEL
 
@@ -34,7 +34,6 @@ DECLINED = "The indexed documents have nothing relevant to this question."
 # The best hybrid score below which kb declines (calibrated fusion's scale; README, kb ask).
 MIN_SCORE = 0.25
 SOURCE_FLOOR = 0.5  # passages scoring under this share of MIN_SCORE are noise: not given to the model
-CITE = re.compile(r"\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,11 @@ class Answer:
     prompt_token_ids: list[int]
     stats: dict
     declined: bool = False
+    model_cited: list[int] = field(default_factory=list)  # the model's own [n] markers, unchecked
 
     def to_json(self) -> dict:
         return {"question": self.question, "answer": self.answer, "sources": [s.to_json() for s in self.sources],
-                "cited": self.cited, "declined": self.declined, "model": self.model, "prompt": self.prompt,
+                "cited": self.cited, "model_cited": self.model_cited, "declined": self.declined, "model": self.model, "prompt": self.prompt,
                 "prompt_token_ids": self.prompt_token_ids, "stats": self.stats}
 
 
@@ -193,11 +193,12 @@ class Asker:
 
     def _answer(self, p: Prepared, out) -> Answer:
         text = out.text.strip()
-        cited = sorted({int(n) for n in CITE.findall(text) if 1 <= int(n) <= len(p.sources)})
+        cited = check(text, [s.text for s in p.sources])
         stats = {"prompt_tokens": out.prompt_tokens, "cached_tokens": out.cached_tokens,
                  "new_tokens": len(out.token_ids), "retrieval_ms": round(p.retrieval_ms, 2),
                  "ttft_ms": round(out.ttft_s * 1000, 2), "decode_tokens_per_s": round(out.decode_tokens_per_s, 2)}
-        return Answer(p.question, text, p.sources, cited, str(self.folder), p.prompt, p.ids, stats)
+        return Answer(p.question, text, p.sources, cited, str(self.folder), p.prompt, p.ids, stats,
+                      model_cited=model_citations(text, len(p.sources)))
 
     def _declined(self, p: Prepared) -> Answer:
         stats = {"prompt_tokens": 0, "cached_tokens": 0, "new_tokens": 0, "retrieval_ms": round(p.retrieval_ms, 2),
