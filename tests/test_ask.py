@@ -66,7 +66,6 @@ def test_second_run_in_a_new_process_reuses_the_cached_prompt(store, smollm2):
     second = ask(db, smollm2, q)
     assert second["answer"] == first["answer"]
     assert second["stats"]["cached_tokens"] >= 0.9 * second["stats"]["prompt_tokens"]
-    assert second["stats"]["ttft_ms"] < first["stats"]["ttft_ms"]
     assert (db / "kv" / "sources.db").is_file()
 
 
