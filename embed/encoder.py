@@ -136,7 +136,7 @@ class Encoder:
         self.pad_id = self.model.config.pad_token_id or 0
         self.head, self.tail = self.tokenizer.special_tokens()
         self._passage = self.tokenizer.encode(cfg.passage_prefix).ids if cfg.passage_prefix else []
-        self._head, self._tail = np.asarray(self.head, np.int32), np.asarray(self.tail, np.int32)
+        self._tail = np.asarray(self.tail, np.int32)
         self.packed = None
         if self.device.type == "cuda":
             from kb.embed.packed import PackedEncoder, supported
@@ -144,13 +144,17 @@ class Encoder:
             if supported(self.model.config):
                 self.packed = PackedEncoder(self.model, gemm="lt")  # measured fastest, cosine 0.99999
 
-    def _inputs(self, ids, prefix: list[int]) -> np.ndarray:
-        """The model's input for a text's token ids: special tokens around prefix + ids, cut to fit."""
+    def _framing(self, prefix: list[int]) -> tuple[list[int], int]:
+        """(ids before a text's own: special tokens and the prefix, room left for the text's ids):
+        the model reads head + ids[:room] + tail, which is (prefix + ids) cut to its length."""
         room = self.max_tokens - len(self.head) - len(self.tail)
-        body = np.asarray(ids, np.int32)
-        if prefix:
-            body = np.concatenate((np.asarray(prefix, np.int32), body))
-        return np.concatenate((self._head, body[:room], self._tail))
+        prefix = prefix[:room]
+        return self.head + prefix, room - len(prefix)
+
+    def _inputs(self, ids, prefix: list[int]) -> np.ndarray:
+        """The model's input for a text's token ids."""
+        head, room = self._framing(prefix)
+        return np.concatenate((np.asarray(head, np.int32), np.asarray(ids, np.int32)[:room], self._tail))
 
     def embed_passages(self, id_lists) -> np.ndarray:
         """(n, dims) float32 for chunks given as the chunker's token ids (lists or int32 arrays)."""
@@ -164,8 +168,8 @@ class Encoder:
             return self.embed_inputs([self._inputs(ids, prefix) for ids in id_lists])
         from kb.embed.pipeline import embed_packed
 
-        room = max(self.max_tokens - len(self.head) - len(self.tail) - len(prefix), 0)
-        return embed_packed(self.packed, id_lists, self.head + prefix, self.tail, room, self.device,
+        head, room = self._framing(prefix)
+        return embed_packed(self.packed, id_lists, head, self.tail, room, self.device,
                             self.cfg.gpu_batch_tokens, self.pooling, self.cfg.normalize)
 
     def embed_inputs(self, inputs: list[np.ndarray]) -> np.ndarray:

@@ -22,7 +22,6 @@ class GpuFeed:
         self._out: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self.active = True
-        self.error: str | None = None
 
     def put(self, rows: list[tuple[str, list[int]]]) -> None:
         """New chunks (text hash, token ids), already committed to the store."""
@@ -68,5 +67,5 @@ class GpuFeed:
                     pending, tokens = [], 0
                 if rows is None:
                     return
-        except Exception as e:  # the usual pass after reading embeds what is left, or says why not
-            self.active, self.error = False, f"{type(e).__name__}: {e}"
+        except Exception:  # the usual pass after reading embeds what is left, or says why not
+            self.active = False

@@ -287,7 +287,7 @@ class _Run:
                 touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
             self.report.unchanged += 1
             return
-        doc = self._read(f, root)
+        doc = self._read(f)
         if doc is None:
             return
         if old and old.hash == doc.hash:
@@ -303,7 +303,7 @@ class _Run:
         else:
             self.report.added += 1
 
-    def _read(self, f: Found, root: str) -> NewDoc | None:
+    def _read(self, f: Found) -> NewDoc | None:
         """The document as it now is (read ahead by the reader), or None if it cannot be read
         (its old entry is kept)."""
         r = next(self._reads)

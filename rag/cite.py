@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 CITE = re.compile(r"\[(\d+)\]")
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -31,19 +32,16 @@ def check(text: str, sources: list[str]) -> list[int]:
     from kb.index.analyzer import analyze
 
     terms = [set(analyze(s)) for s in sources]
-    df: dict[str, int] = {}
-    for ts in terms:
-        for t in ts:
-            df[t] = df.get(t, 0) + 1
+    df = Counter(t for ts in terms for t in ts)
     cited: set[int] = set()
     text = TRAILING.sub(r" \2\1", text)  # "... started. [1]" cites the sentence before it
     for sentence in SENTENCE.split(text):
-        marks = [int(n) for n in CITE.findall(sentence) if 1 <= int(n) <= len(sources)]
+        marks = model_citations(sentence, len(sources))
         words = set(analyze(CITE.sub(" ", sentence)))
         if not words & df.keys():
             continue  # shares nothing with any source (a guess, or the prompt's example): no citation
         # rare among the sources weighs more; a word in none of them counts as rare, against all
-        weight = {t: math.log(1 + len(sources) / max(df.get(t, 0), 1)) for t in words}
+        weight = {t: math.log(1 + len(sources) / max(df[t], 1)) for t in words}
         total = sum(weight.values())
         support = [sum(w for t, w in weight.items() if t in ts) / total for ts in terms]
         best = max(support)
