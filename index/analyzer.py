@@ -43,7 +43,11 @@ def _jieba():
 
 def fold(text: str) -> str:
     """Lower-case and strip accents (é -> e, ß -> ss); CJK is unchanged."""
+    if text.isascii():  # most text and nearly all code: nothing to decompose or strip
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
+    if decomposed.isascii():
+        return decomposed
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
@@ -78,8 +82,12 @@ def analyze_query(text: str, known) -> tuple[list[str], int]:
 
 def analyze(text: str) -> list[str]:
     """The BM25 terms of `text`, in order, with repeats."""
+    folded = fold(text)
+    if folded.isascii():  # no CJK run: one findall instead of a match per token
+        words = [w for w in _TOKEN.findall(folded) if w not in STOP_WORDS]
+        return _stemmer().stemWords(words) if words else words
     words: list[str] = []
-    for match in _TOKEN.finditer(fold(text)):
+    for match in _TOKEN.finditer(folded):
         token = match.group()
         if _CJK_RUN.match(token):
             words.extend(w for w in _jieba().cut_for_search(token) if w.strip())

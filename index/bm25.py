@@ -1,8 +1,10 @@
 """BM25 over the store's inverted index.
 
-The source of truth is two SQLite tables, `terms(id, term)` and `postings(term_id, chunk_id, tf)`,
-changed per document as files change. Queries read a derived cache (`bm25.npz`): for each term,
-the rows of its postings and their precomputed Lucene BM25 weights
+The source of truth is two SQLite tables: `terms(id, term)`, and `chunk_terms(chunk_id, terms)`, a
+forward index holding each chunk's (term id, tf) pairs as one int32 blob. A chunk's postings are
+written and deleted with its row, one row per chunk instead of one per (term, chunk), which is
+what keeps `kb index` off SQLite's B-trees. Queries read a derived cache (`bm25.npz`), the
+inverted index: for each term, the rows of its postings and their precomputed Lucene BM25 weights
 
     idf(t) * tf / (tf + k1 * (1 - b + b * dl / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
 
@@ -28,6 +30,36 @@ B = 0.75
 CACHE_FILE = "bm25.npz"
 
 
+@dataclass(frozen=True)
+class TermBags:
+    """The BM25 terms of a document's chunks, compact for the trip from a reader process: the
+    document's distinct terms, and for chunk i `pairs[offsets[i]:offsets[i + 1]]`, its
+    (index into `vocab`, term frequency) pairs."""
+    vocab: list[str]
+    pairs: np.ndarray    # (n, 2) int32
+    offsets: np.ndarray  # (chunks + 1,) int64
+
+    @classmethod
+    def of(cls, chunk_terms: list[list[str]]) -> "TermBags":
+        vocab: dict[str, int] = {}
+        pairs: list[tuple[int, int]] = []
+        offsets = [0]
+        for terms in chunk_terms:
+            pairs += ((vocab.setdefault(t, len(vocab)), tf) for t, tf in Counter(terms).items())
+            offsets.append(len(pairs))
+        return cls(list(vocab), np.array(pairs, np.int32).reshape(-1, 2), np.array(offsets, np.int64))
+
+    def blobs(self, term_ids: np.ndarray) -> tuple[list[bytes], list[int]]:
+        """Each chunk's `chunk_terms` blob under the store's `term_ids` (by vocab index), and its
+        length in terms (the BM25 document length)."""
+        mapped = self.pairs.copy()
+        mapped[:, 0] = term_ids[self.pairs[:, 0]]
+        raw, at = mapped.tobytes(), (self.offsets * 8).tolist()
+        tf_sums = np.concatenate(([0], np.cumsum(self.pairs[:, 1], dtype=np.int64)))
+        lengths = (tf_sums[self.offsets[1:]] - tf_sums[self.offsets[:-1]]).tolist()
+        return [raw[at[i]:at[i + 1]] for i in range(len(at) - 1)], lengths
+
+
 class TermIds:
     """term -> id for one index run. `reset()` after a rolled-back transaction: ids it handed out
     may have been rolled back and would otherwise be reused for other terms."""
@@ -38,6 +70,11 @@ class TermIds:
 
     def reset(self) -> None:
         self._ids = None
+
+    def array(self, terms: list[str]) -> np.ndarray:
+        """The ids of `terms`, in order, as int32 (new terms are added to the store)."""
+        ids = self.ids(terms)
+        return np.fromiter((ids[t] for t in terms), np.int32, len(terms))
 
     def ids(self, terms) -> dict[str, int]:
         if self._ids is None:
@@ -53,15 +90,17 @@ class TermIds:
         return self._ids
 
 
-def add_postings(conn: sqlite3.Connection, term_ids: TermIds, chunk_id: int, terms: list[str]) -> None:
-    counts = Counter(terms)
-    ids = term_ids.ids(counts)
-    conn.executemany("INSERT INTO postings VALUES (?, ?, ?)",
-                     ((ids[t], chunk_id, tf) for t, tf in counts.items()))
-
-
 def delete_postings(conn: sqlite3.Connection, chunk_ids: list[int]) -> None:
-    conn.executemany("DELETE FROM postings WHERE chunk_id = ?", ((c,) for c in chunk_ids))
+    conn.executemany("DELETE FROM chunk_terms WHERE chunk_id = ?", ((c,) for c in chunk_ids))
+
+
+def read_postings(conn: sqlite3.Connection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chunk ids sorted, row into them of each posting, (nnz, 2) int32 (term id, tf) pairs)."""
+    rows = conn.execute("SELECT chunk_id, terms FROM chunk_terms ORDER BY chunk_id").fetchall()
+    chunk_ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    lengths = np.fromiter((len(r[1]) // 8 for r in rows), np.int64, len(rows))
+    pairs = np.frombuffer(b"".join(r[1] for r in rows), np.int32).reshape(-1, 2)
+    return chunk_ids, np.repeat(np.arange(len(rows), dtype=np.int64), lengths), pairs
 
 
 @dataclass
@@ -76,13 +115,11 @@ class Bm25Cache:
     def build(cls, store: Store) -> "Bm25Cache":
         with store.snapshot() as conn:
             version = store.data_version
-            chunks = np.array(conn.execute("SELECT id, n_terms FROM chunks ORDER BY id").fetchall(),
-                              dtype=np.int64).reshape(-1, 2)
-            post = np.array(conn.execute("SELECT term_id, chunk_id, tf FROM postings").fetchall(),
-                            dtype=np.int64).reshape(-1, 3)
+            chunk_ids, rows, pairs = read_postings(conn)
             max_term = conn.execute("SELECT coalesce(max(id), 0) FROM terms").fetchone()[0]
-        chunk_ids, dl = chunks[:, 0], chunks[:, 1].astype(np.float64)
-        term, rows, tf = post[:, 0], np.searchsorted(chunk_ids, post[:, 1]), post[:, 2].astype(np.float64)
+        order = np.lexsort((rows, pairs[:, 0]))  # CSC: by term, then by chunk
+        term, rows, tf = pairs[order, 0].astype(np.int64), rows[order], pairs[order, 1].astype(np.float64)
+        dl = np.bincount(rows, weights=tf, minlength=len(chunk_ids))
         df = np.bincount(term, minlength=max_term + 1)
         indptr = np.zeros(max_term + 2, dtype=np.int64)
         np.cumsum(df, out=indptr[1:])
@@ -91,7 +128,6 @@ class Bm25Cache:
         idf = np.log1p((n - df + 0.5) / (df + 0.5))
         norm = K1 * (1 - B + B * dl / max(avgdl, 1e-9))
         weights = idf[term] * tf / (tf + norm[rows])
-        # The table is read in primary-key order (term_id, chunk_id): already CSC.
         return cls(version, indptr, rows.astype(np.int32), weights.astype(np.float32), chunk_ids)
 
     def save(self, store: Store) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from array import array
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from kb.embed.tokenizer import Tokenizer
 from kb.errors import UsageError
@@ -43,11 +44,11 @@ class Chunk:
     end_line: int
     heading: str  # heading path, ' > ' joined
     text: str
-    token_ids: list[int]
+    token_ids: array  # int32 ("i"): what the encoder eats, and it crosses from a reader process as bytes
+    hash: str = field(init=False)  # of the text: the key of the embedding cache
 
-    @property
-    def hash(self) -> str:
-        return text_hash(self.text)
+    def __post_init__(self):
+        object.__setattr__(self, "hash", text_hash(self.text))  # once, where the chunk is made
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def chunk_text(text: str, kind: str, tokenizer: Tokenizer, cfg: ChunkConfig) -> 
             end_line=g[-1].line + 1,
             heading=paths[g[0].line],
             text=text[g[0].char_start:g[-1].char_end],
-            token_ids=enc.ids[g[0].tok_start:g[-1].tok_end],
+            token_ids=array("i", enc.ids[g[0].tok_start:g[-1].tok_end]),
         )
         for i, g in enumerate(groups)
     ]

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from array import array
 from dataclasses import dataclass
 
-from kb.index.analyzer import analyze
-from kb.index.bm25 import TermIds, add_postings, delete_postings
+from kb.index.bm25 import TermBags, TermIds, delete_postings
 from kb.index.chunker import Chunk
 
 
@@ -43,7 +41,7 @@ class NewDoc:
     hash: str
     note: str | None
     chunks: list[Chunk]
-    terms: list[list[str]] | None = None  # each chunk's BM25 terms, when a reader worker analysed them
+    terms: TermBags  # each chunk's BM25 terms
 
 
 def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, old_id: int | None,
@@ -63,26 +61,33 @@ def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, old_id
         old = {}
         for chunk_id, h in conn.execute("SELECT id, hash FROM chunks WHERE doc_id = ?", (doc_id,)):
             old.setdefault(h, []).append(chunk_id)
-    added = 0
+    moved, fresh = [], []
     for i, c in enumerate(doc.chunks):
         reused = old.get(c.hash)
         if reused:
-            conn.execute("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=? WHERE id=?",
-                         (c.seq, c.start_line, c.end_line, c.heading, reused.pop()))
-            continue
-        terms_of_chunk = doc.terms[i] if doc.terms is not None else analyze(c.text)
-        chunk_id = conn.execute(
-            "INSERT INTO chunks(doc_id, seq, start_line, end_line, heading, text, hash, token_ids, "
-            "n_terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (doc_id, c.seq, c.start_line, c.end_line, c.heading, c.text, c.hash,
-             array("i", c.token_ids).tobytes(), len(terms_of_chunk))).lastrowid
-        add_postings(conn, terms, chunk_id, terms_of_chunk)
-        added += 1
-        if added_rows is not None:
-            added_rows.append((c.hash, c.token_ids))
+            moved.append((c.seq, c.start_line, c.end_line, c.heading, reused.pop()))
+        else:
+            fresh.append(i)
+    conn.executemany("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=? WHERE id=?", moved)
+    if fresh:
+        # Ids are handed out here, so that the chunks and their postings go in as two bulk
+        # inserts; `kb index` holds the store's write lock, and this runs inside its transaction.
+        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
+        blobs, n_terms = doc.terms.blobs(terms.array(doc.terms.vocab))
+        rows, postings = [], []
+        for chunk_id, i in enumerate(fresh, first):
+            c = doc.chunks[i]
+            rows.append((chunk_id, doc_id, c.seq, c.start_line, c.end_line, c.heading, c.text, c.hash,
+                         c.token_ids.tobytes(), n_terms[i]))
+            postings.append((chunk_id, blobs[i]))
+            if added_rows is not None:
+                added_rows.append((c.hash, c.token_ids))
+        conn.executemany("INSERT INTO chunks(id, doc_id, seq, start_line, end_line, heading, text, hash, "
+                         "token_ids, n_terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO chunk_terms VALUES (?, ?)", postings)
     stale = [i for ids in old.values() for i in ids]
     _delete_chunks(conn, stale)
-    return added, len(stale)
+    return len(fresh), len(stale)
 
 
 def touch_document(conn: sqlite3.Connection, doc_id: int, root: str, size: int, mtime_ns: int) -> None:
@@ -109,5 +114,5 @@ def _delete_chunks(conn: sqlite3.Connection, chunk_ids: list[int]) -> None:
 
 def clear_all(conn: sqlite3.Connection) -> None:
     """Drop every document (for `kb index --rebuild`)."""
-    for table in ("postings", "terms", "chunks", "documents"):
+    for table in ("chunk_terms", "terms", "chunks", "documents"):
         conn.execute(f"DELETE FROM {table}")

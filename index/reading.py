@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kb.index.bm25 import TermBags
 from kb.index.chunker import ChunkConfig, chunk_text
 from kb.index.documents import NewDoc
 from kb.index.readers import Skip, extract
@@ -49,7 +50,7 @@ def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
     from kb.index.analyzer import analyze
 
     out = ReadResult(None)
-    note, chunks, digest, terms = None, [], "", []
+    note, chunks, digest, terms = None, [], "", TermBags.of([])
     if job.size > cfg.max_file_mb * 2**20:
         note = f"larger than {cfg.max_file_mb:g} MB (--max-file-mb)"
     else:
@@ -65,7 +66,7 @@ def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
             text, warnings = extract(data, job.kind)
             out.warnings += [f"{job.path}: {w}" for w in warnings]
             chunks = chunk_text(text, job.kind, load_tokenizer(cfg.model), cfg.chunk)
-            terms = [analyze(c.text) for c in chunks]
+            terms = TermBags.of([analyze(c.text) for c in chunks])
             if not chunks:
                 note = "empty file"
         except Skip as e:
@@ -73,7 +74,7 @@ def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
     if note:
         out.skipped = True
         out.warnings.append(f"{job.path}: skipped, {note}")
-    out.doc = NewDoc(job.path, job.root, job.kind, job.size, job.mtime_ns, digest, note, chunks, terms or None)
+    out.doc = NewDoc(job.path, job.root, job.kind, job.size, job.mtime_ns, digest, note, chunks, terms)
     return out
 
 
@@ -95,7 +96,11 @@ class Reader:
         if self._pool is None:
             import multiprocessing
 
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+            ctx = multiprocessing.get_context("forkserver")
+            # The fork server imports the reading code (numpy, tokenizers, the stemmer) once; each
+            # worker forks from it instead of importing them again.
+            ctx.set_forkserver_preload(["kb.index.reading", "kb.index.analyzer", "kb.embed.tokenizer"])
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         ahead: deque = deque()
         for job in jobs:
             ahead.append(self._pool.submit(read_document, job, self.cfg))

@@ -14,7 +14,9 @@ def status(store: Store) -> dict:
     import sqlite_utils
 
     db = sqlite_utils.Database(store.conn)
-    count = {t: db.table(t).count for t in ("documents", "chunks", "terms", "postings")}
+    count = {t: db.table(t).count for t in ("documents", "chunks", "terms")}
+    count["postings"] = store.conn.execute(
+        "SELECT coalesce(sum(length(terms)), 0) / 8 FROM chunk_terms").fetchone()[0]
     skipped = store.conn.execute("SELECT count(*) FROM documents WHERE note IS NOT NULL").fetchone()[0]
     roots = [r[0] for r in store.conn.execute(
         "SELECT root FROM documents GROUP BY root ORDER BY root")]

@@ -73,8 +73,12 @@ class Store:
             # Re-read under the write lock: another process may have migrated meanwhile.
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             for number in range(version, SCHEMA_VERSION):
-                for statement in _statements(MIGRATIONS[number]):
-                    self.conn.execute(statement)
+                step = MIGRATIONS[number]
+                if callable(step):
+                    step(self.conn)
+                else:
+                    for statement in _statements(step):
+                        self.conn.execute(statement)
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self.conn.execute("COMMIT")
         except BaseException:

@@ -24,3 +24,26 @@ def test_query_terms_found_by_vocabulary_match_jieba_search_mode():
 
 def test_query_keeps_only_known_terms_and_dedups():
     assert analyze_query("running runs RUN zebra", lambda ts: [t for t in ts if t == "run"]) == (["run"], 1)
+
+
+def test_ascii_fast_path_agrees_with_the_general_path():
+    import random
+    import unicodedata
+
+    from kb.index import analyzer
+
+    def slow_fold(text):
+        decomposed = unicodedata.normalize("NFKD", text.casefold())
+        return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+    rng = random.Random(7)
+    alphabet = "abcXYZ_019 .,;:-'\"\n\tThe tHE of Running runs éßÅñ中文"
+    for n in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        if n % 2:
+            text = text.encode("ascii", "ignore").decode()
+        assert fold(text) == slow_fold(text), text
+        words = [m.group() for m in analyzer._TOKEN.finditer(slow_fold(text))]
+        if text.isascii():
+            expected = [w for w in words if w not in analyzer.STOP_WORDS]
+            assert analyze(text) == (analyzer._stemmer().stemWords(expected) if expected else []), text

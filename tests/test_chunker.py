@@ -13,7 +13,7 @@ def test_token_ids_are_the_tokenisation_of_the_chunk_text():
     out = chunks(text)
     assert len(out) > 3
     for c in out:
-        assert TOK.encode(c.text).ids == c.token_ids
+        assert TOK.encode(c.text).ids == c.token_ids.tolist()
         assert len(c.token_ids) <= 240
 
 

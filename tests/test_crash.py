@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+import storeview
 from conftest import REPO, SAMPLE, kb
 
 
@@ -51,11 +52,12 @@ def snapshot(db):
     chunks = sorted(conn.execute(
         "SELECT d.path, c.seq, c.start_line, c.end_line, c.text, c.n_terms FROM chunks c "
         "JOIN documents d ON d.id = c.doc_id").fetchall())
-    postings = sorted(conn.execute(
-        "SELECT c.hash, t.term, p.tf FROM postings p JOIN chunks c ON c.id = p.chunk_id "
-        "JOIN terms t ON t.id = p.term_id").fetchall())
-    orphans = conn.execute("SELECT count(*) FROM postings WHERE chunk_id NOT IN (SELECT id FROM chunks)"
+    hashes = dict(conn.execute("SELECT id, hash FROM chunks"))
+    postings = sorted((hashes[c], term, tf) for c, term, tf in storeview.postings(conn))
+    orphans = conn.execute("SELECT count(*) FROM chunk_terms WHERE chunk_id NOT IN (SELECT id FROM chunks)"
                            ).fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM chunks WHERE id NOT IN (SELECT chunk_id FROM chunk_terms)"
+                        ).fetchone()[0] == 0
     conn.close()
     assert orphans == 0
     return docs, chunks, postings

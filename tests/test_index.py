@@ -6,9 +6,11 @@ import stat
 from pathlib import Path
 
 import pytest
+import storeview
 
 from kb.errors import NotFound, StoreIncompatible
 from kb.index.indexer import IndexConfig, index_paths
+from kb.index.migrations import SCHEMA_VERSION
 from kb.index.query import Searcher
 from kb.index.store import DB_FILE, Store
 
@@ -74,7 +76,7 @@ def test_deleted_file_leaves_every_index(corpus, db):
     assert "history/printing-press.md" not in search(db, "Gutenberg printing press")
     store = Store.open(db)
     orphans = store.conn.execute(
-        "SELECT count(*) FROM postings WHERE chunk_id NOT IN (SELECT id FROM chunks)").fetchone()[0]
+        "SELECT count(*) FROM chunk_terms WHERE chunk_id NOT IN (SELECT id FROM chunks)").fetchone()[0]
     assert orphans == 0
 
 
@@ -208,8 +210,7 @@ def test_worker_processes_write_the_same_store_as_one_process(corpus, tmp_path):
         try:
             return (conn.execute("SELECT d.path, c.seq, c.text, c.token_ids, c.n_terms FROM chunks c "
                                  "JOIN documents d ON d.id = c.doc_id ORDER BY c.id").fetchall(),
-                    conn.execute("SELECT t.term, p.chunk_id FROM postings p JOIN terms t ON t.id = p.term_id "
-                                 "ORDER BY 1, 2").fetchall())
+                    sorted(storeview.postings(conn)))
         finally:
             conn.close()
 
@@ -217,3 +218,36 @@ def test_worker_processes_write_the_same_store_as_one_process(corpus, tmp_path):
     two = index_paths([corpus], tmp_path / "two", replace(BM25, workers=2))  # >= 32 files: a pool reads
     assert one.to_json() | {"seconds": 0} == two.to_json() | {"seconds": 0}
     assert content(tmp_path / "one") == content(tmp_path / "two")
+
+
+def test_a_store_of_schema_2_is_migrated(corpus, tmp_path):
+    """Schema 2 kept postings(term_id, chunk_id, tf) and embeddings WITHOUT ROWID; schema 3 keeps
+    one postings blob per chunk, schema 4 the embeddings in a rowid table. Nothing is lost."""
+    db = tmp_path / "db"
+    index_paths([corpus], db, BM25)
+    before = search(db, "Gutenberg printing press")
+    conn = sqlite3.connect(db / DB_FILE)
+    with conn:
+        expected = sorted(storeview.postings(conn))
+        term_ids = dict(conn.execute("SELECT term, id FROM terms"))
+        conn.execute("CREATE TABLE postings (term_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, "
+                     "tf INTEGER NOT NULL, PRIMARY KEY (term_id, chunk_id)) WITHOUT ROWID")
+        conn.executemany("INSERT INTO postings VALUES (?, ?, ?)", [(term_ids[t], c, tf) for c, t, tf in expected])
+        conn.execute("DROP TABLE chunk_terms")
+        conn.execute("DROP TABLE embeddings")
+        conn.execute("CREATE TABLE embeddings (model TEXT NOT NULL, hash TEXT NOT NULL, vector BLOB NOT NULL, "
+                     "PRIMARY KEY (model, hash)) WITHOUT ROWID")
+        conn.execute("INSERT INTO embeddings VALUES ('m', 'h', x'0000803f')")
+        conn.execute("PRAGMA user_version=2")
+    conn.close()
+    (db / "bm25.npz").unlink()
+    store = Store.open(db)
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert sorted(storeview.postings(store.conn)) == expected
+        assert not store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'postings'").fetchone()
+        assert store.conn.execute("SELECT model, hash, vector FROM embeddings").fetchall() == [
+            ("m", "h", b"\x00\x00\x80\x3f")]
+    finally:
+        store.close()
+    assert search(db, "Gutenberg printing press") == before
