@@ -45,14 +45,17 @@ def index(
     pooling: Annotated[str, typer.Option(help="auto | mean | cls")] = "auto",
     query_prefix: Annotated[str, typer.Option(help="Prefix for queries, e.g. 'query: ' (E5).")] = "",
     passage_prefix: Annotated[str, typer.Option(help="Prefix for passages, e.g. 'passage: '.")] = "",
+    devices: Annotated[str, typer.Option(
+        help="GPUs to embed on, e.g. 0,1: one process per GPU (default: the first GPU, else CPU).")] = "",
 ) -> None:
     """Index files and folders; only what changed since the last run is redone."""
     from kb.cli.progress import for_terminal
     from kb.embed.encoder import EmbedConfig
+    from kb.embed.multi import parse_devices
     from kb.index.indexer import IndexConfig, index_paths
 
     embed = EmbedConfig(model=model, pooling=pooling, query_prefix=query_prefix,
-                        passage_prefix=passage_prefix)
+                        passage_prefix=passage_prefix, devices=parse_devices(devices))
     cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, wait=wait,
                       rebuild=rebuild, embed=embed, vector_index=vector_index)
     report = index_paths(paths, db, cfg, for_terminal(quiet or json_out))

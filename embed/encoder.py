@@ -35,7 +35,8 @@ class EmbedConfig:
     passage_prefix: str = ""  # e.g. "passage: " for E5
     batch_tokens: int = 4096  # padded tokens per forward pass (measured best on a 2-core CPU)
     gpu_batch_tokens: int = 262144  # tokens per packed GPU batch (bench/embed_gpu.py: best of 16K-256K)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    devices: tuple[int, ...] = ()  # several GPUs: one encoder process per GPU (kb.embed.multi)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -210,6 +211,15 @@ class Encoder:
 
 
 @lru_cache(maxsize=2)
-def load_encoder(cfg: EmbedConfig) -> Encoder:
-    """One loaded model per configuration and process (loading torch and weights takes seconds)."""
+def load_encoder(cfg: EmbedConfig):
+    """One loaded model per configuration and process (loading torch and weights takes seconds):
+    an Encoder, or with several `devices` a kb.embed.multi.MultiEncoder over one process each."""
+    if len(cfg.devices) > 1:
+        from kb.embed.multi import MultiEncoder
+
+        return MultiEncoder(cfg, [f"cuda:{d}" for d in cfg.devices])
+    if cfg.devices:
+        from dataclasses import replace
+
+        return Encoder(replace(cfg, device=f"cuda:{cfg.devices[0]}", devices=()))
     return Encoder(cfg)

@@ -128,6 +128,10 @@ class _Run:
         self.tokenizer = load_tokenizer(cfg.embed.model)
         self.terms = TermIds(store.conn)
         self.report = IndexReport()
+        if cfg.embed.devices and cfg.vector_index != "none":
+            from kb.embed.multi import check_devices
+
+            check_devices(cfg.embed.devices)
         self.feed = GpuFeed(cfg.embed) if cfg.vector_index != "none" else None
         self._new_rows: list = []
         self._embed_key: str | None = None
@@ -204,7 +208,8 @@ class _Run:
         with self.store.transaction() as conn:
             embeddings.collect_garbage(conn, spec.key)
         meta = json.dumps({"key": spec.key, "fingerprint": spec.fingerprint,
-                           "config": {k: v for k, v in asdict(self.cfg.embed).items() if k != "device"}})
+                           "config": {k: v for k, v in asdict(self.cfg.embed).items()
+                                      if k not in ("device", "devices")}})
         if self.store.meta("embedding") != meta:
             with self.store.transaction(data=False):
                 self.store.set_meta("embedding", meta)

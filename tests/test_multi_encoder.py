@@ -1,0 +1,43 @@
+"""kb.embed.multi: the split of texts over device processes, and the vectors they give back."""
+
+import numpy as np
+import pytest
+
+from kb.embed.encoder import EmbedConfig, Encoder
+from kb.embed.multi import MultiEncoder, parse_devices, shares
+from kb.errors import UsageError
+
+
+def test_shares_cover_every_input_once_with_balanced_tokens():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 256, 1001)
+    groups = shares(lengths, 3)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(1001))
+    loads = [int(lengths[g].sum()) for g in groups]
+    assert max(loads) - min(loads) <= lengths.max()
+    assert all((np.diff(g) > 0).all() for g in groups)
+
+
+def test_devices_option_is_parsed_or_refused_in_one_line():
+    assert parse_devices("0,1") == (0, 1) and parse_devices("") == () and parse_devices(" 2 ") == (2,)
+    for bad in ("x", "0,0", "-1"):
+        with pytest.raises(UsageError):
+            parse_devices(bad)
+
+
+def test_two_device_processes_give_the_vectors_of_one_encoder():
+    """Two processes (on CPU here; GPUs with --devices) through shared memory: every text's
+    vector comes back in its place."""
+    cfg = EmbedConfig()
+    one = Encoder(cfg)
+    rng = np.random.default_rng(0)
+    texts = [rng.integers(1000, 20000, int(n)).astype(np.int32) for n in rng.integers(1, 300, 41)]
+    multi = MultiEncoder(cfg, ["cpu", "cpu"])
+    try:
+        got = multi.embed_passages(texts)
+        assert not multi.packed and multi.embed_passages([]).shape == (0, one.dims)
+    finally:
+        multi.close()
+    want = one.embed_passages(texts)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-4
