@@ -1,6 +1,6 @@
 """`kb ask` on sample_corpus with a real generator (default: the installed default model), CPU:
 
-- quality: 22 questions whose answers the corpus holds and 4 it does not (bench/data/ask_questions.jsonl):
+- quality: 22 questions whose answers the corpus holds and 4 it does not (bench/ask_questions.jsonl):
   how many answers contain the expected fact, how many cite a source that contains it (the checked
   citations, kb.rag.cite; and the model's own markers alone), how many unanswerable ones are declined;
 - exact: greedy answers against Hugging Face `generate` on the token ids kb fed the model;
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-QUESTIONS = REPO / "bench" / "data" / "ask_questions.jsonl"
+QUESTIONS = REPO / "bench" / "ask_questions.jsonl"
 
 
 def kb(*args) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ declines without asking the model: small models answer from their own guesses ot
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from kb.errors import UsageError
@@ -143,9 +143,12 @@ class Asker:
             used += cost
         if not chosen:
             raise UsageError(f"--context-tokens {budget} leaves no room for one source")
-        # a stable order, so that questions with the same sources share the prompt up to the question
+        # Neighbouring passages are joined in (path, line) order, then the sources go best first:
+        # a small model leans on the first source. The order is a function of the retrieval, so a
+        # question asked again has the same prompt, and its KV comes back from the prefix cache.
         chosen.sort(key=lambda h: (h.path, h.start_line))
-        out.sources = _merge(chosen)
+        merged = sorted(_merge(chosen), key=lambda s: (-s.score, s.path, s.start_line))
+        out.sources = [replace(s, n=n) for n, s in enumerate(merged, 1)]
         out.prompt = self._render(out.sources, question)
         out.ids = self._encode(out.prompt)
         return out
