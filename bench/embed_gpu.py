@@ -119,6 +119,43 @@ def profile(enc, chunk_ids) -> None:
         print(f"  {t / 1e3:9.1f} ms {n:6d}x  {key[:90]}", file=sys.stderr)
 
 
+def timeline(run_index) -> dict:
+    """Seconds spent in each phase of one `kb index` run (and, in the GPU feed's thread, in
+    loading the encoder and embedding), by wrapping the indexer's methods for that run."""
+    from kb.embed import encoder as encoder_module
+    from kb.index import indexer
+    from kb.index.bm25 import Bm25Cache
+
+    spent: dict[str, float] = {}
+
+    def timed_call(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] = round(spent.get(name, 0.0) + time.perf_counter() - t0, 3)
+        return wrapper
+
+    patches = [(indexer._Run, n, getattr(indexer._Run, n)) for n in
+               ("_index_target", "_take_vectors", "_embed", "_prune_kv", "_write_vectors")]
+    patches += [(Bm25Cache, "current", Bm25Cache.__dict__["current"]),
+                (encoder_module.Encoder, "embed_passages", encoder_module.Encoder.embed_passages)]
+    for owner, name, fn in patches:
+        if isinstance(fn, classmethod):
+            setattr(owner, name, classmethod(timed_call(name, fn.__func__)))
+        else:
+            setattr(owner, name, timed_call(name, fn))
+    try:
+        t0 = time.perf_counter()
+        run_index()
+        spent["total"] = round(time.perf_counter() - t0, 3)
+    finally:
+        for owner, name, fn in patches:
+            setattr(owner, name, fn)
+    return spent
+
+
 def bge_base(folder: Path, tokenizer_dir: Path) -> Path:
     """A bge-base-shaped BERT with random weights, saved as an ordinary model folder."""
     import torch
@@ -171,12 +208,21 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
             enc.cfg = EmbedConfig(model=str(folder), gpu_batch_tokens=budget)
             sweep[f"{gemm}/{budget}"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
     r["min_cosine_by_gemm"] = cosines
-    enc.packed.gemm, enc.cfg = "torch", EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens)
-    if name == "minilm":
+    enc.packed.gemm, enc.cfg = "lt", EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens)
+    if name == "minilm" and args.profile:
         profile(enc, chunk_ids)
     r["kb_model_sweep_tok_s"] = sweep
     r["kb_model_tok_s"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
     r["kb_model_over_hf"] = round(r["kb_model_tok_s"] / r["hf_bf16_sorted_tok_s"], 2)
+    if torch.cuda.device_count() >= 2:  # one process per GPU (kb index --devices 0,1)
+        from kb.embed.multi import MultiEncoder
+
+        multi = MultiEncoder(enc.cfg, ["cuda:0", "cuda:1"])
+        v = multi.embed_passages(chunk_ids)
+        r["min_cosine_2gpu"] = round(float(((ref * v).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(v, axis=1))).min()), 6)
+        r["kb_model_2gpu_tok_s"] = round(tokens / timed(lambda: multi.embed_passages(chunk_ids))[0])
+        r["two_gpus_over_one"] = round(r["kb_model_2gpu_tok_s"] / r["kb_model_tok_s"], 2)
+        multi.close()
 
     from tokenizers import Tokenizer
 
@@ -198,6 +244,17 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
         report = index_paths([files], db, cfg)
         times.append(time.perf_counter() - t0)
         shutil.rmtree(db)
+    from kb.index.chunker import ChunkConfig
+    from kb.index.reading import Reader, ReadConfig, ReadJob
+
+    jobs = [ReadJob(str(p), str(files), "code", p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(files.rglob("*.py"))]
+    reader = Reader(ReadConfig(20.0, ChunkConfig(), str(folder)))
+    t0 = time.perf_counter()
+    for _ in reader.results(jobs):  # reading alone: worker processes, nothing written
+        pass
+    r["kb_read_only_s"] = round(time.perf_counter() - t0, 2)
+    reader.close()
     db = work / f"store-{name}-bm25"
     t0 = time.perf_counter()
     index_paths([files], db, IndexConfig(vector_index="none", embed=cfg.embed))
@@ -207,6 +264,21 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     r["kb_end_to_end_embedded"] = report.embedded
     r["kb_end_to_end_tok_s"] = round(tokens / times[-1])
     r["kb_end_to_end_over_st"] = round(r["kb_end_to_end_tok_s"] / r["st_default_tok_s"], 2)
+    db = work / f"store-{name}-timeline"
+    r["kb_end_to_end_phases_s"] = timeline(lambda: index_paths([files], db, cfg))
+    shutil.rmtree(db)
+    if args.profile:  # where the end-to-end run's threads spend their time
+        import cProfile
+        import pstats
+
+        db = work / f"store-{name}-profile"
+        prof = cProfile.Profile()
+        prof.enable()
+        index_paths([files], db, cfg)
+        prof.disable()
+        shutil.rmtree(db)
+        print(f"[end to end, main thread, {name}]", file=sys.stderr)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(14)
     torch.cuda.empty_cache()
     return r
 
@@ -217,6 +289,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=20000)
     ap.add_argument("--shapes", default="minilm,bge-base")
     ap.add_argument("--batch-tokens", type=int, default=262144)
+    ap.add_argument("--profile", action="store_true", help="GPU kernel times and the end-to-end main thread, to stderr")
     args = ap.parse_args()
     import torch
 
@@ -235,9 +308,11 @@ def main() -> None:
     print(f"\n{torch.cuda.get_device_name()}, {len(texts)} chunks of real text (Python sources); tokens/s")
     cols = ("st_default_tok_s", "st_fp16_tok_s", "hf_bf16_sorted_tok_s", "kb_model_tok_s", "kb_end_to_end_tok_s",
             "tokenizer_tok_s", "kb_model_over_hf", "kb_end_to_end_over_st", "min_cosine_fp32")
+    if "two_gpus_over_one" in results[0]:
+        cols += ("kb_model_2gpu_tok_s", "two_gpus_over_one")
     print(f"{'':10}" + "".join(f"{c.replace('_tok_s', ''):>22}" for c in cols))
     for r in results:
-        print(f"{r['shape']:10}" + "".join(f"{r[c]:>22}" for c in cols))
+        print(f"{r['shape']:10}" + "".join(f"{r.get(c, '-'):>22}" for c in cols))
     print(json.dumps({"bench": "embed_gpu", "device": torch.cuda.get_device_name(), "results": results}))
 
 
