@@ -4,6 +4,8 @@ never tokenises a chunk a second time."""
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,11 +40,18 @@ class Tokenizer:
         self._tok = HfTokenizer.from_str(raw.decode("utf-8"))
         self._tok.no_padding()
         self._tok.no_truncation()
+        self._ascii = _without_bert_normalizer(raw)
         self.name = name
         self.sha256 = hashlib.sha256(raw).hexdigest()[:16]
 
     def encode(self, text: str) -> Encoding:
-        enc = self._tok.encode(text, add_special_tokens=False)
+        if self._ascii is not None and text.isascii() and not _CONTROL.search(text):
+            # BERT's normalizer on ASCII text without control characters only lower-cases it and
+            # turns tabs and line ends into spaces, position for position: str.lower() and the same
+            # tokenizer without that normalizer give the same ids and offsets, a sixth faster.
+            enc = self._ascii.encode(text.lower(), add_special_tokens=False)
+        else:
+            enc = self._tok.encode(text, add_special_tokens=False)
         return Encoding(enc.ids, enc.offsets)
 
     def special_tokens(self) -> tuple[list[int], list[int]]:
@@ -54,6 +63,24 @@ class Tokenizer:
 
     def fingerprint(self) -> dict:
         return {"tokenizer": self.name, "tokenizer_sha256": self.sha256}
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # what BERT's clean_text drops
+
+
+def _without_bert_normalizer(raw: bytes):
+    """The same tokenizer with its normalizer removed, when that normalizer is BERT's lower-casing
+    one (clean_text, lowercase; accents and CJK spacing do not touch ASCII); else None."""
+    from tokenizers import Tokenizer as HfTokenizer
+
+    spec = json.loads(raw)
+    norm = spec.get("normalizer") or {}
+    if norm.get("type") != "BertNormalizer" or not norm.get("lowercase") or not norm.get("clean_text"):
+        return None
+    bare = HfTokenizer.from_str(json.dumps({**spec, "normalizer": None}))
+    bare.no_padding()
+    bare.no_truncation()
+    return bare
 
 
 @lru_cache(maxsize=4)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +41,16 @@ class TermBags:
     @classmethod
     def of(cls, chunk_terms: list[list[str]]) -> "TermBags":
         vocab: dict[str, int] = {}
-        pairs: list[tuple[int, int]] = []
-        offsets = [0]
-        for terms in chunk_terms:
-            pairs += ((vocab.setdefault(t, len(vocab)), tf) for t, tf in Counter(terms).items())
-            offsets.append(len(pairs))
-        return cls(list(vocab), np.array(pairs, np.int32).reshape(-1, 2), np.array(offsets, np.int64))
+        lengths = np.fromiter(map(len, chunk_terms), np.int64, len(chunk_terms))
+        index = np.fromiter((vocab.setdefault(t, len(vocab)) for terms in chunk_terms for t in terms),
+                            np.int64, int(lengths.sum()))
+        # One sort for the document: (chunk, term) keys, counted; a chunk's pairs by vocab index.
+        width = max(len(vocab), 1)
+        keys, tf = np.unique(np.repeat(np.arange(len(chunk_terms)), lengths) * width + index,
+                             return_counts=True)
+        pairs = np.stack((keys % width, tf), axis=1).astype(np.int32)
+        offsets = np.searchsorted(keys // width, np.arange(len(chunk_terms) + 1)).astype(np.int64)
+        return cls(list(vocab), pairs.reshape(-1, 2), offsets)
 
     def blobs(self, term_ids: np.ndarray) -> tuple[list[bytes], list[int]]:
         """Each chunk's `chunk_terms` blob under the store's `term_ids` (by vocab index), and its

@@ -10,11 +10,14 @@ current one holds `min_tokens`, and chunks never overlap across a heading.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-from array import array
+import itertools
 import re
+from array import array
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import numpy as np
 
 from kb.embed.tokenizer import Tokenizer
 from kb.errors import UsageError
@@ -51,8 +54,7 @@ class Chunk:
         object.__setattr__(self, "hash", text_hash(self.text))  # once, where the chunk is made
 
 
-@dataclass(frozen=True)
-class _Piece:
+class _Piece(NamedTuple):  # a tuple: made once per line, cheap to create
     line: int  # 0-based
     tok_start: int
     tok_end: int
@@ -93,6 +95,8 @@ def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
 
 
 def _heading_paths(n_lines: int, marks: list[tuple[int, int, str]]) -> list[str]:
+    if not marks:  # code and plain text
+        return [""] * n_lines
     paths, stack, j = [], [], 0
     for i in range(n_lines):
         while j < len(marks) and marks[j][0] == i:
@@ -103,17 +107,31 @@ def _heading_paths(n_lines: int, marks: list[tuple[int, int, str]]) -> list[str]
     return paths
 
 
-def _pieces(text: str, ids: list[int], offsets, line_starts: list[int], heading_lines: set[int],
+def _line_starts(text: str) -> np.ndarray:
+    """Character offset of each line's start (a str index: one UTF-32 unit per character)."""
+    newlines = np.flatnonzero(np.frombuffer(text.encode("utf-32-le"), np.uint32) == 10)
+    return np.concatenate(([0], newlines + 1))
+
+
+def _pieces(text: str, offsets: list[tuple[int, int]], line_starts: np.ndarray, heading_lines: set[int],
             piece_tokens: int) -> list[_Piece]:
+    """A line's tokens (those that start on it) make one piece, or several of at most
+    `piece_tokens`. Lines are found for all tokens at once; only long lines are walked token by token."""
+    n = len(offsets)
+    if n == 0:
+        return []
+    starts = np.fromiter(itertools.chain.from_iterable(offsets), np.int64, 2 * n)[::2]
+    token_line = np.searchsorted(line_starts, starts, side="right") - 1
+    cuts = (np.flatnonzero(np.diff(token_line)) + 1).tolist()
+    first_of_line, line_of = [0] + cuts, token_line[[0] + cuts].tolist()
+    ls, n_lines = line_starts.tolist(), len(line_starts)
     pieces: list[_Piece] = []
-    n = len(ids)
-    t = 0
-    while t < n:
-        line = bisect.bisect_right(line_starts, offsets[t][0]) - 1
-        line_end = line_starts[line + 1] - 1 if line + 1 < len(line_starts) else len(text)
-        end_of_line = t
-        while end_of_line < n and offsets[end_of_line][0] < line_end:
-            end_of_line += 1
+    for t, end_of_line, line in zip(first_of_line, cuts + [n], line_of):
+        line_end = ls[line + 1] - 1 if line + 1 < n_lines else len(text)
+        heading = line in heading_lines
+        if end_of_line - t <= piece_tokens:
+            pieces.append(_Piece(line, t, end_of_line, ls[line], line_end, heading))
+            continue
         start = t
         while start < end_of_line:
             stop = min(start + piece_tokens, end_of_line)
@@ -124,25 +142,20 @@ def _pieces(text: str, ids: list[int], offsets, line_starts: list[int], heading_
                         break
             pieces.append(_Piece(
                 line, start, stop,
-                line_starts[line] if start == t else offsets[start][0],
+                ls[line] if start == t else offsets[start][0],
                 line_end if stop == end_of_line else offsets[stop - 1][1],
-                start == t and line in heading_lines,
+                start == t and heading,
             ))
             start = stop
-        t = end_of_line
     return pieces
 
 
 def chunk_text(text: str, kind: str, tokenizer: Tokenizer, cfg: ChunkConfig) -> list[Chunk]:
     lines = text.split("\n")
-    line_starts = [0]
-    for line in lines[:-1]:
-        line_starts.append(line_starts[-1] + len(line) + 1)
     marks = headings(lines, kind)
     paths = _heading_paths(len(lines), marks)
     enc = tokenizer.encode(text)
-    pieces = _pieces(text, enc.ids, enc.offsets, line_starts, {m[0] for m in marks},
-                     cfg.piece_tokens)
+    pieces = _pieces(text, enc.offsets, _line_starts(text), {m[0] for m in marks}, cfg.piece_tokens)
 
     groups: list[list[_Piece]] = []
     current: list[_Piece] = []

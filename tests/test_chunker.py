@@ -1,3 +1,4 @@
+from conftest import SAMPLE
 from kb.embed.tokenizer import load_tokenizer
 from kb.index.chunker import ChunkConfig, chunk_text, headings
 
@@ -60,3 +61,19 @@ def test_rst_headings():
 
 def test_empty_text_gives_no_chunks():
     assert chunks("\n\n   \n") == []
+
+
+def test_ascii_fast_path_of_the_tokenizer_gives_the_normalizers_ids_and_offsets():
+    """BERT's normalizer skipped on ASCII text (kb.embed.tokenizer): same ids and offsets as the
+    full tokenizer, on text with tabs, line ends, upper case, punctuation and control characters."""
+    import random
+
+    assert TOK._ascii is not None  # all-MiniLM-L6-v2 lower-cases: the fast path is taken
+    rng = random.Random(11)
+    alphabet = "abcXYZ 019_.,;:!?-'\"()[]{}#\t\r\n\n  The HTTP_Server parseURL \x01\x1b\x7f"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400))) for _ in range(300)]
+    texts += [p.read_text() for p in sorted(SAMPLE.rglob("*.md"))]
+    assert sum(t.isascii() for t in texts) > 300
+    for text in texts:
+        fast, full = TOK.encode(text), TOK._tok.encode(text, add_special_tokens=False)
+        assert (fast.ids, fast.offsets) == (full.ids, full.offsets), repr(text[:80])
