@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from kb.index.gpu_feed import GpuFeed
 from kb.index.lock import IndexLock
 from kb.index.migrations import SCHEMA_VERSION
 from kb.index.reading import Reader, ReadConfig, ReadJob
-from kb.index.store import Store
+from kb.index.store import DB_FILE, Store
 from kb.index.vectors import choose
 from kb.index.walker import Found, WalkReport, walk
 
@@ -161,7 +162,7 @@ class _Run:
         self._take_vectors()
         if self.cfg.vector_index != "none":
             self._embed()
-        Bm25Cache.current(self.store)  # rebuilt only if this run changed something
+        self._derive()
         self._prune_kv()
         self.report.seconds = round(time.time() - started, 3)
         self.store.conn.execute("PRAGMA wal_autocheckpoint=1000")  # the commit below checkpoints
@@ -184,11 +185,44 @@ class _Run:
             return out
         prune_sources(self.store.path("kv"), live)
 
+    def _derive(self) -> None:
+        """Bring the derived files up to date with the store, now that its data is final: the
+        vector index here, the BM25 cache in a thread with its own connection, and meanwhile the
+        WAL copied back into the database (the run deferred that; see run()). Each is rebuilt only
+        if this run changed something; their reads, numpy work and writes overlap."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def bm25() -> None:
+            store = Store.open(self.store.dir)
+            try:
+                Bm25Cache.current(store)
+            finally:
+                store.close()
+
+        def checkpoint() -> None:
+            conn = sqlite3.connect(self.store.path(DB_FILE), isolation_level=None, timeout=30)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(2, thread_name_prefix="kb-derive") as pool:
+            jobs = [pool.submit(bm25), pool.submit(checkpoint)]
+            if self.cfg.vector_index != "none":
+                from kb.embed.encoder import describe
+                from kb.index import vectors
+
+                spec = describe(self.cfg.embed)
+                tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index)
+                self.report.vector_index = tag.kind
+            for job in jobs:
+                job.result()
+
     def _embed(self) -> None:
-        """Embed chunk texts that have no vector yet (batch by batch, so a killed run resumes),
-        drop vectors nothing uses, and bring the vector index up to date."""
+        """Embed chunk texts that have no vector yet (batch by batch, so a killed run resumes) and
+        drop vectors nothing uses."""
         from kb.embed.encoder import describe, load_encoder
-        from kb.index import embeddings, vectors
+        from kb.index import embeddings
 
         spec = describe(self.cfg.embed)
         todo = embeddings.missing(self.store.conn, spec.key)
@@ -213,8 +247,6 @@ class _Run:
         if self.store.meta("embedding") != meta:
             with self.store.transaction(data=False):
                 self.store.set_meta("embedding", meta)
-        tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index)
-        self.report.vector_index = tag.kind
 
     def _check_fingerprint(self) -> None:
         wanted = fingerprint(self.tokenizer, self.cfg.chunk)

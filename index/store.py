@@ -17,6 +17,9 @@ from kb.errors import NotFound, StoreIncompatible, UsageError
 from kb.index.migrations import MIGRATIONS, SCHEMA_VERSION
 
 DB_FILE = "kb.sqlite"
+# A chunk row (text and token ids) is 2-3 KB: with 4 KB pages most spilled into overflow pages, and
+# 16 KB pages made writing a corpus about a fifth faster.
+PAGE_SIZE = 16384
 
 
 def default_db_dir() -> Path:
@@ -38,7 +41,8 @@ class Store:
     def open(cls, directory: Path | str | None = None, create: bool = False) -> "Store":
         d = Path(directory).expanduser() if directory else default_db_dir()
         db = d / DB_FILE
-        if not db.exists():
+        new = not db.exists()
+        if new:
             if not create:
                 raise NotFound(f"no knowledge base at {d} (run `kb index PATH --db {d}` first)")
             try:
@@ -47,6 +51,8 @@ class Store:
                 raise UsageError(f"cannot create a store at {d}: {e.strerror or e}") from e
         try:
             conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+            if new:  # before the first table; a store keeps the page size it was created with
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
