@@ -17,8 +17,8 @@ from kb.errors import NotFound, StoreIncompatible, UsageError
 from kb.index.migrations import MIGRATIONS, SCHEMA_VERSION
 
 DB_FILE = "kb.sqlite"
-# A chunk row (text and token ids) is 2-3 KB: with 4 KB pages most spilled into overflow pages, and
-# 16 KB pages made writing a corpus about a fifth faster.
+# A chunk row (text and token ids) is 2-3 KB: with 4 KB pages most spilled into overflow pages.
+# Writing 700 files' chunks on the 2-core machine, best of three: 0.64 s with 4 KB, 0.47 s with 16 KB.
 PAGE_SIZE = 16384
 
 
