@@ -115,6 +115,10 @@ def fingerprint(tokenizer: Tokenizer, chunk: ChunkConfig) -> dict:
 def index_paths(paths: list[str | Path], db: str | Path | None = None,
                 cfg: IndexConfig = IndexConfig(), progress: Progress | None = None) -> IndexReport:
     targets = resolve_targets(paths)  # before the store is touched: bad input changes nothing
+    if cfg.embed.devices and cfg.vector_index != "none":
+        from kb.embed.multi import check_devices
+
+        check_devices(cfg.embed.devices)
     store = Store.open(db, create=True)
     try:
         with IndexLock(store.dir, cfg.wait):
@@ -129,10 +133,6 @@ class _Run:
         self.tokenizer = load_tokenizer(cfg.embed.model)
         self.terms = TermIds(store.conn)
         self.report = IndexReport()
-        if cfg.embed.devices and cfg.vector_index != "none":
-            from kb.embed.multi import check_devices
-
-            check_devices(cfg.embed.devices)
         self.feed = GpuFeed(cfg.embed) if cfg.vector_index != "none" else None
         self._new_rows: list = []
         self._embed_key: str | None = None

@@ -41,3 +41,11 @@ def test_two_device_processes_give_the_vectors_of_one_encoder():
     want = one.embed_passages(texts)
     assert got.shape == want.shape
     assert np.abs(got - want).max() < 1e-4
+
+
+def test_a_gpu_that_is_not_there_is_a_one_line_error_before_the_store_is_touched(corpus, db):
+    from conftest import kb
+
+    proc = kb("index", corpus, "--db", db, "--devices", "99", check=2)
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no GPU 99" in proc.stderr
+    assert not db.exists()
