@@ -77,6 +77,45 @@ def timed(fn, reps: int = 3, warm=None) -> tuple[float, object]:
     return best, out
 
 
+def cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """The cosine between each row of `ref` and the same row of `got`."""
+    return (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+
+
+def index_runs(files: Path, db: Path, cfg, runs: int) -> tuple[list[float], object]:
+    """Wall times of `runs` `kb index` runs of `files`, each into a fresh store; the last report."""
+    from kb.index.indexer import index_paths
+
+    times, report = [], None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        report = index_paths([files], db, cfg)
+        times.append(time.perf_counter() - t0)
+        shutil.rmtree(db)
+    return times, report
+
+
+def read_jobs(files: Path) -> list:
+    from kb.index.reading import ReadJob
+
+    return [ReadJob(str(p), str(files), "code", p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(files.rglob("*.py"))]
+
+
+def read_alone(cfg, jobs: list, workers: int = 0) -> dict:
+    """Reading only (worker processes extract, tokenise, chunk and analyse; nothing is written)."""
+    from kb.index.reading import Reader
+
+    reader = Reader(cfg, workers)
+    t0, first, tokens = time.perf_counter(), None, 0
+    for res in reader.results(jobs):
+        first = first or time.perf_counter() - t0
+        tokens += sum(len(c.token_ids) for c in res.doc.chunks) if res.doc else 0
+    seconds = time.perf_counter() - t0
+    reader.close()
+    return {"s": round(seconds, 3), "first_result_s": round(first, 3), "tok_s": round(tokens / seconds)}
+
+
 def hf_embed(model, inputs: list[np.ndarray], batch: int) -> np.ndarray:
     """Hugging Face's padded forward over length-sorted batches, mean-pooled and normalised."""
     import torch
@@ -173,10 +212,9 @@ def reading_scaling(files: Path, folder: Path) -> dict:
 
     from kb.embed.tokenizer import Tokenizer
     from kb.index.chunker import ChunkConfig
-    from kb.index.reading import Reader, ReadConfig, ReadJob, read_document
+    from kb.index.reading import ReadConfig, read_document
 
-    paths = sorted(files.rglob("*.py"))
-    jobs = [ReadJob(str(p), str(files), "code", p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    jobs = read_jobs(files)
     cfg = ReadConfig(20.0, ChunkConfig(), str(folder))
     out: dict = {"cpus": os.cpu_count(), "files": len(jobs)}
     try:
@@ -195,16 +233,7 @@ def reading_scaling(files: Path, folder: Path) -> dict:
         tok._tok.encode(t, add_special_tokens=False)
     out["one_process_tokenizer_share"] = round((time.perf_counter() - t0) / (tokens / out["one_process_tok_s"]), 3)
     for workers in sorted({4, 8, os.cpu_count() or 1}):
-        reader = Reader(cfg, workers)
-        t0 = time.perf_counter()
-        first = None
-        tokens = 0
-        for res in reader.results(jobs):
-            first = first or time.perf_counter() - t0
-            tokens += sum(len(c.token_ids) for c in res.doc.chunks) if res.doc else 0
-        out[f"workers_{workers}"] = {"s": round(time.perf_counter() - t0, 3), "first_result_s": round(first, 3),
-                                     "tok_s": round(tokens / (time.perf_counter() - t0))}
-        reader.close()
+        out[f"workers_{workers}"] = read_alone(cfg, jobs, workers)
     return out
 
 
@@ -215,7 +244,6 @@ def variants(files: Path, work: Path, cfg) -> dict:
     from dataclasses import replace
 
     from kb.index import reading
-    from kb.index.indexer import index_paths
 
     default, cpus, out = reading.WORKER_NICE, os.cpu_count() or 1, {}
     try:
@@ -223,14 +251,8 @@ def variants(files: Path, work: Path, cfg) -> dict:
             if workers < 2:
                 continue
             reading.WORKER_NICE = nice
-            best = float("inf")
-            for _ in range(2):
-                db = work / "store-variant"
-                t0 = time.perf_counter()
-                index_paths([files], db, replace(cfg, workers=workers))
-                best = min(best, time.perf_counter() - t0)
-                shutil.rmtree(db)
-            out[f"workers_{workers}_nice_{nice}"] = round(best, 3)
+            times, _ = index_runs(files, work / "store-variant", replace(cfg, workers=workers), 2)
+            out[f"workers_{workers}_nice_{nice}"] = round(min(times), 3)
     finally:
         reading.WORKER_NICE = default
     return out
@@ -270,7 +292,7 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     ref = hf_embed(ref_model, inputs, 256)
     del ref_model
     got = enc.embed_passages(chunk_ids)
-    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    cos = cosines(ref, got)
     r["min_cosine_fp32"] = round(float(cos.min()), 6)
     r["mean_cosine_fp32"] = round(float(cos.mean()), 6)
 
@@ -279,15 +301,15 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     r["hf_bf16_sorted_tok_s"] = round(tokens / best_hf)
     del hf
 
-    sweep, cosines = {}, {}
+    sweep, by_gemm = {}, {}
     for gemm in (("lt",) if args.skip_sweep else ("torch", "triton", "lt")):
         enc.packed.gemm = gemm
         v = enc.embed_passages(chunk_ids)
-        cosines[gemm] = round(float(((ref * v).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(v, axis=1))).min()), 6)
+        by_gemm[gemm] = round(float(cosines(ref, v).min()), 6)
         for budget in ((262144,) if args.skip_sweep else (16384, 65536, 262144)):
             enc.cfg = EmbedConfig(model=str(folder), gpu_batch_tokens=budget)
             sweep[f"{gemm}/{budget}"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
-    r["min_cosine_by_gemm"] = cosines
+    r["min_cosine_by_gemm"] = by_gemm
     enc.packed.gemm, enc.cfg = "lt", EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens)
     if name == "minilm" and args.profile:
         profile(enc, chunk_ids)
@@ -299,7 +321,7 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
 
         multi = MultiEncoder(enc.cfg, ["cuda:0", "cuda:1"])
         v = multi.embed_passages(chunk_ids)
-        r["min_cosine_2gpu"] = round(float(((ref * v).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(v, axis=1))).min()), 6)
+        r["min_cosine_2gpu"] = round(float(cosines(ref, v).min()), 6)
         r["kb_model_2gpu_tok_s"] = round(tokens / timed(lambda: multi.embed_passages(chunk_ids))[0])
         r["two_gpus_over_one"] = round(r["kb_model_2gpu_tok_s"] / r["kb_model_tok_s"], 2)
         multi.close()
@@ -317,34 +339,19 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     del st
 
     cfg = IndexConfig(vector_index="flat", embed=EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens))
-    times = []
-    for rep in range(4):  # the first run also loads the model; then three fresh stores, warm
-        db = work / f"store-{name}-{rep}"
-        t0 = time.perf_counter()
-        report = index_paths([files], db, cfg)
-        times.append(time.perf_counter() - t0)
-        shutil.rmtree(db)
+    # The first run also loads the model; then three fresh stores, warm: the best of those counts.
+    times, report = index_runs(files, work / f"store-{name}", cfg, 4)
     r["kb_end_to_end_runs_s"] = [round(t, 3) for t in times]
-    times = [times[0], min(times[1:])]
+    best = min(times[1:])
     from kb.index.chunker import ChunkConfig
-    from kb.index.reading import Reader, ReadConfig, ReadJob
+    from kb.index.reading import ReadConfig
 
-    jobs = [ReadJob(str(p), str(files), "code", p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(files.rglob("*.py"))]
-    reader = Reader(ReadConfig(20.0, ChunkConfig(), str(folder)))
-    t0 = time.perf_counter()
-    for _ in reader.results(jobs):  # reading alone: worker processes, nothing written
-        pass
-    r["kb_read_only_s"] = round(time.perf_counter() - t0, 2)
-    reader.close()
-    db = work / f"store-{name}-bm25"
-    t0 = time.perf_counter()
-    index_paths([files], db, IndexConfig(vector_index="none", embed=cfg.embed))
-    r["kb_index_bm25_only_s"] = round(time.perf_counter() - t0, 2)
-    shutil.rmtree(db)
-    r["kb_end_to_end_s"] = round(times[-1], 2)
+    r["kb_read_only_s"] = round(read_alone(ReadConfig(20.0, ChunkConfig(), str(folder)), read_jobs(files))["s"], 2)
+    bm25_only = IndexConfig(vector_index="none", embed=cfg.embed)
+    r["kb_index_bm25_only_s"] = round(index_runs(files, work / f"store-{name}-bm25", bm25_only, 1)[0][0], 2)
+    r["kb_end_to_end_s"] = round(best, 2)
     r["kb_end_to_end_embedded"] = report.embedded
-    r["kb_end_to_end_tok_s"] = round(tokens / times[-1])
+    r["kb_end_to_end_tok_s"] = round(tokens / best)
     r["kb_end_to_end_over_st"] = round(r["kb_end_to_end_tok_s"] / r["st_default_tok_s"], 2)
     db = work / f"store-{name}-timeline"
     r["kb_end_to_end_phases_s"] = timeline(lambda: index_paths([files], db, cfg))
@@ -375,7 +382,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="minilm,bge-base")
     ap.add_argument("--batch-tokens", type=int, default=262144)
     ap.add_argument("--profile", action="store_true", help="GPU kernel times and the end-to-end main thread, to stderr")
-    ap.add_argument("--phases", action="store_true", help="reading alone with 1 to all workers (JSON: reading)")
+    ap.add_argument("--phases", action="store_true", help="reading alone with 4 to all workers, one process's tokenizer share, "
+                    "end to end with other reader settings (JSON: reading, kb_end_to_end_variants_s)")
     ap.add_argument("--skip-sweep", action="store_true", help="only the default GEMM and batch size")
     args = ap.parse_args()
     import torch
