@@ -107,10 +107,11 @@ def _heading_paths(n_lines: int, marks: list[tuple[int, int, str]]) -> list[str]
     return paths
 
 
-def _line_starts(text: str) -> np.ndarray:
-    """Character offset of each line's start (a str index: one UTF-32 unit per character)."""
-    newlines = np.flatnonzero(np.frombuffer(text.encode("utf-32-le"), np.uint32) == 10)
-    return np.concatenate(([0], newlines + 1))
+def _line_starts(lines: list[str]) -> np.ndarray:
+    """Character offset of each line's start, from the text split at "\n"."""
+    starts = np.zeros(len(lines), np.int64)
+    np.cumsum(np.fromiter(map(len, lines[:-1]), np.int64, len(lines) - 1) + 1, out=starts[1:])
+    return starts
 
 
 def _pieces(text: str, offsets: list[tuple[int, int]], line_starts: np.ndarray, heading_lines: set[int],
@@ -155,7 +156,7 @@ def chunk_text(text: str, kind: str, tokenizer: Tokenizer, cfg: ChunkConfig) -> 
     marks = headings(lines, kind)
     paths = _heading_paths(len(lines), marks)
     enc = tokenizer.encode(text)
-    pieces = _pieces(text, enc.offsets, _line_starts(text), {m[0] for m in marks}, cfg.piece_tokens)
+    pieces = _pieces(text, enc.offsets, _line_starts(lines), {m[0] for m in marks}, cfg.piece_tokens)
 
     groups: list[list[_Piece]] = []
     current: list[_Piece] = []
