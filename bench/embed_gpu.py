@@ -183,9 +183,9 @@ def timeline(run_index) -> dict:
     patches = [(indexer._Run, n, getattr(indexer._Run, n)) for n in
                ("_index_target", "_take_vectors", "_embed", "_derive", "_prune_kv", "_write_vectors", "_check_fingerprint")]
     patches += [(Bm25Cache, n, Bm25Cache.__dict__[n]) for n in ("current", "build", "save")]
-    patches += [(embeddings, n, getattr(embeddings, n)) for n in ("missing", "collect_garbage")]
-    # kb.index.vectors calls matrix() by the name it imported: patched there, not in embeddings
-    patches += [(vectors, n, getattr(vectors, n)) for n in ("current", "save", "matrix")]
+    patches += [(embeddings, n, getattr(embeddings, n)) for n in ("missing", "collect_garbage", "listing",
+                                                                  "vectors", "matrix")]
+    patches += [(vectors, n, getattr(vectors, n)) for n in ("current", "save")]
     patches += [(encoder_module.Encoder, "embed_passages", encoder_module.Encoder.embed_passages)]
     patches += [(Store, n, Store.__dict__[n]) for n in ("open", "close")]
     patches += [(Reader, "close", Reader.close), (indexer._Run, "__init__", indexer._Run.__init__)]

@@ -84,7 +84,7 @@ def embed_packed(enc, seqs: list, head: list[int], tail: list[int], room: int, d
             vec = enc.pool(enc.hidden(ids, positions, cu, (tile_seq, tile_m)), cu, pooling, normalize)
             host_out = torch.empty(vec.shape, dtype=torch.float32, pin_memory=True)
             host_out.copy_(vec, non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(blocking=True)  # its waiter sleeps: the cores are the readers'
             done.record()
             in_flight.append((idx, host_out, done, host_in))  # host_in lives until its copy is done
             while len(in_flight) > 2:

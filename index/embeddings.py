@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -29,8 +30,40 @@ def collect_garbage(conn: sqlite3.Connection, key: str) -> int:
     ).rowcount
 
 
+def listing(conn: sqlite3.Connection, key: str) -> tuple[np.ndarray, list[str]]:
+    """(chunk ids sorted, their text hashes) of every chunk that has a vector: read from the
+    indexes alone, no vector is touched."""
+    rows = conn.execute(
+        "SELECT c.id, c.hash FROM chunks c JOIN embeddings e ON e.model = ? AND e.hash = c.hash "
+        "ORDER BY c.id", (key,)).fetchall()
+    return np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows]
+
+
+def vectors(conn: sqlite3.Connection, key: str, hashes: list[str], dims: int,
+            known: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(len(hashes), dims) float32: the vector of each text hash, from `known` (what this process
+    wrote, bit for bit) where it has it, else from the store."""
+    out = np.empty((len(hashes), dims), dtype=np.float32)
+    need: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        v = known.get(h)
+        if v is None:
+            need.setdefault(h, []).append(i)
+        else:
+            out[i] = v
+    wanted = list(need)
+    for s in range(0, len(wanted), 500):
+        part = wanted[s:s + 500]
+        for h, blob in conn.execute(f"SELECT hash, vector FROM embeddings WHERE model = ? AND hash IN "
+                                    f"({','.join('?' * len(part))})", (key, *part)):
+            out[need.pop(h)] = np.frombuffer(blob, np.float32)
+    assert not need, "a vector vanished inside a snapshot"
+    return out
+
+
 def matrix(store: Store, key: str, dims: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """(data_version, chunk ids sorted, (n, dims) vectors) of every chunk that has a vector."""
+    """(data_version, chunk ids sorted, (n, dims) vectors) of every chunk that has a vector, in one
+    scan (for a build from nothing)."""
     with store.snapshot() as conn:
         version = store.data_version
         rows = conn.execute(

@@ -35,6 +35,9 @@ from kb.index.vectors import choose
 from kb.index.walker import Found, WalkReport, walk
 
 
+KNOWN_BYTES = 512 << 20  # vectors a run keeps in memory for building the vector index
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     chunk: ChunkConfig = ChunkConfig()
@@ -136,6 +139,10 @@ class _Run:
         self.feed = GpuFeed(cfg.embed) if cfg.vector_index != "none" else None
         self._new_rows: list = []
         self._embed_key: str | None = None
+        # vectors this run wrote, by text hash, so that the vector index is built without reading
+        # them back from SQLite (up to KNOWN_BYTES; the rest is read)
+        self._known: dict[str, np.ndarray] = {}
+        self._known_bytes = 0
         self.reader = Reader(ReadConfig(cfg.max_file_mb, cfg.chunk, cfg.embed.model), cfg.workers)
         self._reads = iter(())
 
@@ -213,7 +220,7 @@ class _Run:
                 from kb.index import vectors
 
                 spec = describe(self.cfg.embed)
-                tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index)
+                tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index, known=self._known)
                 self.report.vector_index = tag.kind
             for job in jobs:
                 job.result()
@@ -234,6 +241,7 @@ class _Run:
                 vecs = encoder.embed_passages([np.frombuffer(blob, np.int32) for _, blob in part])
                 with self.store.transaction() as conn:
                     embeddings.write(conn, spec.key, [h for h, _ in part], vecs)
+                self._remember([h for h, _ in part], vecs)
                 for _ in part:
                     self.progress.advance(Path("embedding"))
                 self.report.embedded += len(part)
@@ -320,7 +328,15 @@ class _Run:
         for hashes, vectors in done:
             self._embed_key = self._embed_key or describe(self.cfg.embed).key
             embeddings.write(conn, self._embed_key, hashes, vectors)
+            self._remember(hashes, vectors)
             self.report.embedded += len(hashes)
+
+    def _remember(self, hashes: list[str], vectors: np.ndarray) -> None:
+        """Keep vectors just written (their transaction commits, or the run fails) for _derive."""
+        if self._known_bytes + vectors.nbytes > KNOWN_BYTES:
+            return
+        self._known_bytes += vectors.nbytes
+        self._known.update(zip(hashes, vectors.astype(np.float32, copy=False)))
 
     def _file(self, conn, target: _Target, f: Found, old: DocRow | None) -> None:
         root, st = str(target.root), f.stat

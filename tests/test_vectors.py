@@ -52,6 +52,34 @@ def test_deleted_documents_leave_the_vector_index(corpus, db, kind, monkeypatch)
     assert hits and all(h.path != "history/printing-press.md" for h in hits)
 
 
+@pytest.mark.parametrize("known_bytes", [0, 40_000, 512 << 20])
+def test_vector_index_holds_the_stored_vectors(corpus, db, known_bytes, monkeypatch):
+    """Built from what the run wrote (all of it, part, none) and caught up after an edit: the
+    index's vectors are the store's, bit for bit, chunk by chunk."""
+    from kb.index import embeddings, indexer
+
+    monkeypatch.setattr(indexer, "KNOWN_BYTES", known_bytes)
+
+    def check():
+        store = Store.open(db)
+        try:
+            key = json.loads(store.meta("embedding"))["key"]
+            _, ids, vecs = embeddings.matrix(store, key, 384)
+            index = vectors.load(store)[1]
+            assert index.ids().tolist() == ids.tolist() and np.array_equal(index.state()["vecs"], vecs)
+        finally:
+            store.close()
+
+    cfg = IndexConfig(vector_index="flat", embed_batch=16)  # 40 KB: the first batch of 16 is kept
+    index_paths([corpus], db, cfg)
+    check()
+    doc = corpus / "tech" / "sqlite-wal.md"
+    doc.write_text(doc.read_text() + "\n## Backups\n\nUse VACUUM INTO for a copy.\n")
+    (corpus / "history" / "printing-press.md").unlink()
+    assert index_paths([corpus], db, cfg).embedded == 1
+    check()
+
+
 def test_stale_or_corrupt_vector_file_is_caught_up(corpus, db):
     index_paths([corpus], db)
     old = db / "old-vectors.npz"

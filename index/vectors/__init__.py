@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
 
 from kb.errors import UsageError
-from kb.index.embeddings import matrix
+from kb.index import embeddings
 from kb.index.store import Store, write_atomic
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
@@ -91,22 +92,33 @@ def save(store: Store, tag: Tag, index: VectorIndex) -> None:
     write_atomic(store.path(FILE), buf.getvalue())
 
 
-def current(store: Store, key: str, dims: int, kind: str = "auto", persist: bool = True) -> tuple[Tag, VectorIndex]:
-    """The store's vector index for encoder `key`, up to date with SQLite."""
+def current(store: Store, key: str, dims: int, kind: str = "auto", persist: bool = True,
+            known: Mapping[str, np.ndarray] | None = None) -> tuple[Tag, VectorIndex]:
+    """The store's vector index for encoder `key`, up to date with SQLite. `known`: vectors by
+    text hash that the caller has just written (`kb index`), so that they need not be read back;
+    an index file of an older version reads only the vectors added since."""
     loaded = load(store)
     version = store.data_version
     if loaded and loaded[0].key == key and loaded[0].version == version and kind in ("auto", loaded[0].kind):
         return loaded
-    version, ids, vecs = matrix(store, key, dims)
-    chosen = choose(kind, len(ids))
-    if loaded and loaded[0].key == key and loaded[0].kind == chosen and loaded[0].dims == dims:
-        index = loaded[1]
-        have = index.ids()
-        gone = np.setdiff1d(have, ids, assume_unique=True)
-        new = np.setdiff1d(ids, have, assume_unique=True)
-        index.update(new, vecs[np.searchsorted(ids, new)], gone)
-    else:
-        index = _module(chosen).build(ids, vecs)
+    with store.snapshot() as conn:
+        version = store.data_version
+        ids, hashes = embeddings.listing(conn, key)
+        chosen = choose(kind, len(ids))
+        if loaded and loaded[0].key == key and loaded[0].kind == chosen and loaded[0].dims == dims:
+            index = loaded[1]
+            have = index.ids()
+            gone = np.setdiff1d(have, ids, assume_unique=True)
+            new = np.setdiff1d(ids, have, assume_unique=True)
+            rows = np.searchsorted(ids, new).tolist()
+            index.update(new, embeddings.vectors(conn, key, [hashes[r] for r in rows], dims, known or {}), gone)
+        elif known:
+            index = _module(chosen).build(ids, embeddings.vectors(conn, key, hashes, dims, known))
+        else:
+            index = None
+    if index is None:  # nothing in hand: one scan of the table
+        version, ids, vecs = embeddings.matrix(store, key, dims)
+        index = _module(choose(kind, len(ids))).build(ids, vecs)
     tag = Tag(index.kind, key, dims, version)  # ivf falls back to flat on tiny collections
     if persist:
         try:
