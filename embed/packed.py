@@ -18,6 +18,10 @@ import torch.nn.functional as F
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet")
 
+# kb.kernels.encoder.varlen_attention's tiles by head width (bench/embed_gpu.py --tune-attention)
+ATTENTION = {64: {"block_m": 128, "block_n": 64, "warps": 8, "stages": 3}}  # H200: 237 TFLOP/s, 64x64: 214
+DEFAULT_ATTENTION = {"block_m": 64, "block_n": 64, "warps": 4, "stages": 3}  # and for width 32: best
+
 
 @dataclass
 class Layer:
@@ -66,6 +70,7 @@ class PackedEncoder:
         self.rel_bias = model.encoder.relative_attention_bias.weight if self.mpnet else None
         self.num_buckets = getattr(model.encoder, "num_buckets", 32) if self.mpnet else 32
         self.layers = [self._layer(layer) for layer in model.encoder.layer]
+        self.attention = dict(ATTENTION.get(cfg.hidden_size // self.heads, DEFAULT_ATTENTION))
 
     def _layer(self, layer) -> Layer:
         if self.mpnet:
@@ -89,7 +94,8 @@ class PackedEncoder:
         x = k.embed_layer_norm(ids, positions, self.word, self.pos, self.token_type, *self.emb_ln, self.eps)
         for L in self.layers:
             qkv = F.linear(x, L.qkv_w, L.qkv_b)
-            a = k.varlen_attention(qkv, cu, tiles, self.heads, rel_bias=self.rel_bias, num_buckets=self.num_buckets)
+            a = k.varlen_attention(qkv, cu, tiles, self.heads, rel_bias=self.rel_bias, num_buckets=self.num_buckets,
+                                   **self.attention)
             x = k.add_layer_norm(F.linear(a, L.o_w, L.o_b), x, L.ln1_w, L.ln1_b, self.eps)
             if self.gemm == "triton":
                 h = k.linear(x, L.up_w, L.up_b, gelu=True)

@@ -116,10 +116,12 @@ def attention_tiles(lengths: list[int], block_m: int) -> tuple[list[int], list[i
 
 def varlen_attention(qkv: torch.Tensor, cu: torch.Tensor, tiles: tuple[torch.Tensor, torch.Tensor],
                      heads: int, rel_bias: torch.Tensor | None = None, num_buckets: int = 32,
-                     max_distance: int = 128, block_m: int = 64, block_n: int = 64) -> torch.Tensor:
+                     max_distance: int = 128, block_m: int = 64, block_n: int = 64, warps: int | None = None,
+                     stages: int | None = None) -> torch.Tensor:
     """qkv: (tokens, 3 * heads * dim) = [q | k | v], heads side by side; cu: (n + 1,) int32;
     tiles: `attention_tiles(lengths, block_m)` as int32 tensors on qkv's device;
-    rel_bias: MPNet's (num_buckets, heads) table or None -> (tokens, heads * dim)."""
+    rel_bias: MPNet's (num_buckets, heads) table or None -> (tokens, heads * dim).
+    block_m/block_n: queries/keys per tile; warps, stages: Triton's num_warps, num_stages."""
     tokens, width = qkv.shape
     dim = width // (3 * heads)
     assert qkv.stride(1) == 1 and dim * 3 * heads == width
@@ -130,7 +132,7 @@ def varlen_attention(qkv: torch.Tensor, cu: torch.Tensor, tiles: tuple[torch.Ten
         qkv, out, cu, tile_seq, tile_m, bias, 1.0 / math.sqrt(dim), qkv.stride(0), out.stride(0),
         HEADS=heads, DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, HAS_BIAS=rel_bias is not None,
         NUM_BUCKETS=num_buckets, MAX_DISTANCE=max_distance, WHILE=INTERPRET, PRECISION=_precision(qkv),
-        num_warps=4 if block_m <= 64 else 8)
+        num_warps=warps or (4 if block_m <= 64 else 8), **({"num_stages": stages} if stages else {}))
     return out
 
 
