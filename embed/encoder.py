@@ -169,9 +169,17 @@ class Encoder:
             return self.embed_inputs([self._inputs(ids, prefix) for ids in id_lists])
         from kb.embed.pipeline import embed_packed
 
+        return embed_packed(self._stream(prefix), id_lists, self.cfg.gpu_batch_tokens)
+
+    def passage_stream(self):
+        """A kb.embed.pipeline.PackedStream of passages (chunk token ids), on the GPU only."""
+        return self._stream(self._passage) if self.packed is not None else None
+
+    def _stream(self, prefix: list[int]):
+        from kb.embed.pipeline import PackedStream
+
         head, room = self._framing(prefix)
-        return embed_packed(self.packed, id_lists, head, self.tail, room, self.device,
-                            self.cfg.gpu_batch_tokens, self.pooling, self.cfg.normalize)
+        return PackedStream(self.packed, head, self.tail, room, self.device, self.pooling, self.cfg.normalize)
 
     def embed_inputs(self, inputs: list[np.ndarray]) -> np.ndarray:
         """Vectors of model inputs (special tokens included) through transformers, length-sorted."""

@@ -3,7 +3,7 @@ lengths together, so that few attention tiles are ragged), each batch is packed 
 pinned int32 buffer (ids, positions, sequence starts, attention tiles) and copied with one
 asynchronous transfer, and its vectors come back asynchronously: while the GPU runs batch i, the
 host packs batch i + 1 and collects batch i - 1. Nothing here waits on the GPU except for results
-two batches old.
+two batches old, and a `PackedStream` keeps that going across calls (kb.index.gpu_feed).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-ATTENTION_TILE = 64  # BLOCK_M of kb.kernels.encoder.varlen_attention
+ATTENTION_TILE = 64  # BLOCK_M of kb.kernels.encoder.varlen_attention (PackedEncoder.attention)
 
 
 def batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
@@ -59,36 +59,52 @@ def pack(seqs: list, head: np.ndarray, tail: np.ndarray, room: int, pos_offset: 
     return np.concatenate(parts), tuple(len(p) for p in parts)
 
 
-def embed_packed(enc, seqs: list, head: list[int], tail: list[int], room: int, device, budget: int,
-                 pooling: str, normalize: bool) -> np.ndarray:
-    """(n, dims) float32 vectors of texts given as token ids (see `pack`) through `enc`, a
-    kb.embed.packed.PackedEncoder on `device`."""
-    import torch
+class PackedStream:
+    """Batches of texts (token ids, see `pack`) through `enc`, a kb.embed.packed.PackedEncoder on
+    `device`, with up to `depth` batches in flight: `submit` packs and launches a batch and hands
+    back the vectors of those that are done, so a caller that keeps submitting keeps the GPU busy
+    across calls; `drain` waits for the rest. Results are (tag, (n, dims) float32) in order."""
 
-    dims = enc.word.shape[1]
-    out = np.empty((len(seqs), dims), dtype=np.float32)
-    head, tail = np.asarray(head, np.int32), np.asarray(tail, np.int32)
-    lengths = np.fromiter((min(len(s), room) for s in seqs), np.int64, len(seqs)) + len(head) + len(tail)
-    in_flight: deque = deque()
+    def __init__(self, enc, head: list[int], tail: list[int], room: int, device, pooling: str,
+                 normalize: bool, depth: int = 2):
+        self.enc, self.room, self.device = enc, room, device
+        self.head, self.tail = np.asarray(head, np.int32), np.asarray(tail, np.int32)
+        self.pooling, self.normalize, self.depth = pooling, normalize, depth
+        self._in_flight: deque = deque()
 
-    def collect():
-        idx, host, done, _ = in_flight.popleft()
-        done.synchronize()
-        out[idx] = host.numpy()
+    def submit(self, seqs: list, tag) -> list[tuple[object, np.ndarray]]:
+        import torch
 
-    with torch.inference_mode():
-        for idx in batches(lengths, budget):
-            buf, sizes = pack([seqs[i] for i in idx.tolist()], head, tail, room, enc.pos_offset)
+        enc = self.enc
+        with torch.inference_mode():
+            buf, sizes = pack(seqs, self.head, self.tail, self.room, enc.pos_offset, enc.attention["block_m"])
             host_in = torch.from_numpy(buf).pin_memory()
-            ids, positions, cu, tile_seq, tile_m = host_in.to(device, non_blocking=True).split(sizes)
-            vec = enc.pool(enc.hidden(ids, positions, cu, (tile_seq, tile_m)), cu, pooling, normalize)
+            ids, positions, cu, tile_seq, tile_m = host_in.to(self.device, non_blocking=True).split(sizes)
+            vec = enc.pool(enc.hidden(ids, positions, cu, (tile_seq, tile_m)), cu, self.pooling, self.normalize)
             host_out = torch.empty(vec.shape, dtype=torch.float32, pin_memory=True)
             host_out.copy_(vec, non_blocking=True)
             done = torch.cuda.Event(blocking=True)  # its waiter sleeps: the cores are the readers'
             done.record()
-            in_flight.append((idx, host_out, done, host_in))  # host_in lives until its copy is done
-            while len(in_flight) > 2:
-                collect()
-        while in_flight:
-            collect()
+        self._in_flight.append((tag, host_out, done, host_in))  # host_in lives until its copy is done
+        return [self._collect() for _ in range(len(self._in_flight) - self.depth)]
+
+    def drain(self) -> list[tuple[object, np.ndarray]]:
+        return [self._collect() for _ in range(len(self._in_flight))]
+
+    def _collect(self) -> tuple[object, np.ndarray]:
+        tag, host, done, _ = self._in_flight.popleft()
+        done.synchronize()
+        return tag, host.numpy()
+
+
+def embed_packed(stream: PackedStream, seqs: list, budget: int) -> np.ndarray:
+    """(n, dims) float32 vectors of texts given as token ids through `stream`, in batches of
+    `budget` tokens."""
+    out = np.empty((len(seqs), stream.enc.word.shape[1]), dtype=np.float32)
+    lengths = np.fromiter((min(len(s), stream.room) for s in seqs), np.int64, len(seqs))
+    done = []
+    for idx in batches(lengths + len(stream.head) + len(stream.tail), budget):
+        done += stream.submit([seqs[i] for i in idx.tolist()], idx)
+    for idx, vectors in done + stream.drain():
+        out[idx] = vectors
     return out

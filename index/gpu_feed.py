@@ -1,7 +1,7 @@
 """Embedding on the GPU while `kb index` is still reading files.
 
 The main thread hands each committed batch's new chunks (text hash, token ids) to a thread that
-owns the encoder; it gathers them into batches of the encoder's GPU token budget and embeds them,
+owns the encoder; it gathers them into batches of FEED_TOKENS and streams them through the GPU,
 and the main thread writes the vectors that are ready inside its next transaction. So reading and
 chunking (CPU, worker processes), the GPU and SQLite work at once. The thread starts with the first
 new chunk (a run that changes nothing never loads torch), and stands aside at once when the encoder
@@ -12,7 +12,14 @@ as before. Whatever it has not embedded when reading ends is embedded by the usu
 from __future__ import annotations
 
 import queue
+import sys
 import threading
+
+FEED_TOKENS = 65536  # tokens per batch fed while reading (bench/embed_gpu.py: as fast as 256K)
+# While the feed runs, the interpreter hands the GIL between threads this often (seconds; None:
+# Python's 5 ms): the feed's thread launches a batch's kernels one by one and would otherwise
+# wait up to a switch interval for each while the main thread writes.
+SWITCH_INTERVAL: float | None = 0.0005
 
 
 class GpuFeed:
@@ -28,6 +35,9 @@ class GpuFeed:
         if not rows or not self.active:
             return
         if self._thread is None:
+            self._switch = sys.getswitchinterval()
+            if SWITCH_INTERVAL:
+                sys.setswitchinterval(SWITCH_INTERVAL)
             self._thread = threading.Thread(target=self._run, name="kb-gpu-embed", daemon=True)
             self._thread.start()
         self._in.put(rows)
@@ -52,20 +62,38 @@ class GpuFeed:
 
         try:
             encoder = load_encoder(self.cfg)
-            if encoder.packed is None:
+            if not encoder.packed:
                 self.active = False
                 return
-            pending, tokens = [], 0
+            # One stream for the run (one process per GPU with --devices: a call per batch), so
+            # the GPU never waits for the next batch to be packed; FEED_TOKENS batches keep what
+            # is left to embed when reading ends short.
+            stream = encoder.passage_stream() if hasattr(encoder, "passage_stream") else None
+            budget = min(self.cfg.gpu_batch_tokens, FEED_TOKENS)
+            pending: list = []
+            tokens = 0
             while True:
                 rows = self._in.get()
                 if rows is not None:
                     pending += rows
                     tokens += sum(len(ids) for _, ids in rows)
-                if pending and (rows is None or tokens >= self.cfg.gpu_batch_tokens):
-                    vectors = encoder.embed_passages([ids for _, ids in pending])
-                    self._out.put(([h for h, _ in pending], vectors))
-                    pending, tokens = [], 0
+                while pending and (rows is None or tokens >= budget):
+                    take, used = 0, 0
+                    while take < len(pending) and (take == 0 or used + len(pending[take][1]) <= budget):
+                        used += len(pending[take][1])
+                        take += 1
+                    batch, pending, tokens = pending[:take], pending[take:], tokens - used
+                    hashes, ids = [h for h, _ in batch], [i for _, i in batch]
+                    if stream is None:
+                        self._out.put((hashes, encoder.embed_passages(ids)))
+                    else:
+                        for done in stream.submit(ids, hashes):
+                            self._out.put(done)
                 if rows is None:
+                    for done in (stream.drain() if stream is not None else []):
+                        self._out.put(done)
                     return
         except Exception:  # the usual pass after reading embeds what is left, or says why not
             self.active = False
+        finally:
+            sys.setswitchinterval(self._switch)

@@ -39,15 +39,16 @@ def ragged(lengths, block_m=64):
     ([1, 64, 65, 130], 2, 32, False),  # tile boundaries, a one-token sequence
     ([7, 200, 33], 3, 64, True),  # MPNet's relative bias, distances past the exact buckets
 ])
-def test_varlen_attention_matches_reference(lengths, heads, dim, bias, dtype):
+@pytest.mark.parametrize("block_m, block_n", [(64, 64), (128, 32)])
+def test_varlen_attention_matches_reference(lengths, heads, dim, bias, dtype, block_m, block_n):
     from kb.kernels.encoder import varlen_attention
 
     g = torch.Generator().manual_seed(len(lengths))
     qkv = torch.randn((sum(lengths), 3 * heads * dim), generator=g).to(DEVICE, dtype)
     rel = torch.randn((32, heads), generator=g).to(DEVICE, dtype) if bias else None
-    cu, tiles = ragged(lengths)
-    close(varlen_attention(qkv, cu, tiles, heads, rel_bias=rel), R.varlen_attention(qkv, cu, heads=heads,
-                                                                                    rel_bias=rel), dtype)
+    cu, tiles = ragged(lengths, block_m)
+    got = varlen_attention(qkv, cu, tiles, heads, rel_bias=rel, block_m=block_m, block_n=block_n)
+    close(got, R.varlen_attention(qkv, cu, heads=heads, rel_bias=rel), dtype)
 
 
 def test_relative_buckets_match_mpnet():
@@ -118,7 +119,7 @@ def test_packed_encoder_matches_hugging_face(family, ops):
     seqs = [torch.randint(3, 120, (n,), generator=g).tolist() for n in lengths]
     want = hf_mean(model, seqs)
     enc = PackedEncoder(model.to(DEVICE), ops=ops)
-    cu, tiles = ragged(lengths)
+    cu, tiles = ragged(lengths, enc.attention["block_m"])
     ids = torch.tensor([i for s in seqs for i in s], dtype=torch.int32, device=DEVICE)
     pos = torch.tensor(enc.positions(lengths), dtype=torch.int32, device=DEVICE)
     with torch.inference_mode():
@@ -141,3 +142,29 @@ def test_pack_lays_out_inputs_positions_and_tiles():
     assert list(zip(tile_seq.tolist(), tile_m.tolist())) == [(0, 0), (1, 0), (2, 0), (2, 64)]
     got = batches(np.array([5, 300, 40, 41, 7]), 90)
     assert [b.tolist() for b in got] == [[0, 4, 2], [3], [1]]
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="the packed pipeline pins memory and waits on CUDA events")
+def test_stream_fed_in_pieces_matches_one_call():
+    """What the GPU feed does while `kb index` reads (a stream fed batch by batch, results coming
+    back a call or two later) gives the vectors of one embed_packed call, each row its own text's."""
+    import numpy as np
+
+    from kb.embed.packed import PackedEncoder
+    from kb.embed.pipeline import PackedStream, embed_packed
+
+    enc = PackedEncoder(tiny("bert").to(DEVICE), ops="triton")
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(3, 120, (int(n),), generator=g).tolist()
+            for n in torch.randint(1, 280, (40,), generator=g)]
+
+    def stream():
+        return PackedStream(enc, [101], [102], 250, DEVICE, "mean", True)
+
+    want = embed_packed(stream(), seqs, 1024)
+    s, got = stream(), {}
+    for i in range(0, len(seqs), 7):
+        got.update(s.submit(seqs[i:i + 7], i))
+    got.update(s.drain())
+    assert sorted(got) == list(range(0, len(seqs), 7))
+    assert np.abs(np.concatenate([got[i] for i in sorted(got)]) - want).max() < 1e-4
