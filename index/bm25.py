@@ -77,19 +77,19 @@ class TermIds:
     def array(self, terms: list[str]) -> np.ndarray:
         """The ids of `terms`, in order, as int32 (new terms are added to the store)."""
         ids = self.ids(terms)
-        return np.fromiter((ids[t] for t in terms), np.int32, len(terms))
+        return np.fromiter(map(ids.__getitem__, terms), np.int32, len(terms))
 
     def ids(self, terms) -> dict[str, int]:
         if self._ids is None:
             self._ids = dict(self.conn.execute("SELECT term, id FROM terms"))
-        new = [t for t in terms if t not in self._ids]
+            self._next = max(self._ids.values(), default=0) + 1
+        new = [t for t in dict.fromkeys(terms) if t not in self._ids]
         if new:
-            self.conn.executemany("INSERT OR IGNORE INTO terms(term) VALUES (?)", ((t,) for t in new))
-            for i in range(0, len(new), 500):
-                part = new[i:i + 500]
-                marks = ",".join("?" * len(part))
-                self._ids.update(self.conn.execute(
-                    f"SELECT term, id FROM terms WHERE term IN ({marks})", part))
+            # Ids are handed out here (`kb index` holds the write lock, inside its transaction),
+            # so new terms go in as one bulk insert with nothing to read back.
+            first, self._next = self._next, self._next + len(new)
+            self.conn.executemany("INSERT INTO terms(id, term) VALUES (?, ?)", zip(range(first, self._next), new))
+            self._ids.update(zip(new, range(first, self._next)))
         return self._ids
 
 
@@ -120,7 +120,7 @@ class Bm25Cache:
             version = store.data_version
             chunk_ids, rows, pairs = read_postings(conn)
             max_term = conn.execute("SELECT coalesce(max(id), 0) FROM terms").fetchone()[0]
-        order = np.lexsort((rows, pairs[:, 0]))  # CSC: by term, then by chunk
+        order = np.argsort(pairs[:, 0], kind="stable")  # CSC: by term, then by chunk (rows ascend)
         term, rows, tf = pairs[order, 0].astype(np.int64), rows[order], pairs[order, 1].astype(np.float64)
         dl = np.bincount(rows, weights=tf, minlength=len(chunk_ids))
         df = np.bincount(term, minlength=max_term + 1)

@@ -31,11 +31,10 @@ def collect_garbage(conn: sqlite3.Connection, key: str) -> int:
 
 
 def listing(conn: sqlite3.Connection, key: str) -> tuple[np.ndarray, list[str]]:
-    """(chunk ids sorted, their text hashes) of every chunk that has a vector: read from the
-    indexes alone, no vector is touched."""
-    rows = conn.execute(
-        "SELECT c.id, c.hash FROM chunks c JOIN embeddings e ON e.model = ? AND e.hash = c.hash "
-        "ORDER BY c.id", (key,)).fetchall()
+    """(chunk ids sorted, their text hashes) of every chunk that has a vector: two scans (the
+    embeddings' unique index, the chunks table), no vector is touched."""
+    have = {h for (h,) in conn.execute("SELECT hash FROM embeddings WHERE model = ?", (key,))}
+    rows = [r for r in conn.execute("SELECT id, hash FROM chunks ORDER BY id") if r[1] in have]
     return np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows]
 
 
