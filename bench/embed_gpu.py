@@ -82,6 +82,20 @@ def cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
 
 
+def stored_cosine(db: Path, texts: list[str], ref: np.ndarray) -> dict:
+    """The vectors a `kb index` run stored in SQLite against the reference of the same chunk text."""
+    import sqlite3
+
+    row_of = {t: i for i, t in enumerate(texts)}
+    conn = sqlite3.connect(db / "kb.sqlite")
+    rows = conn.execute("SELECT c.text, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.hash").fetchall()
+    conn.close()
+    found = [(row_of[t], v) for t, v in rows if t in row_of]
+    got = np.frombuffer(b"".join(v for _, v in found), np.float32).reshape(len(found), ref.shape[1])
+    cos = cosines(ref[[i for i, _ in found]], got)
+    return {"chunks": len(rows), "matched": len(found), "min": round(float(cos.min()), 6)}
+
+
 def index_runs(files: Path, db: Path, cfg, runs: int) -> tuple[list[float], object]:
     """Wall times of `runs` `kb index` runs of `files`, each into a fresh store; the last report."""
     from kb.index.indexer import index_paths
@@ -153,15 +167,61 @@ def profile(enc, chunk_ids) -> None:
         wall = time.perf_counter() - t0
     rows = [(e.key, e.device_time_total, e.count) for e in prof.key_averages() if e.device_time_total > 0]
     rows.sort(key=lambda r: -r[1])
-    print(f"[profile, gemm={enc.packed.gemm}] wall {wall * 1e3:.1f} ms under the profiler", file=sys.stderr)
+    print(f"[profile, gemm={enc.packed.gemm}, attention={enc.packed.attention}] wall {wall * 1e3:.1f} ms under the profiler", file=sys.stderr)
     for key, t, n in rows[:16]:
         print(f"  {t / 1e3:9.1f} ms {n:6d}x  {key[:90]}", file=sys.stderr)
+
+
+ATTENTION_CONFIGS = [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (64, 128, 4, 2), (128, 32, 4, 2),
+                     (128, 32, 8, 2), (128, 64, 4, 2), (128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2),
+                     (32, 64, 2, 2), (32, 32, 2, 2)]
+
+
+def attention_sweep(enc, chunk_ids, budget: int) -> dict:
+    """kb's varlen attention alone on one batch of the real lengths (random q, k, v), each tile
+    configuration (block_m, block_n, warps, stages) checked against the default and timed."""
+    import torch
+
+    from kb.embed.pipeline import batches
+    from kb.kernels.encoder import attention_tiles, varlen_attention
+
+    head, tail = len(enc.head) + len(enc._passage), len(enc.tail)
+    lengths = np.array([min(len(x), enc.max_tokens - head - tail) + head + tail for x in chunk_ids])
+    lengths = lengths[batches(lengths, budget)[len(batches(lengths, budget)) // 2]].tolist()
+    heads, width = enc.packed.heads, enc.dims
+    qkv = torch.randn((sum(lengths), 3 * width), dtype=torch.float16, device="cuda")
+    cu = torch.tensor([0] + np.cumsum(lengths).tolist(), dtype=torch.int32, device="cuda")
+
+    def tiles(bm):
+        return tuple(torch.tensor(t, dtype=torch.int32, device="cuda") for t in attention_tiles(lengths, bm))
+
+    ref = varlen_attention(qkv, cu, tiles(64), heads)
+    flops = 4 * sum(n * n for n in lengths) * width
+    out = {"tokens": sum(lengths), "default": dict(enc.packed.attention)}
+    for bm, bn, w, st in ATTENTION_CONFIGS:
+        t = tiles(bm)
+        try:
+            got = varlen_attention(qkv, cu, t, heads, block_m=bm, block_n=bn, warps=w, stages=st)
+        except Exception as e:  # out of shared memory, say
+            out[f"{bm}x{bn}w{w}s{st}"] = f"failed: {type(e).__name__}"
+            continue
+        err = (got.float() - ref.float()).abs().max().item()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(20):
+            varlen_attention(qkv, cu, t, heads, block_m=bm, block_n=bn, warps=w, stages=st)
+        end.record()
+        end.synchronize()
+        ms = start.elapsed_time(end) / 20
+        out[f"{bm}x{bn}w{w}s{st}"] = {"ms": round(ms, 3), "tflops": round(flops / ms / 1e9, 1), "max_err": round(err, 5)}
+    return out
 
 
 def timeline(run_index) -> dict:
     """Seconds spent in each phase of one `kb index` run (and, in the GPU feed's thread, in
     loading the encoder and embedding), by wrapping the indexer's methods for that run."""
     from kb.embed import encoder as encoder_module
+    from kb.embed.pipeline import PackedStream
     from kb.index import indexer
     from kb.index.bm25 import Bm25Cache
     from kb.index.reading import Reader
@@ -187,6 +247,8 @@ def timeline(run_index) -> dict:
                                                                   "vectors", "matrix")]
     patches += [(vectors, n, getattr(vectors, n)) for n in ("current", "save")]
     patches += [(encoder_module.Encoder, "embed_passages", encoder_module.Encoder.embed_passages)]
+    # the GPU feed's thread: packing and launching a batch, and waiting for one's vectors
+    patches += [(PackedStream, n, getattr(PackedStream, n)) for n in ("submit", "_collect")]
     patches += [(Store, n, Store.__dict__[n]) for n in ("open", "close")]
     patches += [(Reader, "close", Reader.close), (indexer._Run, "__init__", indexer._Run.__init__)]
     for owner, name, fn in patches:
@@ -258,6 +320,22 @@ def variants(files: Path, work: Path, cfg) -> dict:
     return out
 
 
+def feed_variants(files: Path, work: Path, cfg) -> dict:
+    """End to end (best of two) with other GPU-feed settings: tokens per fed batch, and how often
+    the GIL is handed between threads while the feed runs (None: Python's 5 ms)."""
+    from kb.index import gpu_feed
+
+    default, out = (gpu_feed.FEED_TOKENS, gpu_feed.SWITCH_INTERVAL), {}
+    try:
+        for tokens, switch in ((65536, None), (65536, 0.0005), (262144, None), (262144, 0.0005), (32768, 0.0005)):
+            gpu_feed.FEED_TOKENS, gpu_feed.SWITCH_INTERVAL = tokens, switch
+            times, _ = index_runs(files, work / "store-feed", cfg, 2)
+            out[f"feed_{tokens}_switch_{switch}"] = round(min(times), 3)
+    finally:
+        gpu_feed.FEED_TOKENS, gpu_feed.SWITCH_INTERVAL = default
+    return out
+
+
 def bge_base(folder: Path, tokenizer_dir: Path) -> Path:
     """A bge-base-shaped BERT with random weights, saved as an ordinary model folder."""
     import torch
@@ -311,7 +389,13 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
             sweep[f"{gemm}/{budget}"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
     r["min_cosine_by_gemm"] = by_gemm
     enc.packed.gemm, enc.cfg = "lt", EmbedConfig(model=str(folder), gpu_batch_tokens=args.batch_tokens)
-    if name == "minilm" and args.profile:
+    if args.tune_attention:
+        try:
+            r["attention_sweep"] = attention_sweep(enc, chunk_ids, args.batch_tokens)
+        except Exception as e:  # the rest of the run still counts
+            r["attention_sweep"] = f"failed: {e!r}"
+        print(json.dumps(r["attention_sweep"]), file=sys.stderr, flush=True)
+    if args.profile:
         profile(enc, chunk_ids)
     r["kb_model_sweep_tok_s"] = sweep
     r["kb_model_tok_s"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
@@ -326,6 +410,8 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
         r["two_gpus_over_one"] = round(r["kb_model_2gpu_tok_s"] / r["kb_model_tok_s"], 2)
         multi.close()
 
+    if args.only_model:
+        return r
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -355,7 +441,10 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     r["kb_end_to_end_over_st"] = round(r["kb_end_to_end_tok_s"] / r["st_default_tok_s"], 2)
     db = work / f"store-{name}-timeline"
     r["kb_end_to_end_phases_s"] = timeline(lambda: index_paths([files], db, cfg))
+    r["kb_end_to_end_stored_cosine_fp32"] = stored_cosine(db, texts, ref)
     shutil.rmtree(db)
+    if args.feed_variants:
+        r["kb_end_to_end_feed_variants_s"] = feed_variants(files, work, cfg)
     if args.phases:
         r["reading"] = reading_scaling(files, folder)
         r["kb_end_to_end_variants_s"] = variants(files, work, cfg)
@@ -384,6 +473,9 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="GPU kernel times and the end-to-end main thread, to stderr")
     ap.add_argument("--phases", action="store_true", help="reading alone with 4 to all workers, one process's tokenizer share, "
                     "end to end with other reader settings (JSON: reading, kb_end_to_end_variants_s)")
+    ap.add_argument("--feed-variants", action="store_true", help="end to end with other GPU-feed batch sizes and GIL switch intervals")
+    ap.add_argument("--tune-attention", action="store_true", help="time the attention kernel's tile configurations alone")
+    ap.add_argument("--only-model", action="store_true", help="stop after the model-only measurements")
     ap.add_argument("--skip-sweep", action="store_true", help="only the default GEMM and batch size")
     args = ap.parse_args()
     import torch

@@ -9,7 +9,6 @@ data version they reflect.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
