@@ -321,18 +321,17 @@ def variants(files: Path, work: Path, cfg) -> dict:
 
 
 def feed_variants(files: Path, work: Path, cfg) -> dict:
-    """End to end (best of two) with other GPU-feed settings: tokens per fed batch, and how often
-    the GIL is handed between threads while the feed runs (None: Python's 5 ms)."""
+    """End to end (best of two) with other numbers of tokens per batch fed while reading."""
     from kb.index import gpu_feed
 
-    default, out = (gpu_feed.FEED_TOKENS, gpu_feed.SWITCH_INTERVAL), {}
+    default, out = gpu_feed.FEED_TOKENS, {}
     try:
-        for tokens, switch in ((65536, None), (65536, 0.0005), (262144, None), (262144, 0.0005), (32768, 0.0005)):
-            gpu_feed.FEED_TOKENS, gpu_feed.SWITCH_INTERVAL = tokens, switch
+        for tokens in (32768, 65536, 262144):
+            gpu_feed.FEED_TOKENS = tokens
             times, _ = index_runs(files, work / "store-feed", cfg, 2)
-            out[f"feed_{tokens}_switch_{switch}"] = round(min(times), 3)
+            out[f"feed_{tokens}"] = round(min(times), 3)
     finally:
-        gpu_feed.FEED_TOKENS, gpu_feed.SWITCH_INTERVAL = default
+        gpu_feed.FEED_TOKENS = default
     return out
 
 
@@ -473,7 +472,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="GPU kernel times and the end-to-end main thread, to stderr")
     ap.add_argument("--phases", action="store_true", help="reading alone with 4 to all workers, one process's tokenizer share, "
                     "end to end with other reader settings (JSON: reading, kb_end_to_end_variants_s)")
-    ap.add_argument("--feed-variants", action="store_true", help="end to end with other GPU-feed batch sizes and GIL switch intervals")
+    ap.add_argument("--feed-variants", action="store_true", help="end to end with other GPU-feed batch sizes")
     ap.add_argument("--tune-attention", action="store_true", help="time the attention kernel's tile configurations alone")
     ap.add_argument("--only-model", action="store_true", help="stop after the model-only measurements")
     ap.add_argument("--skip-sweep", action="store_true", help="only the default GEMM and batch size")

@@ -12,14 +12,11 @@ as before. Whatever it has not embedded when reading ends is embedded by the usu
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 
-FEED_TOKENS = 65536  # tokens per batch fed while reading (bench/embed_gpu.py: as fast as 256K)
-# While the feed runs, the interpreter hands the GIL between threads this often (seconds; None:
-# Python's 5 ms): the feed's thread launches a batch's kernels one by one and would otherwise
-# wait up to a switch interval for each while the main thread writes.
-SWITCH_INTERVAL: float | None = 0.0005
+# Tokens per batch fed while reading. End to end on an H200 (bench/embed_gpu.py --feed-variants)
+# 64K and 256K were as fast as each other (within the runs' spread), 32K slower for bge-base.
+FEED_TOKENS = 65536
 
 
 class GpuFeed:
@@ -35,9 +32,6 @@ class GpuFeed:
         if not rows or not self.active:
             return
         if self._thread is None:
-            self._switch = sys.getswitchinterval()
-            if SWITCH_INTERVAL:
-                sys.setswitchinterval(SWITCH_INTERVAL)
             self._thread = threading.Thread(target=self._run, name="kb-gpu-embed", daemon=True)
             self._thread.start()
         self._in.put(rows)
@@ -95,5 +89,3 @@ class GpuFeed:
                     return
         except Exception:  # the usual pass after reading embeds what is left, or says why not
             self.active = False
-        finally:
-            sys.setswitchinterval(self._switch)
