@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -101,22 +101,25 @@ def current(store: Store, key: str, dims: int, kind: str = "auto", persist: bool
     version = store.data_version
     if loaded and loaded[0].key == key and loaded[0].version == version and kind in ("auto", loaded[0].kind):
         return loaded
-    with store.snapshot() as conn:
+    catch_up = vecs = None
+    with store.snapshot() as conn:  # the reads only: building the index happens outside it
         version = store.data_version
         ids, hashes = embeddings.listing(conn, key)
         chosen = choose(kind, len(ids))
         if loaded and loaded[0].key == key and loaded[0].kind == chosen and loaded[0].dims == dims:
-            index = loaded[1]
-            have = index.ids()
-            gone = np.setdiff1d(have, ids, assume_unique=True)
+            have = loaded[1].ids()
             new = np.setdiff1d(ids, have, assume_unique=True)
             rows = np.searchsorted(ids, new).tolist()
-            index.update(new, embeddings.vectors(conn, key, [hashes[r] for r in rows], dims, known or {}), gone)
+            catch_up = (new, embeddings.vectors(conn, key, [hashes[r] for r in rows], dims, known or {}),
+                        np.setdiff1d(have, ids, assume_unique=True))
         elif known:
-            index = _module(chosen).build(ids, embeddings.vectors(conn, key, hashes, dims, known))
-        else:
-            index = None
-    if index is None:  # nothing in hand: one scan of the table
+            vecs = embeddings.vectors(conn, key, hashes, dims, known)
+    if catch_up is not None:
+        index = loaded[1]
+        index.update(*catch_up)
+    elif vecs is not None:
+        index = _module(chosen).build(ids, vecs)
+    else:  # nothing in hand: one scan of the table
         version, ids, vecs = embeddings.matrix(store, key, dims)
         index = _module(choose(kind, len(ids))).build(ids, vecs)
     tag = Tag(index.kind, key, dims, version)  # ivf falls back to flat on tiny collections
