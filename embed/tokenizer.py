@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from kb.errors import NotFound
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -41,15 +43,22 @@ class Tokenizer:
         self._tok.no_padding()
         self._tok.no_truncation()
         self._ascii = _without_bert_normalizer(raw)
+        self._words = _WordCache(self._ascii) if self._ascii is not None and _bert_wordpiece(raw) else None
+        # a text holding an added token ("[CLS]") takes the plain path, which matches it as one
+        self._added = [t["content"] for t in json.loads(raw).get("added_tokens", [])]
         self.name = name
         self.sha256 = hashlib.sha256(raw).hexdigest()[:16]
 
     def encode(self, text: str) -> Encoding:
-        if self._ascii is not None and text.isascii() and not _CONTROL.search(text):
+        if (self._ascii is not None and text.isascii() and not _CONTROL.search(text)
+                and not any(t in text for t in self._added)):
             # BERT's normalizer on ASCII text without control characters only lower-cases it and
             # turns tabs and line ends into spaces, position for position: str.lower() and the same
             # tokenizer without that normalizer give the same ids and offsets, about a sixth faster.
-            enc = self._ascii.encode(text.lower(), add_special_tokens=False)
+            lower = text.lower()
+            if self._words is not None:
+                return self._words.encode(lower)
+            enc = self._ascii.encode(lower, add_special_tokens=False)
         else:
             enc = self._tok.encode(text, add_special_tokens=False)
         return Encoding(enc.ids, enc.offsets)
@@ -81,6 +90,91 @@ def _without_bert_normalizer(raw: bytes):
     bare.no_padding()
     bare.no_truncation()
     return bare
+
+
+def _bert_wordpiece(raw: bytes) -> bool:
+    """BERT's word splitting (whitespace and punctuation) followed by WordPiece, which turns each
+    word into pieces on its own: what _WordCache relies on."""
+    spec = json.loads(raw)
+    return ((spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+            and (spec.get("model") or {}).get("type") == "WordPiece")
+
+
+# On lower-cased ASCII text without control characters, BertPreTokenizer's words: runs of letters
+# and digits, and each other non-space character alone (all of ASCII's are punctuation to BERT).
+_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9 \t\n\r]")
+_CLASS = np.zeros(128, np.int8)  # 0 space, 1 letter or digit, 2 punctuation
+_CLASS[[ord(c) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]] = 1
+_CLASS[[c for c in range(33, 127) if _CLASS[c] == 0]] = 2
+
+
+class _WordCache:
+    """WordPiece ids of each distinct word, computed once by the tokenizer itself (one call for a
+    text's new words); a text is then its words looked up and their pieces laid out with numpy.
+    Source code and prose repeat their words, so most of a text costs a dict lookup a word."""
+
+    MAX_WORDS = 1 << 18  # distinct words kept; past that the cache starts afresh
+
+    def __init__(self, tok):
+        self.tok = tok
+        self._seed()
+
+    def _seed(self) -> None:
+        """Start with the vocabulary's whole words, which WordPiece (longest match first) keeps as
+        one piece each: a process's first texts find most of their words already."""
+        whole = sorted((t, i) for t, i in self.tok.get_vocab().items() if _WORD.fullmatch(t))
+        self.index: dict[str, int] = {t: w for w, (t, _) in enumerate(whole)}
+        # word w's pieces are rows ptr[w]:ptr[w + 1] of `pieces` (id, start, end within the word);
+        # both arrays grow by doubling
+        self.ptr = np.arange(2 * len(whole) + 1, dtype=np.int64)
+        self.pieces = np.zeros((2 * len(whole), 3), np.int32)
+        self.pieces[:len(whole)] = [(i, 0, len(t)) for t, i in whole]
+
+    def encode(self, lower: str) -> Encoding:
+        """The ids and offsets of lower-cased ASCII text without control characters, as the
+        tokenizer gives them."""
+        words = _WORD.findall(lower)
+        new = [w for w in dict.fromkeys(words) if w not in self.index]
+        if new and len(self.index) + len(new) > self.MAX_WORDS:
+            self._seed()
+            new = [w for w in dict.fromkeys(words) if w not in self.index]
+        if new:
+            self._add(new)
+        cls = _CLASS[np.frombuffer(lower.encode("ascii"), np.uint8)]
+        first = (cls == 2) | ((cls == 1) & (np.concatenate(([0], cls[:-1])) != 1))
+        word_starts = np.flatnonzero(first)
+        types = np.fromiter(map(self.index.__getitem__, words), np.int64, len(words))
+        counts = self.ptr[types + 1] - self.ptr[types]
+        rows = np.arange(int(counts.sum())) + np.repeat(self.ptr[types] - (np.cumsum(counts) - counts), counts)
+        base = np.repeat(word_starts, counts)
+        ids, starts, ends = self.pieces[rows].T
+        return Encoding(ids.tolist(), list(zip((base + starts).tolist(), (base + ends).tolist())))
+
+    def _add(self, new: list[str]) -> None:
+        # One encode of the new words joined by spaces: BERT splits them back into the same words.
+        joined = " ".join(new)
+        enc = self.tok.encode(joined, add_special_tokens=False)
+        offsets = np.asarray(enc.offsets, np.int32).reshape(-1, 2)
+        starts = np.zeros(len(new), np.int32)
+        np.cumsum(np.fromiter(map(len, new), np.int32, len(new))[:-1] + 1, out=starts[1:])
+        word = np.searchsorted(starts, offsets[:, 0], side="right") - 1
+        counts = np.bincount(word, minlength=len(new))
+        words, have, add = len(self.index), int(self.ptr[len(self.index)]), len(enc.ids)
+        self.pieces = _room(self.pieces, have + add)
+        self.ptr = _room(self.ptr, words + len(new) + 1)
+        self.pieces[have:have + add, 0] = enc.ids
+        self.pieces[have:have + add, 1:] = offsets - starts[word][:, None]  # within each word
+        self.ptr[words + 1:words + len(new) + 1] = have + np.cumsum(counts)
+        self.index.update(zip(new, range(words, words + len(new))))
+
+
+def _room(a: np.ndarray, n: int) -> np.ndarray:
+    """`a`, or a copy twice as long (at least n rows) when it has fewer than n rows."""
+    if n <= len(a):
+        return a
+    grown = np.zeros((max(2 * len(a), n), *a.shape[1:]), a.dtype)
+    grown[:len(a)] = a
+    return grown
 
 
 @lru_cache(maxsize=4)

@@ -73,7 +73,23 @@ def test_ascii_fast_path_of_the_tokenizer_gives_the_normalizers_ids_and_offsets(
     alphabet = "abcXYZ 019_.,;:!?-'\"()[]{}#\t\r\n\n  The HTTP_Server parseURL \x01\x1b\x7f"
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400))) for _ in range(300)]
     texts += [p.read_text() for p in sorted(SAMPLE.rglob("*.md"))]
+    texts += ["x [CLS] y [SEP] z [PAD] [MASK] [UNK] [cls]", "a" * 150 + " b " + "zq" * 60, "", "  \n",
+              "qwxzjv_blorptangle(frobnicate2x, ZZtop99) >>= ... ---"]
     assert sum(t.isascii() for t in texts) > 300
-    for text in texts:
+    for text in texts + texts[::-1]:  # again: the second time every word is in the word cache
         fast, full = TOK.encode(text), TOK._tok.encode(text, add_special_tokens=False)
         assert (fast.ids, fast.offsets) == (full.ids, full.offsets), repr(text[:80])
+
+
+def test_word_cache_starting_afresh_keeps_the_tokenizers_ids(monkeypatch):
+    """Past its size the word cache starts again from the vocabulary's words: the same output."""
+    from kb.embed.tokenizer import Tokenizer, _WordCache, default_model_dir
+
+    tok = Tokenizer(default_model_dir(), "all-MiniLM-L6-v2")
+    monkeypatch.setattr(_WordCache, "MAX_WORDS", len(tok._words.index) + 50)
+    texts = [p.read_text() for p in sorted(SAMPLE.rglob("*.md"))]
+    assert sum(t.isascii() for t in texts) >= 15
+    for text in texts:
+        fast, full = tok.encode(text), tok._tok.encode(text, add_special_tokens=False)
+        assert (fast.ids, fast.offsets) == (full.ids, full.offsets)
+    assert len(tok._words.index) <= _WordCache.MAX_WORDS
