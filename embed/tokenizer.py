@@ -43,7 +43,8 @@ class Tokenizer:
         self._tok.no_padding()
         self._tok.no_truncation()
         self._ascii = _without_bert_normalizer(raw)
-        self._words = _WordCache(self._ascii) if self._ascii is not None and _bert_wordpiece(raw) else None
+        self._wordpiece = self._ascii is not None and _bert_wordpiece(raw)
+        self._words: _WordCache | None = None  # made for the first long text (0.1 s): not for a query
         # a text holding an added token ("[CLS]") takes the plain path, which matches it as one
         self._added = [t["content"] for t in json.loads(raw).get("added_tokens", [])]
         self.name = name
@@ -56,7 +57,9 @@ class Tokenizer:
             # turns tabs and line ends into spaces, position for position: str.lower() and the same
             # tokenizer without that normalizer give the same ids and offsets, about a sixth faster.
             lower = text.lower()
-            if self._words is not None:
+            if self._wordpiece and len(text) >= WORD_CACHE_FROM:
+                if self._words is None:
+                    self._words = _WordCache(self._ascii)
                 return self._words.encode(lower)
             enc = self._ascii.encode(lower, add_special_tokens=False)
         else:
@@ -74,6 +77,7 @@ class Tokenizer:
         return {"tokenizer": self.name, "tokenizer_sha256": self.sha256}
 
 
+WORD_CACHE_FROM = 2000  # characters: shorter texts (queries, prefixes) go to the tokenizer directly
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # what BERT's clean_text drops
 
 

@@ -1,3 +1,5 @@
+import pytest
+
 from conftest import SAMPLE
 from kb.embed.tokenizer import load_tokenizer
 from kb.index.chunker import ChunkConfig, chunk_text, headings
@@ -63,11 +65,15 @@ def test_empty_text_gives_no_chunks():
     assert chunks("\n\n   \n") == []
 
 
-def test_ascii_fast_path_of_the_tokenizer_gives_the_normalizers_ids_and_offsets():
+@pytest.mark.parametrize("cache_from", [0, 10**9])  # through the word cache, and without it
+def test_ascii_fast_path_of_the_tokenizer_gives_the_normalizers_ids_and_offsets(cache_from, monkeypatch):
     """BERT's normalizer skipped on ASCII text (kb.embed.tokenizer): same ids and offsets as the
     full tokenizer, on text with tabs, line ends, upper case, punctuation and control characters."""
     import random
 
+    from kb.embed import tokenizer
+
+    monkeypatch.setattr(tokenizer, "WORD_CACHE_FROM", cache_from)
     assert TOK._ascii is not None  # all-MiniLM-L6-v2 lower-cases: the fast path is taken
     rng = random.Random(11)
     alphabet = "abcXYZ 019_.,;:!?-'\"()[]{}#\t\r\n\n  The HTTP_Server parseURL \x01\x1b\x7f"
@@ -83,9 +89,12 @@ def test_ascii_fast_path_of_the_tokenizer_gives_the_normalizers_ids_and_offsets(
 
 def test_word_cache_starting_afresh_keeps_the_tokenizers_ids(monkeypatch):
     """Past its size the word cache starts again from the vocabulary's words: the same output."""
+    from kb.embed import tokenizer
     from kb.embed.tokenizer import Tokenizer, _WordCache, default_model_dir
 
+    monkeypatch.setattr(tokenizer, "WORD_CACHE_FROM", 0)
     tok = Tokenizer(default_model_dir(), "all-MiniLM-L6-v2")
+    tok.encode("warm")
     monkeypatch.setattr(_WordCache, "MAX_WORDS", len(tok._words.index) + 50)
     texts = [p.read_text() for p in sorted(SAMPLE.rglob("*.md"))]
     assert sum(t.isascii() for t in texts) >= 15
