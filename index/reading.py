@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
+import threading
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -83,9 +86,32 @@ def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
 WORKER_NICE = 4
 
 
-def _start_worker(nice: int) -> None:
+def _start_worker(nice: int, owner: int) -> None:
+    """A reader process: at a lower priority, and gone as soon as `owner` (the kb process) is.
+    A kb killed mid-run (SIGKILL from cron's timeout, the OOM killer) would otherwise leave its
+    readers and their fork server behind for good, a reader blocked on a full result pipe."""
     if nice:
         os.nice(nice)
+    threading.Thread(target=_exit_with, args=(owner,), name="kb-reader-owner", daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    try:
+        fd = os.pidfd_open(owner)  # readable once the process has ended (Linux 5.3)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+    os._exit(1)
 
 
 class Reader:
@@ -111,7 +137,7 @@ class Reader:
             # worker forks from it instead of importing them again.
             ctx.set_forkserver_preload(["kb.index.reading", "kb.index.analyzer", "kb.embed.tokenizer"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_start_worker,
-                                             initargs=(WORKER_NICE,))
+                                             initargs=(WORKER_NICE, os.getpid()))
         ahead: deque = deque()
         for job in jobs:
             ahead.append(self._pool.submit(read_document, job, self.cfg))

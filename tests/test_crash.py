@@ -150,3 +150,35 @@ def test_queries_work_while_an_index_run_writes(tmp_path):
     finally:
         writer.wait(timeout=300)
     assert answered >= 1 and writer.returncode == 0, writer.stderr.read()
+
+
+def _reader_processes() -> set[int]:
+    """Processes of multiprocessing's fork server (kb's readers are forked from one)."""
+    from pathlib import Path
+
+    found = set()
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and b"multiprocessing.forkserver" in (p / "cmdline").read_bytes():
+                found.add(int(p.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_run_leaves_no_reader_processes(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, 300, seed=9)
+    before = _reader_processes()
+    proc = start_index(corpus, tmp_path / "db", "--vector-index", "none")
+    deadline = time.time() + 60
+    while not _reader_processes() - before and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert _reader_processes() - before, "the run did not start its readers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while _reader_processes() - before and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _reader_processes() - before  # readers and their fork server went with it
