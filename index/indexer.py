@@ -117,6 +117,7 @@ def fingerprint(tokenizer: Tokenizer, chunk: ChunkConfig) -> dict:
 def index_paths(paths: list[str | Path], db: str | Path | None = None,
                 cfg: IndexConfig = IndexConfig(), progress: Progress | None = None) -> IndexReport:
     targets = resolve_targets(paths)  # before the store is touched: bad input changes nothing
+    load_tokenizer(cfg.embed.model)  # a folder that is no model: an error before any store is made
     if cfg.embed.devices and cfg.vector_index != "none":
         from kb.embed.multi import check_devices
 

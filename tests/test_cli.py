@@ -144,3 +144,9 @@ def test_special_paths(tmp_path, db):
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     proc = kb("index", binary, "--db", db, "--vector-index", "none")
     assert "skipped, binary file" in proc.stderr and "1 skipped" in proc.stdout
+
+
+def test_a_folder_that_is_no_model_is_a_one_line_error_before_the_store_is_touched(corpus, db, tmp_path):
+    proc = kb("index", corpus, "--db", db, "--model", tmp_path, check=3)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no tokenizer.json" in proc.stderr
+    assert not db.exists()
