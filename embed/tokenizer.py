@@ -42,11 +42,12 @@ class Tokenizer:
         self._tok = HfTokenizer.from_str(raw.decode("utf-8"))
         self._tok.no_padding()
         self._tok.no_truncation()
-        self._ascii = _without_bert_normalizer(raw)
-        self._wordpiece = self._ascii is not None and _bert_wordpiece(raw)
+        spec = json.loads(raw)  # parsed once here (18 ms for MiniLM's), for the three uses below
+        self._ascii = _without_bert_normalizer(spec)
+        self._wordpiece = self._ascii is not None and _bert_wordpiece(spec)
         self._words: _WordCache | None = None  # made for the first long text (0.1 s): not for a query
         # a text holding an added token ("[CLS]") takes the plain path, which matches it as one
-        self._added = [t["content"] for t in json.loads(raw).get("added_tokens", [])]
+        self._added = [t["content"] for t in spec.get("added_tokens", [])]
         self.name = name
         self.sha256 = hashlib.sha256(raw).hexdigest()[:16]
 
@@ -81,12 +82,12 @@ WORD_CACHE_FROM = 2000  # characters: shorter texts (queries, prefixes) go to th
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # what BERT's clean_text drops
 
 
-def _without_bert_normalizer(raw: bytes):
-    """The same tokenizer with its normalizer removed, when that normalizer is BERT's lower-casing
-    one (clean_text, lowercase; accents and CJK spacing do not touch ASCII); else None."""
+def _without_bert_normalizer(spec: dict):
+    """The same tokenizer (its tokenizer.json, parsed) with its normalizer removed, when that
+    normalizer is BERT's lower-casing one (clean_text, lowercase; accents and CJK spacing do not
+    touch ASCII); else None."""
     from tokenizers import Tokenizer as HfTokenizer
 
-    spec = json.loads(raw)
     norm = spec.get("normalizer") or {}
     if norm.get("type") != "BertNormalizer" or not norm.get("lowercase") or not norm.get("clean_text"):
         return None
@@ -96,10 +97,9 @@ def _without_bert_normalizer(raw: bytes):
     return bare
 
 
-def _bert_wordpiece(raw: bytes) -> bool:
+def _bert_wordpiece(spec: dict) -> bool:
     """BERT's word splitting (whitespace and punctuation) followed by WordPiece, which turns each
     word into pieces on its own: what _WordCache relies on."""
-    spec = json.loads(raw)
     return ((spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
             and (spec.get("model") or {}).get("type") == "WordPiece")
 
