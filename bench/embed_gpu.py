@@ -399,6 +399,18 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     r["kb_model_sweep_tok_s"] = sweep
     r["kb_model_tok_s"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
     r["kb_model_over_hf"] = round(r["kb_model_tok_s"] / r["hf_bf16_sorted_tok_s"], 2)
+    # batches of the GPU feed's size, each one launch of a CUDA graph, or launched kernel by kernel
+    from kb.embed.pipeline import embed_packed
+    from kb.index.gpu_feed import FEED_TOKENS
+
+    for label, graph_tokens in (("eager", None), ("graphs", FEED_TOKENS)):
+        stream = enc._stream(enc._passage, graph_tokens)
+        r[f"kb_model_feed_{label}_tok_s"] = round(tokens / timed(lambda: embed_packed(stream, chunk_ids, FEED_TOKENS))[0])
+        if graph_tokens:
+            v = embed_packed(stream, chunk_ids, FEED_TOKENS)
+            r["min_cosine_graphs"] = round(float(cosines(ref, v).min()), 6)
+            r["graph_shapes"] = [list(k) for k, g in stream.graphs.items() if g is not None]
+        del stream
     if torch.cuda.device_count() >= 2:  # one process per GPU (kb index --devices 0,1)
         from kb.embed.multi import MultiEncoder
 
@@ -438,6 +450,13 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     r["kb_end_to_end_embedded"] = report.embedded
     r["kb_end_to_end_tok_s"] = round(tokens / best)
     r["kb_end_to_end_over_st"] = round(r["kb_end_to_end_tok_s"] / r["st_default_tok_s"], 2)
+    from kb.index import gpu_feed
+
+    gpu_feed.GRAPHS = False  # the feed launching kernel by kernel
+    try:
+        r["kb_end_to_end_eager_feed_runs_s"] = [round(t, 3) for t in index_runs(files, work / f"store-{name}-eager", cfg, 2)[0]]
+    finally:
+        gpu_feed.GRAPHS = True
     db = work / f"store-{name}-timeline"
     r["kb_end_to_end_phases_s"] = timeline(lambda: index_paths([files], db, cfg))
     r["kb_end_to_end_stored_cosine_fp32"] = stored_cosine(db, texts, ref)
@@ -493,7 +512,8 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n{torch.cuda.get_device_name()}, {len(texts)} chunks of real text (Python sources); tokens/s")
     cols = ("st_default_tok_s", "st_fp16_tok_s", "hf_bf16_sorted_tok_s", "kb_model_tok_s", "kb_end_to_end_tok_s",
-            "tokenizer_tok_s", "kb_model_over_hf", "kb_end_to_end_over_st", "min_cosine_fp32")
+            "tokenizer_tok_s", "kb_model_over_hf", "kb_end_to_end_over_st", "min_cosine_fp32",
+            "kb_model_feed_eager_tok_s", "kb_model_feed_graphs_tok_s")
     if "two_gpus_over_one" in results[0]:
         cols += ("kb_model_2gpu_tok_s", "two_gpus_over_one")
     print(f"{'':10}" + "".join(f"{c.replace('_tok_s', ''):>22}" for c in cols))

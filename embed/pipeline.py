@@ -30,10 +30,12 @@ def batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
 
 
 def pack(seqs: list, head: np.ndarray, tail: np.ndarray, room: int, pos_offset: int,
-         block_m: int = ATTENTION_TILE) -> tuple[np.ndarray, tuple]:
+         block_m: int = ATTENTION_TILE, shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, tuple]:
     """The model's inputs for texts' token ids (`head`, then the first `room` ids, then `tail`),
     packed into one int32 buffer [ids | positions | cu | tile sequence | tile first row]; and the
-    five parts' lengths."""
+    five parts' lengths. With `shape` (tokens, sequences, tiles) the parts are padded to that size
+    (see `padded_shape`), so that one captured CUDA graph runs any batch that fits: padding tokens
+    belong to no sequence, padding sequences are empty and padding tiles have sequence -1."""
     body = [np.asarray(s, np.int32)[:room] for s in seqs]
     body_len = np.fromiter(map(len, body), np.int32, len(body))
     lengths = body_len + len(head) + len(tail)
@@ -55,32 +57,99 @@ def pack(seqs: list, head: np.ndarray, tail: np.ndarray, room: int, pos_offset: 
     np.cumsum(tiles, out=first[1:])
     tile_seq = np.repeat(np.arange(len(seqs), dtype=np.int32), tiles)
     tile_m = (np.arange(first[-1], dtype=np.int32) - np.repeat(first[:-1], tiles)) * block_m
-    parts = (ids, positions, cu, tile_seq, tile_m)
+    parts = [ids, positions, cu, tile_seq, tile_m]
+    if shape is not None:
+        tokens, n_seqs, n_tiles = shape
+        fill = (0, pos_offset, cu[-1], -1, 0)
+        sizes = (tokens, tokens, n_seqs + 1, n_tiles, n_tiles)
+        if any(len(p) > n for p, n in zip(parts, sizes)):
+            raise ValueError(f"a batch of {cu[-1]} tokens, {len(seqs)} texts does not fit {shape}")
+        parts = [np.concatenate((p, np.full(n - len(p), f, np.int32))) for p, n, f in zip(parts, sizes, fill)]
     return np.concatenate(parts), tuple(len(p) for p in parts)
+
+
+def padded_shape(tokens: int, n_seqs: int, block_m: int) -> tuple[int, int, int]:
+    """The (tokens, sequences, tiles) a batch of up to `tokens` tokens and `n_seqs` texts is padded
+    to: sequences rounded up to a power of two (at least 64), so a run needs a few graphs, not one
+    per batch; a sequence of n tokens has ceil(n / block_m) tiles, so there are at most
+    sequences + tokens / block_m."""
+    seqs = max(64, 1 << (n_seqs - 1).bit_length())
+    return tokens, seqs, seqs - (-tokens // block_m)
 
 
 class PackedStream:
     """Batches of texts (token ids, see `pack`) through `enc`, a kb.embed.packed.PackedEncoder on
     `device`, with up to `depth` batches in flight: `submit` packs and launches a batch and hands
     back the vectors of those that are done, so a caller that keeps submitting keeps the GPU busy
-    across calls; `drain` waits for the rest. Results are (tag, (n, dims) float32) in order."""
+    across calls; `drain` waits for the rest. Results are (tag, (n, dims) float32) in order.
+
+    With `graph_tokens`, a batch of at least half that many tokens (and no more) is padded to it and
+    run by replaying a CUDA graph captured for its padded shape (one per power of two of texts):
+    one launch instead of some 7 per layer, so the thread feeding the GPU needs the GIL for
+    microseconds per batch, not milliseconds, while `kb index`'s main thread writes."""
 
     def __init__(self, enc, head: list[int], tail: list[int], room: int, device, pooling: str,
-                 normalize: bool, depth: int = 2):
+                 normalize: bool, depth: int = 2, graph_tokens: int | None = None):
         self.enc, self.room, self.device = enc, room, device
         self.head, self.tail = np.asarray(head, np.int32), np.asarray(tail, np.int32)
         self.pooling, self.normalize, self.depth = pooling, normalize, depth
+        self.graph_tokens = graph_tokens
+        self.graphs: dict[tuple, tuple] = {}  # padded shape -> (graph, its input, its output)
+        self._pool = None
         self._in_flight: deque = deque()
+
+    def tokens(self, seq) -> int:
+        """The tokens the model reads for a text's ids."""
+        return min(len(seq), self.room) + len(self.head) + len(self.tail)
+
+    def _forward(self, buf, sizes):
+        ids, positions, cu, tile_seq, tile_m = buf.split(sizes)
+        enc = self.enc
+        return enc.pool(enc.hidden(ids, positions, cu, (tile_seq, tile_m)), cu, self.pooling, self.normalize)
+
+    def _graph(self, shape: tuple[int, int, int], sizes: tuple):
+        """The graph of `shape`, captured on first use (after one eager run, which compiles the
+        kernels); None, from then on, if capture fails (the batches run eagerly)."""
+        import torch
+
+        if shape in self.graphs:
+            return self.graphs[shape]
+        try:
+            static_in = torch.zeros(sum(sizes), dtype=torch.int32, device=self.device)
+            static_in[sum(sizes[:3]):sum(sizes[:4])] = -1  # no tile has a sequence: the warm-up reads nothing
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self._forward(static_in, sizes)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self._pool = self._pool or torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                static_out = self._forward(static_in, sizes)
+            self.graphs[shape] = (graph, static_in, static_out)
+        except RuntimeError:
+            self.graph_tokens, self.graphs[shape] = None, None
+        return self.graphs[shape]
 
     def submit(self, seqs: list, tag) -> list[tuple[object, np.ndarray]]:
         import torch
 
-        enc = self.enc
+        enc, block_m = self.enc, self.enc.attention["block_m"]
         with torch.inference_mode():
-            buf, sizes = pack(seqs, self.head, self.tail, self.room, enc.pos_offset, enc.attention["block_m"])
+            shape = None
+            if self.graph_tokens:
+                used = sum(map(self.tokens, seqs))
+                if self.graph_tokens // 2 <= used <= self.graph_tokens:
+                    shape = padded_shape(self.graph_tokens, len(seqs), block_m)
+            buf, sizes = pack(seqs, self.head, self.tail, self.room, enc.pos_offset, block_m, shape)
             host_in = torch.from_numpy(buf).pin_memory()
-            ids, positions, cu, tile_seq, tile_m = host_in.to(self.device, non_blocking=True).split(sizes)
-            vec = enc.pool(enc.hidden(ids, positions, cu, (tile_seq, tile_m)), cu, self.pooling, self.normalize)
+            graph = self._graph(shape, sizes) if shape else None
+            if graph is None:
+                vec = self._forward(host_in.to(self.device, non_blocking=True), sizes)
+            else:  # stream order: the copy in waits for the last replay, the next replay for the copy out
+                graph[1].copy_(host_in, non_blocking=True)
+                graph[0].replay()
+                vec = graph[2][:len(seqs)]
             host_out = torch.empty(vec.shape, dtype=torch.float32, pin_memory=True)
             host_out.copy_(vec, non_blocking=True)
             done = torch.cuda.Event(blocking=True)  # its waiter sleeps: the cores are the readers'

@@ -17,6 +17,8 @@ import threading
 # Tokens per batch fed while reading. End to end on an H200 (bench/embed_gpu.py --feed-variants)
 # 64K and 256K were as fast as each other (within the runs' spread), 32K slower for bge-base.
 FEED_TOKENS = 65536
+# Full batches run as CUDA graphs (kb.embed.pipeline.PackedStream): one launch per batch
+GRAPHS = True
 
 
 class GpuFeed:
@@ -62,22 +64,25 @@ class GpuFeed:
             # One stream for the run (one process per GPU with --devices: a call per batch), so
             # the GPU never waits for the next batch to be packed; FEED_TOKENS batches keep what
             # is left to embed when reading ends short.
-            stream = encoder.passage_stream() if hasattr(encoder, "passage_stream") else None
             budget = min(self.cfg.gpu_batch_tokens, FEED_TOKENS)
-            pending: list = []
+            stream = (encoder.passage_stream(budget if GRAPHS else None) if hasattr(encoder, "passage_stream")
+                      else None)
+            size = stream.tokens if stream is not None else len  # what a text costs the model
+            pending: list = []  # (hash, ids, tokens)
             tokens = 0
             while True:
                 rows = self._in.get()
                 if rows is not None:
-                    pending += rows
-                    tokens += sum(len(ids) for _, ids in rows)
+                    new = [(h, ids, size(ids)) for h, ids in rows]
+                    pending += new
+                    tokens += sum(r[2] for r in new)
                 while pending and (rows is None or tokens >= budget):
                     take, used = 0, 0
-                    while take < len(pending) and (take == 0 or used + len(pending[take][1]) <= budget):
-                        used += len(pending[take][1])
+                    while take < len(pending) and (take == 0 or used + pending[take][2] <= budget):
+                        used += pending[take][2]
                         take += 1
                     batch, pending, tokens = pending[:take], pending[take:], tokens - used
-                    hashes, ids = [h for h, _ in batch], [i for _, i in batch]
+                    hashes, ids = [r[0] for r in batch], [r[1] for r in batch]
                     if stream is None:
                         self._out.put((hashes, encoder.embed_passages(ids)))
                     else:

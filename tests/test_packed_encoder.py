@@ -144,6 +144,42 @@ def test_pack_lays_out_inputs_positions_and_tiles():
     assert [b.tolist() for b in got] == [[0, 4, 2], [3], [1]]
 
 
+def test_padded_batch_gives_the_vectors_of_the_unpadded_one():
+    """A batch padded to a CUDA graph's fixed shape (padding tokens in no sequence, empty padding
+    sequences, padding tiles of sequence -1) gives its texts the vectors of the batch unpadded,
+    through the kernels themselves; and the padded shape always has room for the tiles."""
+    import numpy as np
+
+    from kb.embed.packed import PackedEncoder
+    from kb.embed.pipeline import pack, padded_shape
+
+    enc = PackedEncoder(tiny("bert").to(DEVICE), ops="triton")
+    block_m = enc.attention["block_m"]
+    g = torch.Generator().manual_seed(4)
+    seqs = [torch.randint(3, 120, (int(n),), generator=g).tolist() for n in [1, 63, 64, 65, 140, 7]]
+
+    def run(shape):
+        buf, sizes = pack(seqs, np.array([101]), np.array([102]), 250, enc.pos_offset, block_m, shape)
+        ids, positions, cu, tile_seq, tile_m = torch.from_numpy(buf).to(DEVICE).split(sizes)
+        with torch.inference_mode():
+            return enc.pool(enc.hidden(ids, positions, cu, (tile_seq, tile_m)), cu, "mean", True).cpu()
+
+    want = run(None)
+    shape = padded_shape(512, len(seqs), block_m)
+    assert shape[1] == 64
+    got = run(shape)
+    assert got.shape == (64, want.shape[1])
+    assert (got[:len(seqs)] - want).abs().max().item() < 1e-5
+    assert not got[len(seqs):].any()  # empty sequences pool to zero
+    with pytest.raises(ValueError):
+        pack(seqs, np.array([101]), np.array([102]), 250, enc.pos_offset, block_m, (300, 64, 80))
+    for _ in range(200):  # worst cases of the tile bound: many texts just past a tile's end
+        n = int(torch.randint(1, 300, (1,), generator=g))
+        lengths = [block_m + 1] * n if n % 2 else torch.randint(1, 512, (n,), generator=g).tolist()
+        tokens, _, tiles = padded_shape(sum(lengths), n, block_m)
+        assert sum(-(-x // block_m) for x in lengths) <= tiles
+
+
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="the packed pipeline pins memory and waits on CUDA events")
 def test_stream_fed_in_pieces_matches_one_call():
     """What the GPU feed does while `kb index` reads (a stream fed batch by batch, results coming
@@ -168,3 +204,34 @@ def test_stream_fed_in_pieces_matches_one_call():
     got.update(s.drain())
     assert sorted(got) == list(range(0, len(seqs), 7))
     assert np.abs(np.concatenate([got[i] for i in sorted(got)]) - want).max() < 1e-4
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs")
+def test_stream_of_cuda_graphs_matches_eager():
+    """Batches replayed as CUDA graphs (two padded shapes, replayed in turn, sharing one memory
+    pool) and the short batches that run eagerly give the vectors of the eager stream."""
+    import numpy as np
+
+    from kb.embed.packed import PackedEncoder
+    from kb.embed.pipeline import PackedStream
+
+    enc = PackedEncoder(tiny("bert").to(DEVICE), ops="triton")
+    g = torch.Generator().manual_seed(5)
+    pieces = []  # 4 long texts (608-968 tokens, framed), or 70-75 short ones (560-900): two shapes
+    for n, low, high in [(4, 150, 241), (70, 6, 11), (2, 1, 100), (4, 150, 241), (75, 6, 11), (4, 150, 241)]:
+        pieces.append([torch.randint(3, 120, (int(x),), generator=g).tolist()
+                       for x in torch.randint(low, high, (n,), generator=g)])
+
+    def run(graph_tokens):
+        s, got = PackedStream(enc, [101], [102], 250, DEVICE, "mean", True, graph_tokens=graph_tokens), {}
+        for i, seqs in enumerate(pieces):
+            got.update(s.submit(seqs, i))
+        got.update(s.drain())
+        return s, [got[i] for i in range(len(pieces))]
+
+    _, want = run(None)
+    s, got = run(1024)
+    assert sorted(shape[1] for shape, g in s.graphs.items() if g is not None) == [64, 128]
+    for w, v in zip(want, got):
+        assert v.shape == w.shape
+        assert np.abs(v - w).max() < 1e-4
