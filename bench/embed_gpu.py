@@ -240,8 +240,11 @@ def timeline(run_index) -> dict:
 
     from kb.index import embeddings, vectors
 
+    # _read: the main thread waiting for the readers; write_document: its own work per file
     patches = [(indexer._Run, n, getattr(indexer._Run, n)) for n in
-               ("_index_target", "_take_vectors", "_embed", "_derive", "_prune_kv", "_write_vectors", "_check_fingerprint")]
+               ("_index_target", "_take_vectors", "_embed", "_derive", "_prune_kv", "_write_vectors", "_check_fingerprint",
+                "_read")]
+    patches += [(indexer, "write_document", indexer.write_document)]
     patches += [(Bm25Cache, n, Bm25Cache.__dict__[n]) for n in ("current", "build", "save")]
     patches += [(embeddings, n, getattr(embeddings, n)) for n in ("missing", "collect_garbage", "listing",
                                                                   "vectors", "matrix")]
@@ -251,8 +254,27 @@ def timeline(run_index) -> dict:
     patches += [(PackedStream, n, getattr(PackedStream, n)) for n in ("submit", "_collect")]
     patches += [(Store, n, Store.__dict__[n]) for n in ("open", "close")]
     patches += [(Reader, "close", Reader.close), (indexer._Run, "__init__", indexer._Run.__init__)]
+    read = indexer._Run._read
+
+    def last_read(*a, **k):  # when the last file's reading came back, from the run's start
+        out = read(*a, **k)
+        spent.setdefault("first_read_at", round(time.perf_counter() - t0, 3))
+        spent["last_read_at"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    streams, init = [], PackedStream.__init__
+
+    def stream_init(self, *a, **k):  # the feed's streams, for how many batches ran as a graph
+        init(self, *a, **k)
+        streams.append(self)
+
+    patches += [(PackedStream, "__init__", init)]
     for owner, name, fn in patches:
         label = f"{owner.__name__.rsplit('.', 1)[-1]}.{name}"
+        if fn is init:
+            setattr(owner, name, stream_init)
+            continue
+        fn = last_read if fn is read else fn
         if isinstance(fn, classmethod):
             setattr(owner, name, classmethod(timed_call(label, fn.__func__)))
         else:
@@ -261,6 +283,7 @@ def timeline(run_index) -> dict:
         t0 = time.perf_counter()
         run_index()
         spent["total"] = round(time.perf_counter() - t0, 3)
+        spent["graph_replays"] = sum(s.replays for s in streams)
     finally:
         for owner, name, fn in patches:
             setattr(owner, name, fn)
@@ -400,16 +423,18 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     r["kb_model_tok_s"] = round(tokens / timed(lambda: enc.embed_passages(chunk_ids))[0])
     r["kb_model_over_hf"] = round(r["kb_model_tok_s"] / r["hf_bf16_sorted_tok_s"], 2)
     # batches of the GPU feed's size, each one launch of a CUDA graph, or launched kernel by kernel
-    from kb.embed.pipeline import embed_packed
+    from kb.embed.pipeline import batches, embed_packed
     from kb.index.gpu_feed import FEED_TOKENS
 
     for label, graph_tokens in (("eager", None), ("graphs", FEED_TOKENS)):
         stream = enc._stream(enc._passage, graph_tokens)
         r[f"kb_model_feed_{label}_tok_s"] = round(tokens / timed(lambda: embed_packed(stream, chunk_ids, FEED_TOKENS))[0])
         if graph_tokens:
+            stream.replays = 0
             v = embed_packed(stream, chunk_ids, FEED_TOKENS)
             r["min_cosine_graphs"] = round(float(cosines(ref, v).min()), 6)
-            r["graph_shapes"] = [list(k) for k, g in stream.graphs.items() if g is not None]
+            n = len(batches(np.array([stream.tokens(x) for x in chunk_ids]), FEED_TOKENS))
+            r["graph_replays_of_batches"] = [stream.replays, n]
         del stream
     if torch.cuda.device_count() >= 2:  # one process per GPU (kb index --devices 0,1)
         from kb.embed.multi import MultiEncoder

@@ -68,12 +68,12 @@ def pack(seqs: list, head: np.ndarray, tail: np.ndarray, room: int, pos_offset: 
     return np.concatenate(parts), tuple(len(p) for p in parts)
 
 
-def padded_shape(tokens: int, n_seqs: int, block_m: int) -> tuple[int, int, int]:
-    """The (tokens, sequences, tiles) a batch of up to `tokens` tokens and `n_seqs` texts is padded
-    to: sequences rounded up to a power of two (at least 64), so a run needs a few graphs, not one
-    per batch; a sequence of n tokens has ceil(n / block_m) tiles, so there are at most
-    sequences + tokens / block_m."""
-    seqs = max(64, 1 << (n_seqs - 1).bit_length())
+def padded_shape(tokens: int, block_m: int) -> tuple[int, int, int]:
+    """The (tokens, sequences, tiles) that batches of up to `tokens` tokens are padded to, so that
+    one captured CUDA graph runs them all: room for texts of 64 tokens on average (a batch of
+    shorter ones runs eagerly); a text of n tokens has ceil(n / block_m) attention tiles, so there
+    are at most sequences + tokens / block_m. Padding programs return at once."""
+    seqs = max(16, tokens // 64)
     return tokens, seqs, seqs - (-tokens // block_m)
 
 
@@ -83,19 +83,20 @@ class PackedStream:
     back the vectors of those that are done, so a caller that keeps submitting keeps the GPU busy
     across calls; `drain` waits for the rest. Results are (tag, (n, dims) float32) in order.
 
-    With `graph_tokens`, a batch of at least half that many tokens (and no more) is padded to it and
-    run by replaying a CUDA graph captured for its padded shape (one per power of two of texts):
-    one launch instead of some 7 per layer, so the thread feeding the GPU needs the GIL for
-    microseconds per batch, not milliseconds, while `kb index`'s main thread writes."""
+    With `graph_tokens`, a batch of at least half that many tokens (and no more, and no more texts
+    than `padded_shape` has room for) is padded to that shape and run by replaying a CUDA graph
+    captured on first use: one launch instead of some 7 per layer, so the thread feeding the GPU
+    holds the GIL for microseconds per batch, not milliseconds, while `kb index`'s main thread
+    writes. Other batches run eagerly."""
 
     def __init__(self, enc, head: list[int], tail: list[int], room: int, device, pooling: str,
                  normalize: bool, depth: int = 2, graph_tokens: int | None = None):
         self.enc, self.room, self.device = enc, room, device
         self.head, self.tail = np.asarray(head, np.int32), np.asarray(tail, np.int32)
         self.pooling, self.normalize, self.depth = pooling, normalize, depth
-        self.graph_tokens = graph_tokens
-        self.graphs: dict[tuple, tuple] = {}  # padded shape -> (graph, its input, its output)
-        self._pool = None
+        self.shape = padded_shape(graph_tokens, enc.attention["block_m"]) if graph_tokens else None
+        self.graph: tuple | None = None  # (graph, its input, its output), once captured
+        self.replays = 0
         self._in_flight: deque = deque()
 
     def tokens(self, seq) -> int:
@@ -107,48 +108,49 @@ class PackedStream:
         enc = self.enc
         return enc.pool(enc.hidden(ids, positions, cu, (tile_seq, tile_m)), cu, self.pooling, self.normalize)
 
-    def _graph(self, shape: tuple[int, int, int], sizes: tuple):
-        """The graph of `shape`, captured on first use (after one eager run, which compiles the
-        kernels); None, from then on, if capture fails (the batches run eagerly)."""
+    def _capture(self, sizes: tuple) -> tuple | None:
+        """The graph of `self.shape`, after one eager run that compiles the kernels for it; None,
+        and eager batches from then on, if capture fails."""
         import torch
 
-        if shape in self.graphs:
-            return self.graphs[shape]
         try:
             static_in = torch.zeros(sum(sizes), dtype=torch.int32, device=self.device)
             static_in[sum(sizes[:3]):sum(sizes[:4])] = -1  # no tile has a sequence: the warm-up reads nothing
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
+            graph = torch.cuda.CUDAGraph()
             with torch.cuda.stream(side):
                 self._forward(static_in, sizes)
+                side.synchronize()
+                # torch.cuda.graph() without its gc.collect() and empty_cache(): a run captures once
+                graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    static_out = self._forward(static_in, sizes)
+                finally:
+                    graph.capture_end()
             torch.cuda.current_stream(self.device).wait_stream(side)
-            self._pool = self._pool or torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                static_out = self._forward(static_in, sizes)
-            self.graphs[shape] = (graph, static_in, static_out)
+            self.graph = (graph, static_in, static_out)
         except RuntimeError:
-            self.graph_tokens, self.graphs[shape] = None, None
-        return self.graphs[shape]
+            self.shape = None
+        return self.graph
 
     def submit(self, seqs: list, tag) -> list[tuple[object, np.ndarray]]:
         import torch
 
         enc, block_m = self.enc, self.enc.attention["block_m"]
         with torch.inference_mode():
-            shape = None
-            if self.graph_tokens:
-                used = sum(map(self.tokens, seqs))
-                if self.graph_tokens // 2 <= used <= self.graph_tokens:
-                    shape = padded_shape(self.graph_tokens, len(seqs), block_m)
+            shape = self.shape
+            if shape and not (shape[0] // 2 <= sum(map(self.tokens, seqs)) <= shape[0] and len(seqs) <= shape[1]):
+                shape = None
             buf, sizes = pack(seqs, self.head, self.tail, self.room, enc.pos_offset, block_m, shape)
             host_in = torch.from_numpy(buf).pin_memory()
-            graph = self._graph(shape, sizes) if shape else None
+            graph = (self.graph or self._capture(sizes)) if shape else None
             if graph is None:
                 vec = self._forward(host_in.to(self.device, non_blocking=True), sizes)
             else:  # stream order: the copy in waits for the last replay, the next replay for the copy out
                 graph[1].copy_(host_in, non_blocking=True)
                 graph[0].replay()
+                self.replays += 1
                 vec = graph[2][:len(seqs)]
             host_out = torch.empty(vec.shape, dtype=torch.float32, pin_memory=True)
             host_out.copy_(vec, non_blocking=True)

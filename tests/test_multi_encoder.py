@@ -29,7 +29,7 @@ def test_two_device_processes_give_the_vectors_of_one_encoder():
     """Two processes (on CPU here; GPUs with --devices) through shared memory: every text's
     vector comes back in its place."""
     cfg = EmbedConfig()
-    one = Encoder(cfg)
+    one = Encoder(EmbedConfig(device="cpu"))  # on a GPU machine too: the same fp32 forward
     rng = np.random.default_rng(0)
     texts = [rng.integers(1000, 20000, int(n)).astype(np.int32) for n in rng.integers(1, 300, 41)]
     multi = MultiEncoder(cfg, ["cpu", "cpu"])
