@@ -344,17 +344,17 @@ def variants(files: Path, work: Path, cfg) -> dict:
 
 
 def feed_variants(files: Path, work: Path, cfg) -> dict:
-    """End to end (best of two) with other numbers of tokens per batch fed while reading."""
+    """End to end (best of two) with other numbers of batches in flight in the GPU feed."""
     from kb.index import gpu_feed
 
-    default, out = gpu_feed.FEED_TOKENS, {}
+    default, out = gpu_feed.FEED_DEPTH, {}
     try:
-        for tokens in (32768, 65536, 262144):
-            gpu_feed.FEED_TOKENS = tokens
+        for depth in (2, 4, 8):
+            gpu_feed.FEED_DEPTH = depth
             times, _ = index_runs(files, work / "store-feed", cfg, 2)
-            out[f"feed_{tokens}"] = round(min(times), 3)
+            out[f"depth_{depth}"] = round(min(times), 3)
     finally:
-        gpu_feed.FEED_TOKENS = default
+        gpu_feed.FEED_DEPTH = default
     return out
 
 
@@ -516,7 +516,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="GPU kernel times and the end-to-end main thread, to stderr")
     ap.add_argument("--phases", action="store_true", help="reading alone with 4 to all workers, one process's tokenizer share, "
                     "end to end with other reader settings (JSON: reading, kb_end_to_end_variants_s)")
-    ap.add_argument("--feed-variants", action="store_true", help="end to end with other GPU-feed batch sizes")
+    ap.add_argument("--feed-variants", action="store_true", help="end to end with other numbers of batches in flight in the GPU feed")
     ap.add_argument("--tune-attention", action="store_true", help="time the attention kernel's tile configurations alone")
     ap.add_argument("--only-model", action="store_true", help="stop after the model-only measurements")
     ap.add_argument("--skip-sweep", action="store_true", help="only the default GEMM and batch size")

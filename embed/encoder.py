@@ -171,17 +171,17 @@ class Encoder:
 
         return embed_packed(self._stream(prefix), id_lists, self.cfg.gpu_batch_tokens)
 
-    def passage_stream(self, graph_tokens: int | None = None):
+    def passage_stream(self, graph_tokens: int | None = None, depth: int = 2):
         """A kb.embed.pipeline.PackedStream of passages (chunk token ids), on the GPU only; with
         `graph_tokens`, full batches of that many tokens run as CUDA graphs."""
-        return self._stream(self._passage, graph_tokens) if self.packed is not None else None
+        return self._stream(self._passage, graph_tokens, depth) if self.packed is not None else None
 
-    def _stream(self, prefix: list[int], graph_tokens: int | None = None):
+    def _stream(self, prefix: list[int], graph_tokens: int | None = None, depth: int = 2):
         from kb.embed.pipeline import PackedStream
 
         head, room = self._framing(prefix)
         return PackedStream(self.packed, head, self.tail, room, self.device, self.pooling, self.cfg.normalize,
-                            graph_tokens=graph_tokens)
+                            depth=depth, graph_tokens=graph_tokens)
 
     def embed_inputs(self, inputs: list[np.ndarray]) -> np.ndarray:
         """Vectors of model inputs (special tokens included) through transformers, length-sorted."""

@@ -19,6 +19,8 @@ import threading
 FEED_TOKENS = 65536
 # Full batches run as CUDA graphs (kb.embed.pipeline.PackedStream): one launch per batch
 GRAPHS = True
+# Batches in flight on the GPU: what it has queued while this thread waits for the GIL
+FEED_DEPTH = 4
 
 
 class GpuFeed:
@@ -65,8 +67,8 @@ class GpuFeed:
             # the GPU never waits for the next batch to be packed; FEED_TOKENS batches keep what
             # is left to embed when reading ends short.
             budget = min(self.cfg.gpu_batch_tokens, FEED_TOKENS)
-            stream = (encoder.passage_stream(budget if GRAPHS else None) if hasattr(encoder, "passage_stream")
-                      else None)
+            stream = (encoder.passage_stream(budget if GRAPHS else None, FEED_DEPTH)
+                      if hasattr(encoder, "passage_stream") else None)
             size = stream.tokens if stream is not None else len  # what a text costs the model
             pending: list = []  # (hash, ids, tokens)
             tokens = 0

@@ -166,10 +166,16 @@ class _Run:
         finally:
             self.reader.close()
             self.progress.finish()
-        self._take_vectors()
-        if self.cfg.vector_index != "none":
-            self._embed()
-        self._derive()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2, thread_name_prefix="kb-derive") as pool:
+            # The BM25 cache needs only the postings, final now: it is built while the GPU embeds
+            # what it has left
+            bm25 = pool.submit(self._bm25)
+            self._take_vectors()
+            if self.cfg.vector_index != "none":
+                self._embed()
+            self._derive(pool, bm25)
         self._prune_kv()
         self.report.seconds = round(time.time() - started, 3)
         self.store.conn.execute("PRAGMA wal_autocheckpoint=1000")  # the commit below checkpoints
@@ -192,19 +198,18 @@ class _Run:
             return out
         prune_sources(self.store.path("kv"), live)
 
-    def _derive(self) -> None:
-        """Bring the derived files up to date with the store, now that its data is final: the
-        vector index here, the BM25 cache in a thread with its own connection, and meanwhile the
-        WAL copied back into the database (the run deferred that; see run()). Each is rebuilt only
-        if this run changed something; their reads, numpy work and writes overlap."""
-        from concurrent.futures import ThreadPoolExecutor
+    def _bm25(self) -> None:
+        store = Store.open(self.store.dir)  # a connection of its own: this runs in a thread
+        try:
+            Bm25Cache.current(store)
+        finally:
+            store.close()
 
-        def bm25() -> None:
-            store = Store.open(self.store.dir)
-            try:
-                Bm25Cache.current(store)
-            finally:
-                store.close()
+    def _derive(self, pool, bm25) -> None:
+        """Bring the derived files up to date with the store, now that its data is final: the
+        vector index here, the BM25 cache (`bm25`, started in `pool` once reading was over), and
+        meanwhile the WAL copied back into the database (the run deferred that; see run()). Each
+        is rebuilt only if this run changed something; their reads, numpy work and writes overlap."""
 
         def checkpoint() -> None:
             conn = sqlite3.connect(self.store.path(DB_FILE), isolation_level=None, timeout=30)
@@ -213,17 +218,16 @@ class _Run:
             finally:
                 conn.close()
 
-        with ThreadPoolExecutor(2, thread_name_prefix="kb-derive") as pool:
-            jobs = [pool.submit(bm25), pool.submit(checkpoint)]
-            if self.cfg.vector_index != "none":
-                from kb.embed.encoder import describe
-                from kb.index import vectors
+        jobs = [bm25, pool.submit(checkpoint)]
+        if self.cfg.vector_index != "none":
+            from kb.embed.encoder import describe
+            from kb.index import vectors
 
-                spec = describe(self.cfg.embed)
-                tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index, known=self._known)
-                self.report.vector_index = tag.kind
-            for job in jobs:
-                job.result()
+            spec = describe(self.cfg.embed)
+            tag, _ = vectors.current(self.store, spec.key, spec.dims, self.cfg.vector_index, known=self._known)
+            self.report.vector_index = tag.kind
+        for job in jobs:
+            job.result()
 
     def _embed(self) -> None:
         """Embed chunk texts that have no vector yet (batch by batch, so a killed run resumes) and
@@ -287,8 +291,12 @@ class _Run:
         self._reads = self.reader.results(
             ReadJob(str(f.path), root, f.kind, f.stat.st_size, f.stat.st_mtime_ns) for f in files
             if not _unchanged(existing.get(str(f.path)), f))
-        for i in range(0, len(files), self.cfg.batch_files):
-            self._batch(target, files[i:i + self.cfg.batch_files], existing)
+        # The first transactions are small, so that the GPU feed (and anyone reading the store)
+        # gets the first chunks early; then batch_files per transaction.
+        i, size = 0, min(8, self.cfg.batch_files)
+        while i < len(files):
+            self._batch(target, files[i:i + size], existing)
+            i, size = i + size, min(2 * size, self.cfg.batch_files)
         seen = {str(f.path) for f in files}
         keep = [str(d) + "/" for d in walked.unreadable_dirs]
         vanished = [d.id for p, d in existing.items()
