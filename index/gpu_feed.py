@@ -19,8 +19,9 @@ import threading
 FEED_TOKENS = 65536
 # Full batches run as CUDA graphs (kb.embed.pipeline.PackedStream): one launch per batch
 GRAPHS = True
-# Batches in flight on the GPU: what it has queued while this thread waits for the GIL
-FEED_DEPTH = 4
+# Batches in flight on the GPU. End to end on an H200 (bench/embed_gpu.py --feed-variants) 4 and 8
+# were no faster than 2 for MiniLM, and slower for bge-base (3.28 s at 2, 3.64 s at 4, 3.89 s at 8).
+FEED_DEPTH = 2
 
 
 class GpuFeed:
