@@ -78,13 +78,13 @@ class IndexReport:
 
 class Progress(Protocol):
     def start(self, total: int, label: str = "indexing") -> None: ...
-    def advance(self, path: Path) -> None: ...
+    def advance(self, path: Path, tokens: int = 0) -> None: ...  # a file read (its chunks' tokens), or a chunk embedded
     def finish(self) -> None: ...
 
 
 class _NoProgress:
     def start(self, total, label="indexing"): pass
-    def advance(self, path): pass
+    def advance(self, path, tokens=0): pass
     def finish(self): pass
 
 
@@ -246,8 +246,8 @@ class _Run:
                 with self.store.transaction() as conn:
                     embeddings.write(conn, spec.key, [h for h, _ in part], vecs)
                 self._remember([h for h, _ in part], vecs)
-                for _ in part:
-                    self.progress.advance(Path("embedding"))
+                for _, blob in part:
+                    self.progress.advance(Path("embedding"), len(blob) // 4)
                 self.report.embedded += len(part)
         finally:
             self.progress.finish()
@@ -311,8 +311,7 @@ class _Run:
         try:
             with self.store.transaction() as conn:
                 for f in files:
-                    self._file(conn, target, f, existing.get(str(f.path)))
-                    self.progress.advance(f.path)
+                    self.progress.advance(f.path, self._file(conn, target, f, existing.get(str(f.path))))
                 self._write_vectors(conn, self.feed.ready() if self.feed else [])
         except BaseException:
             self.terms.reset()  # ids handed out in the rolled-back transaction are void
@@ -346,20 +345,23 @@ class _Run:
         self._known_bytes += vectors.nbytes
         self._known.update(zip(hashes, vectors.astype(np.float32, copy=False)))
 
-    def _file(self, conn, target: _Target, f: Found, old: DocRow | None) -> None:
+    def _file(self, conn, target: _Target, f: Found, old: DocRow | None) -> int:
+        """Bring one file's entry up to date; the tokens of its chunks if it was read (for the
+        progress display's rate), else 0."""
         root, st = str(target.root), f.stat
         if _unchanged(old, f):
             if old.root != root:
                 touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
             self.report.unchanged += 1
-            return
+            return 0
         doc = self._read(f)
         if doc is None:
-            return
+            return 0
+        tokens = sum(len(c.token_ids) for c in doc.chunks)
         if old and old.hash == doc.hash:
             touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
             self.report.unchanged += 1
-            return
+            return tokens
         added, removed = write_document(conn, self.terms, doc, old.id if old else None,
                                         self._new_rows if self.feed is not None and self.feed.active else None)
         self.report.chunks_added += added
@@ -368,6 +370,7 @@ class _Run:
             self.report.updated += 1
         else:
             self.report.added += 1
+        return tokens
 
     def _read(self, f: Found) -> NewDoc | None:
         """The document as it now is (read ahead by the reader), or None if it cannot be read

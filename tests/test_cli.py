@@ -150,3 +150,23 @@ def test_a_folder_that_is_no_model_is_a_one_line_error_before_the_store_is_touch
     proc = kb("index", corpus, "--db", db, "--model", tmp_path, check=3)
     assert len(proc.stderr.strip().splitlines()) == 1 and "no tokenizer.json" in proc.stderr
     assert not db.exists()
+
+
+def test_progress_lines_show_tokens_per_second(tmp_path, capsys):
+    """Without a terminal, progress is a plain line at most every `every` seconds, with the rate
+    of tokens read; the real run hands each file's tokens to it."""
+    from kb.cli.progress import PlainProgress, rate
+    from kb.index.indexer import IndexConfig, index_paths
+
+    assert [rate(850, 1.0), rate(42_100, 1.0), rate(4_320_000, 2.0)] == \
+        ["850 tokens/s", "42.1K tokens/s", "2.16M tokens/s"]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(3):
+        (notes / f"{i}.md").write_text(f"# Note {i}\n\n" + "plain words here " * 40)
+    progress = PlainProgress()
+    progress.every = 0.0
+    index_paths([notes], tmp_path / "db", IndexConfig(vector_index="none"), progress)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("kb index: indexing 3/3, ")
+    assert lines[-1].endswith("tokens/s") and progress.tokens > 3 * 100
