@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kb.index.analyzer import ANALYZER_VERSION
-from kb.index.store import Store, write_atomic
+from kb.index.store import BROKEN_FILE, Store, write_atomic
 
 K1 = 1.2
 B = 0.75
@@ -149,7 +149,7 @@ class Bm25Cache:
                 if tag != {"version": version, "analyzer": ANALYZER_VERSION, "k1": K1, "b": B}:
                     return None
                 return cls(version, f["indptr"], f["rows"], f["weights"], f["chunk_ids"])
-        except (OSError, ValueError, KeyError, EOFError):  # missing, torn or foreign: rebuild
+        except BROKEN_FILE:  # missing, torn, damaged or foreign: rebuild
             return None
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -158,6 +159,11 @@ def _create_private(directory: Path, db: Path) -> None:
         directory.mkdir(parents=True, mode=0o700)
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
     os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+# What reading a derived .npz file that is missing, torn, damaged inside (a member failing its
+# CRC) or foreign raises: the caller rebuilds it from SQLite.
+BROKEN_FILE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kb.index.store import BROKEN_FILE
 from kb.rag.kv_sources import block_path
 
 
@@ -51,8 +52,8 @@ class DiskCache:
             if dtype == torch.bfloat16:
                 k, v = k.view(torch.bfloat16), v.view(torch.bfloat16)
             os.utime(path)
-        except (OSError, ValueError, KeyError, AttributeError):
-            return None  # missing or torn: computed again
+        except (*BROKEN_FILE, AttributeError):
+            return None  # missing, torn or damaged: computed again
         self.loaded += 1
         return k, v
 

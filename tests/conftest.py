@@ -53,3 +53,12 @@ def smollm2() -> Path:
 
     where = Path(os.environ.get("KB_TEST_MODELS", Path.home() / ".cache" / "kb-tests" / "models"))
     return install("smollm2-135m", where)
+
+
+def damage(path: Path) -> None:
+    """Flip bytes inside a file's first member (a .npz stays a zip, but that member fails its CRC),
+    as bit rot or a stray write would."""
+    data = bytearray(path.read_bytes())
+    for i in range(200, min(len(data) // 2, 200 + 64 * 40), 40):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -191,8 +191,15 @@ def test_other_chunking_needs_rebuild(corpus, db):
 
 
 def test_corrupt_bm25_cache_is_rebuilt(corpus, db):
+    from conftest import damage
+
     index_paths([corpus], db, BM25)
     (db / "bm25.npz").write_bytes(b"not a zip")
+    assert search(db, "sourdough")[0] == "cooking/sourdough-starter.md"
+    damage(db / "bm25.npz")  # still a zip, a member failing its CRC: rebuilt too, by a query or a run
+    assert search(db, "sourdough")[0] == "cooking/sourdough-starter.md"
+    damage(db / "bm25.npz")
+    index_paths([corpus], db, BM25)
     assert search(db, "sourdough")[0] == "cooking/sourdough-starter.md"
 
 

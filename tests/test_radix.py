@@ -121,6 +121,17 @@ def test_disk_round_trip_in_a_fresh_cache(tmp_path):
     assert other.match(tokens).cached == 0
 
 
+def test_damaged_disk_block_is_computed_again(tmp_path):
+    from conftest import damage
+
+    disk = DiskCache(tmp_path, "model-a")
+    k = v = torch.arange(4 * 2 * 8, dtype=torch.float32).reshape(4, 2, 8)
+    disk.save(b"\x01" * 16, (1, 2, 3, 4), k, v)
+    assert disk.load(b"\x01" * 16, (1, 2, 3, 4)) is not None
+    damage(disk._path(b"\x01" * 16))  # a member fails its CRC: a miss, not an error
+    assert disk.load(b"\x01" * 16, (1, 2, 3, 4)) is None
+
+
 def test_evicted_blocks_are_written_to_disk(tmp_path):
     pool, radix = make(blocks=4, disk=DiskCache(tmp_path, "m"))
     tokens = list(range(1, 9))

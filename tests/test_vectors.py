@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from conftest import kb
+from conftest import damage, kb
 from kb.embed.encoder import EmbedConfig, load_encoder
 from kb.embed.tokenizer import default_model_dir, load_tokenizer
 from kb.index import vectors
@@ -92,6 +92,12 @@ def test_stale_or_corrupt_vector_file_is_caught_up(corpus, db):
     assert hit.path == "notes/zebra.md"
     (db / vectors.FILE).write_bytes(b"garbage")
     assert Searcher(store).search("striped African horses", k=1, mode="vector").results[0].path == "notes/zebra.md"
+    damage(db / vectors.FILE)  # a zip whose member fails its CRC
+    assert vectors.peek(store) is None
+    assert Searcher(store).search("striped African horses", k=1, mode="vector").results[0].path == "notes/zebra.md"
+    damage(db / vectors.FILE)
+    index_paths([corpus], db)  # what cron runs next: the index is rebuilt, not an internal error
+    assert vectors.peek(store)["count"] > 0
 
 
 def test_model_mismatch_is_a_one_line_error(corpus, db):

@@ -18,7 +18,7 @@ import numpy as np
 
 from kb.errors import UsageError
 from kb.index import embeddings
-from kb.index.store import Store, write_atomic
+from kb.index.store import BROKEN_FILE, Store, write_atomic
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 FILE = "vectors.npz"
@@ -73,8 +73,8 @@ def load(store: Store) -> tuple[Tag, VectorIndex] | None:
             tag = Tag(**json.loads(str(f["tag"])))
             arrays = {k: f[k] for k in f.files if k != "tag"}
         return tag, _module(tag.kind).restore(arrays, tag.dims)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
-        return None  # missing, torn, foreign: the caller rebuilds
+    except (*BROKEN_FILE, TypeError, RuntimeError):
+        return None  # missing, torn, damaged, foreign: the caller rebuilds
 
 
 def peek(store: Store) -> dict | None:
@@ -82,7 +82,7 @@ def peek(store: Store) -> dict | None:
     try:
         with np.load(store.path(FILE), allow_pickle=False) as f:
             return {**json.loads(str(f["tag"])), "count": int(len(f["ids"]))}
-    except (OSError, ValueError, KeyError):
+    except BROKEN_FILE:
         return None
 
 
