@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -246,6 +247,28 @@ def _lines(file: Path) -> list[str]:
     return [line.strip() for line in raw.splitlines() if line.strip()]
 
 
+def _one_line(e: Exception, width: int = 200) -> str:
+    """An exception's message as one line (SQLite's can quote a chunk's text, newlines and all)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _damage(e: Exception) -> str | None:
+    """Why the store is broken, if that is what `e` comes from: SQLite said so, or (damaged pages
+    can read back as nonsense, and code trips over it) a quick check of each store this process
+    opened fails."""
+    text = _one_line(e).split(" with text ")[0]
+    if isinstance(e, sqlite3.DatabaseError) and any(
+            m in text.lower() for m in ("malformed", "not a database", "could not decode", "corrupt")):
+        return text
+    store = sys.modules.get("kb.index.store")
+    for directory in sorted(store.OPENED) if store else []:
+        problem = store.damage(directory)
+        if problem:
+            return _one_line(problem)
+    return None
+
+
 def main() -> None:
     import click
 
@@ -266,9 +289,17 @@ def main() -> None:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
-    except Exception as e:  # a bug: one line unless debugging
+    except Exception as e:  # a bug, or a store whose file is broken: one line unless debugging
         if debug:
             raise
-        render.warn(f"internal error: {type(e).__name__}: {e} (KB_DEBUG=1 shows the traceback)")
+        problem = _damage(e)
+        if problem:
+            render.warn(f"error: the store is damaged ({problem}); move its folder aside and run `kb index` "
+                        "again, or restore a backup")
+            sys.exit(4)
+        if isinstance(e, sqlite3.DatabaseError):  # a full disk, an I/O error
+            render.warn(f"error: the store could not be used: {_one_line(e)}")
+        else:
+            render.warn(f"internal error: {type(e).__name__}: {_one_line(e)} (KB_DEBUG=1 shows the traceback)")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

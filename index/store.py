@@ -31,6 +31,25 @@ def default_db_dir() -> Path:
     return Path(data) / "kb" / "default"
 
 
+# The stores this process opened: when a command ends in an error nobody expected, the CLI asks
+# SQLite whether their files are sound (`damage`), since broken pages can read back as nonsense.
+OPENED: set[Path] = set()
+
+
+def damage(directory: Path) -> str | None:
+    """SQLite's quick check of a store's database file: None if it passes, else its first complaint."""
+    conn = None
+    try:
+        conn = sqlite3.connect(f"file:{directory / DB_FILE}?mode=ro", uri=True, timeout=5)
+        row = conn.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    finally:
+        if conn is not None:
+            conn.close()
+    return None if row and row[0] == "ok" else str(row[0] if row else "no answer")
+
+
 class Store:
     """A connection to one knowledge base. Writes happen inside `transaction()` only."""
 
@@ -58,6 +77,7 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(d.resolve(), conn)
+            OPENED.add(store.dir)
             store._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreIncompatible(f"{db} is not a usable kb database ({e})") from e

@@ -170,3 +170,19 @@ def test_progress_lines_show_tokens_per_second(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3 and lines[-1].startswith("kb index: indexing 3/3, ")
     assert lines[-1].endswith("tokens/s") and progress.tokens > 3 * 100
+
+
+def test_damaged_store_is_a_one_line_error(corpus, db):
+    """A store whose SQLite pages are broken (bit rot, a bad disk) is exit 4 with one line that
+    says so, from every command, not an internal error quoting half a chunk."""
+    kb("index", corpus, "--db", db, "--quiet", "--vector-index", "none")
+    path = db / "kb.sqlite"
+    data = bytearray(path.read_bytes())
+    for i in range(20000, len(data), 3000):  # past the header page: still an SQLite file
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    (db / "bm25.npz").unlink()  # so that the query reads every posting from SQLite
+    for args in (("query", "sourdough"), ("status",), ("index", corpus)):
+        proc = kb(*args, "--db", db, check=4)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "the store is damaged" in lines[0] and "internal error" not in lines[0]
