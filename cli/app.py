@@ -257,12 +257,11 @@ def _damage(e: Exception) -> str | None:
     """Why the store is broken, if that is what `e` comes from: SQLite said so, or (damaged pages
     can read back as nonsense, and code trips over it) a quick check of each store this process
     opened fails."""
-    text = _one_line(e).split(" with text ")[0]
-    if isinstance(e, sqlite3.DatabaseError) and any(
-            m in text.lower() for m in ("malformed", "not a database", "could not decode", "corrupt")):
-        return text
-    store = sys.modules.get("kb.index.store")
-    for directory in sorted(store.OPENED) if store else []:
+    from kb.index import store
+
+    if isinstance(e, sqlite3.DatabaseError) and store.is_damage(e):
+        return _one_line(e).split(" with text ")[0]
+    for directory in sorted(store.OPENED):
         problem = store.damage(directory)
         if problem:
             return _one_line(problem)

@@ -36,6 +36,12 @@ def default_db_dir() -> Path:
 OPENED: set[Path] = set()
 
 
+def is_damage(e: sqlite3.DatabaseError) -> bool:
+    """SQLite found a database file's pages or text broken (not a lock, a full disk, an I/O error)."""
+    text = str(e).lower()
+    return any(m in text for m in ("malformed", "not a database", "could not decode", "corrupt"))
+
+
 def damage(directory: Path) -> str | None:
     """SQLite's quick check of a store's database file: None if it passes, else its first complaint."""
     conn = None

@@ -6,9 +6,12 @@ they are keyed by their tokens, not by the index's state. No torch here: `kb ind
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Callable
+
+from kb.index.store import is_damage
 
 
 def block_path(folder: Path, digest: str) -> Path:
@@ -38,9 +41,25 @@ def record_sources(folder: Path, block_size: int, sequences: list[tuple[list[int
         for end in range(block_size, len(ids) + 1, block_size):
             digest = chain(digest, tuple(ids[end - block_size:end]))
             rows.update((folder.name, digest.hex(), cid) for start, cid in spans if start < end)
-    with _sources_db(folder.parent) as conn:
-        conn.executemany("INSERT OR IGNORE INTO block_chunks VALUES (?, ?, ?)", sorted(rows))
-    conn.close()
+    try:
+        conn = _sources_db(folder.parent)
+        try:
+            with conn:
+                conn.executemany("INSERT OR IGNORE INTO block_chunks VALUES (?, ?, ?)", sorted(rows))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        if not is_damage(e):
+            raise
+        drop_all(folder.parent)  # the blocks' sources are lost: none of them can be pruned any more
+
+
+def drop_all(root: Path) -> int:
+    """Delete a store's whole KV cache (its sources.db is damaged); returns the block files removed.
+    Blocks are only a cache: they are computed again when needed."""
+    removed = sum(1 for _ in root.glob("*/*/*.npz"))
+    shutil.rmtree(root, ignore_errors=True)
+    return removed
 
 
 def prune_sources(root: Path, live: Callable[[list[int]], list[int]]) -> int:
@@ -48,6 +67,15 @@ def prune_sources(root: Path, live: Callable[[list[int]], list[int]]) -> int:
     (chunk ids -> the subset that still exists) no longer knows; returns how many files."""
     if not (root / "sources.db").is_file():
         return 0
+    try:
+        return _prune(root, live)
+    except sqlite3.DatabaseError as e:
+        if not is_damage(e):
+            raise
+        return drop_all(root)
+
+
+def _prune(root: Path, live: Callable[[list[int]], list[int]]) -> int:
     conn = _sources_db(root)
     try:
         known = [r[0] for r in conn.execute("SELECT DISTINCT chunk_id FROM block_chunks")]

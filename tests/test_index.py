@@ -258,3 +258,21 @@ def test_a_store_of_schema_2_is_migrated(corpus, tmp_path):
     finally:
         store.close()
     assert search(db, "Gutenberg printing press") == before
+
+
+def test_damaged_kv_sources_do_not_stop_indexing(corpus, db):
+    """`kb ask`'s record of which chunks each cached KV block came from is derived: damaged, it
+    costs the KV cache (dropped, computed again), never a `kb index` run or an answer."""
+    from kb.rag.kv_sources import record_sources
+
+    index_paths([corpus], db, BM25)
+    block = db / "kv" / "model-a" / "ab" / ("ab" + "0" * 62 + ".npz")
+    block.parent.mkdir(parents=True)
+    block.write_bytes(b"a cached block")
+    (db / "kv" / "sources.db").write_bytes(b"not a database, and long enough to be read as one" * 100)
+    report = index_paths([corpus], db, BM25)
+    assert report.errors == [] and not (db / "kv").exists()
+    (db / "kv").mkdir()
+    (db / "kv" / "sources.db").write_bytes(b"not a database, and long enough to be read as one" * 100)
+    record_sources(db / "kv" / "model-a", 4, [([1, 2, 3, 4, 5], [(0, 1)])])  # after an answer
+    assert not (db / "kv").exists()
