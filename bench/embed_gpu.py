@@ -27,6 +27,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -185,9 +186,10 @@ def attention_sweep(enc, chunk_ids, budget: int) -> dict:
     from kb.embed.pipeline import batches
     from kb.kernels.encoder import attention_tiles, varlen_attention
 
-    head, tail = len(enc.head) + len(enc._passage), len(enc.tail)
-    lengths = np.array([min(len(x), enc.max_tokens - head - tail) + head + tail for x in chunk_ids])
-    lengths = lengths[batches(lengths, budget)[len(batches(lengths, budget)) // 2]].tolist()
+    stream = enc.passage_stream()
+    lengths = np.array([stream.tokens(x) for x in chunk_ids])
+    middle = batches(lengths, budget)
+    lengths = lengths[middle[len(middle) // 2]].tolist()
     heads, width = enc.packed.heads, enc.dims
     qkv = torch.randn((sum(lengths), 3 * width), dtype=torch.float16, device="cuda")
     cu = torch.tensor([0] + np.cumsum(lengths).tolist(), dtype=torch.int32, device="cuda")
@@ -322,6 +324,17 @@ def reading_scaling(files: Path, folder: Path) -> dict:
     return out
 
 
+@contextmanager
+def setting(module, name: str, value):
+    """A module's tunable (reading.WORKER_NICE, gpu_feed.FEED_DEPTH, ...) set to `value` for a while."""
+    default = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, default)
+
+
 def variants(files: Path, work: Path, cfg) -> dict:
     """End to end (best of two) with other reader settings: readers at the writer's priority, and
     one or two cores left to the writing process."""
@@ -331,15 +344,12 @@ def variants(files: Path, work: Path, cfg) -> dict:
     from kb.index import reading
 
     default, cpus, out = reading.WORKER_NICE, os.cpu_count() or 1, {}
-    try:
-        for workers, nice in ((cpus, 0), (cpus, default), (cpus - 1, default), (cpus - 2, default)):
-            if workers < 2:
-                continue
-            reading.WORKER_NICE = nice
+    for workers, nice in ((cpus, 0), (cpus, default), (cpus - 1, default), (cpus - 2, default)):
+        if workers < 2:
+            continue
+        with setting(reading, "WORKER_NICE", nice):
             times, _ = index_runs(files, work / "store-variant", replace(cfg, workers=workers), 2)
-            out[f"workers_{workers}_nice_{nice}"] = round(min(times), 3)
-    finally:
-        reading.WORKER_NICE = default
+        out[f"workers_{workers}_nice_{nice}"] = round(min(times), 3)
     return out
 
 
@@ -347,14 +357,11 @@ def feed_variants(files: Path, work: Path, cfg) -> dict:
     """End to end (best of two) with other numbers of batches in flight in the GPU feed."""
     from kb.index import gpu_feed
 
-    default, out = gpu_feed.FEED_DEPTH, {}
-    try:
-        for depth in (2, 4, 8):
-            gpu_feed.FEED_DEPTH = depth
+    out = {}
+    for depth in (2, 4, 8):
+        with setting(gpu_feed, "FEED_DEPTH", depth):
             times, _ = index_runs(files, work / "store-feed", cfg, 2)
-            out[f"depth_{depth}"] = round(min(times), 3)
-    finally:
-        gpu_feed.FEED_DEPTH = default
+        out[f"depth_{depth}"] = round(min(times), 3)
     return out
 
 
@@ -477,11 +484,8 @@ def run_shape(name: str, folder: Path, texts, chunk_ids, files: Path, work: Path
     r["kb_end_to_end_over_st"] = round(r["kb_end_to_end_tok_s"] / r["st_default_tok_s"], 2)
     from kb.index import gpu_feed
 
-    gpu_feed.GRAPHS = False  # the feed launching kernel by kernel
-    try:
+    with setting(gpu_feed, "GRAPHS", False):  # the feed launching kernel by kernel
         r["kb_end_to_end_eager_feed_runs_s"] = [round(t, 3) for t in index_runs(files, work / f"store-{name}-eager", cfg, 2)[0]]
-    finally:
-        gpu_feed.GRAPHS = True
     db = work / f"store-{name}-timeline"
     r["kb_end_to_end_phases_s"] = timeline(lambda: index_paths([files], db, cfg))
     r["kb_end_to_end_stored_cosine_fp32"] = stored_cosine(db, texts, ref)

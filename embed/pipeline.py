@@ -172,9 +172,8 @@ def embed_packed(stream: PackedStream, seqs: list, budget: int) -> np.ndarray:
     """(n, dims) float32 vectors of texts given as token ids through `stream`, in batches of
     `budget` tokens."""
     out = np.empty((len(seqs), stream.enc.word.shape[1]), dtype=np.float32)
-    lengths = np.fromiter((min(len(s), stream.room) for s in seqs), np.int64, len(seqs))
     done = []
-    for idx in batches(lengths + len(stream.head) + len(stream.tail), budget):
+    for idx in batches(np.fromiter(map(stream.tokens, seqs), np.int64, len(seqs)), budget):
         done += stream.submit([seqs[i] for i in idx.tolist()], idx)
     for idx, vectors in done + stream.drain():
         out[idx] = vectors
