@@ -247,8 +247,8 @@ def _lines(file: Path) -> list[str]:
     return [line.strip() for line in raw.splitlines() if line.strip()]
 
 
-def _one_line(e: Exception, width: int = 200) -> str:
-    """An exception's message as one line (SQLite's can quote a chunk's text, newlines and all)."""
+def _one_line(e: object, width: int = 200) -> str:
+    """An exception's (or any) message as one line (SQLite's can quote a chunk's text, newlines and all)."""
     text = " ".join(str(e).split())
     return text if len(text) <= width else text[:width - 3] + "..."
 
@@ -268,9 +268,25 @@ def _damage(e: Exception) -> str | None:
     return None
 
 
-def main() -> None:
-    import click
+def _click_exceptions() -> tuple[tuple, tuple]:
+    """(ClickException, Abort) classes of each click that may parse kb's command line: typer 0.29
+    and later parse with a copy of click of their own (typer._click, with typer.Abort), older ones
+    with click itself."""
+    import importlib
 
+    errors, aborts = [], [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors.append(module.ClickException)
+        aborts.append(getattr(module, "Abort", typer.Abort))
+    return tuple(errors), tuple(aborts)
+
+
+def main() -> None:
+    click_error, click_abort = _click_exceptions()
     debug = os.environ.get("KB_DEBUG") == "1"
     try:
         code = app(standalone_mode=False)
@@ -279,10 +295,15 @@ def main() -> None:
             raise
         render.warn(f"error: {e}")
         sys.exit(e.exit_code)
-    except click.exceptions.ClickException as e:
-        e.show()
+    except click_error as e:  # a bad option or argument: one line, exit 2
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `kb` alone: its help
+            e.show()
+        else:
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            render.warn(f"error: {_one_line(e.format_message())}{hint}")
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*click_abort, KeyboardInterrupt):
         render.warn("interrupted")
         sys.exit(130)
     except BrokenPipeError:

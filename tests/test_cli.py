@@ -88,6 +88,17 @@ def test_exit_codes(corpus, db, tmp_path):
     assert "newer" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_bad_options_are_usage_errors_in_one_line(tmp_path):
+    """An unknown option, a missing argument or a malformed value is exit 2 with one line, whichever
+    click typer parses with (typer 0.29 has its own copy), never an internal error."""
+    for args, said in ((("query", "x", "--bogus"), "--bogus"), (("index",), "paths"),
+                       (("query", "x", "-k", "many"), "-k"), (("nosuchcmd",), "nosuchcmd")):
+        proc = kb(*args, "--db", tmp_path / "db", check=2)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0] and "internal error" not in lines[0], lines
+    assert not (tmp_path / "db").exists()
+
+
 def test_errors_are_one_line_and_debug_shows_traceback(tmp_path):
     proc = kb("query", "x", "--db", tmp_path / "none", check=3)
     assert len(proc.stderr.strip().splitlines()) == 1
