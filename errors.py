@@ -2,8 +2,10 @@
 
 Exit codes (documented in the README):
   0 success · 1 internal error · 2 usage error · 3 path or store not found ·
-  4 store incompatible (newer schema, other fingerprint, corrupt) · 5 some files could not be read ·
-  75 store busy (another `kb index` holds the lock; EX_TEMPFAIL, retry later)
+  4 store incompatible (newer schema, other fingerprint, damaged) · 5 some files could not be read ·
+  73 store read-only (it can be searched, not indexed) · 74 disk full or failing ·
+  75 store busy (another `kb index` holds the lock; EX_TEMPFAIL, retry later) ·
+  130 interrupted · 141 output closed early (a broken pipe, as `kb query X | head -1`)
 """
 
 
@@ -33,3 +35,15 @@ class PartialFailure(KbError):
 
 class StoreBusy(KbError):
     exit_code = 75
+
+
+class StoreReadOnly(KbError):
+    """The store's folder, database file or file system takes no writes (EX_CANTCREAT)."""
+
+    exit_code = 73
+
+
+class DiskFull(KbError):
+    """The disk is full or failing (EX_IOERR); SQLite rolled the transaction back, nothing is lost."""
+
+    exit_code = 74

@@ -6,6 +6,7 @@ database, tagged with the `data_version` it reflects, and rebuilt when the tag d
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from kb.errors import NotFound, StoreIncompatible, UsageError
+from kb.errors import DiskFull, NotFound, StoreIncompatible, StoreReadOnly, UsageError
 from kb.index.migrations import MIGRATIONS, SCHEMA_VERSION
 
 DB_FILE = "kb.sqlite"
@@ -65,29 +66,44 @@ class Store:
 
     @classmethod
     def open(cls, directory: Path | str | None = None, create: bool = False) -> "Store":
+        """Open a store to read it, or (`create`, `kb index`) to write it, creating it if need be.
+        A store that cannot be written (a read-only folder or file, a full disk) still opens for
+        reading; a writer is told so: StoreReadOnly or DiskFull, before anything is changed."""
         d = Path(directory).expanduser() if directory else default_db_dir()
         db = d / DB_FILE
-        new = not db.exists()
-        if new:
+        if not db.exists():
             if not create:
                 raise NotFound(f"no knowledge base at {d} (run `kb index PATH --db {d}` first)")
-            try:
-                _create_private(d, db)
-            except OSError as e:
-                raise UsageError(f"cannot create a store at {d}: {e.strerror or e}") from e
+            _create(d, db)
+        elif db.stat().st_size == 0 and not _size(d / (DB_FILE + "-wal")):
+            raise StoreIncompatible(f"the store is damaged ({db} is empty: a new store is never written "
+                                    "so); move its folder aside and run `kb index` again, or restore a backup")
         try:
-            conn = sqlite3.connect(db, isolation_level=None, timeout=30)
-            if new:  # before the first table; a store keeps the page size it was created with
-                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(d.resolve(), conn)
-            OPENED.add(store.dir)
+            store = cls(d.resolve(), _connect(db))
+        except sqlite3.OperationalError as e:
+            if create or not _unwritable(e):
+                raise _store_error(db, e, create) from e
+            store = cls(d.resolve(), connect_readonly(db))
+            store.readonly = True
+        OPENED.add(store.dir)
+        try:
             store._migrate()
         except sqlite3.DatabaseError as e:
-            raise StoreIncompatible(f"{db} is not a usable kb database ({e})") from e
+            raise _store_error(db, e, create) from e
+        if create:
+            store._probe_write()
         return store
+
+    readonly = False  # opened read-only: the database (or its folder, or the disk) takes no writes
+
+    def _probe_write(self) -> None:
+        """Fail before a run starts if the database takes no writes (SQLite opens a read-only file
+        read-only without a word)."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as e:
+            raise _store_error(self.path(DB_FILE), e, True) from e
 
     def close(self) -> None:
         self.conn.close()
@@ -101,6 +117,9 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return
+        if self.readonly:
+            raise StoreReadOnly(f"store {self.dir} needs an upgrade to schema {SCHEMA_VERSION} but cannot be "
+                                "written; run `kb index` once where it is writable")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             # Re-read under the write lock: another process may have migrated meanwhile.
@@ -115,14 +134,16 @@ class Store:
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     @contextmanager
     def transaction(self, data: bool = True) -> Iterator[sqlite3.Connection]:
         """One atomic write. A `data` transaction that changed rows bumps `data_version`, which
-        marks derived files stale; bookkeeping (run history, settings) passes data=False."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        marks derived files stale; bookkeeping (run history, settings) passes data=False. Inside
+        `held()` it is a savepoint of the held transaction."""
+        nested = self._held
+        self.conn.execute("SAVEPOINT kb_write" if nested else "BEGIN IMMEDIATE")
         before = self.conn.total_changes
         try:
             yield self.conn
@@ -130,10 +151,37 @@ class Store:
                 self.conn.execute(
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'data_version'"
                 )
+            self.conn.execute("RELEASE kb_write" if nested else "COMMIT")
+        except BaseException:
+            if nested and self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO kb_write")
+                self.conn.execute("RELEASE kb_write")
+            elif not nested:
+                self._rollback()
+            raise
+
+    _held = False
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """One transaction around many `transaction()`s (savepoints): readers see none of them
+        until all are committed together, and a process killed before that leaves no trace."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._held = True
+        try:
+            yield
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
+        finally:
+            self._held = False
+
+    def _rollback(self) -> None:
+        # SQLite has already rolled back after some errors (a full disk, an I/O error): a second
+        # ROLLBACK would fail and hide the error that matters
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -156,6 +204,17 @@ class Store:
         """Call inside a transaction."""
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def vector_setting(self) -> str:
+        """The --vector-index this store was last indexed with (auto for a new store). Stores from
+        before kb kept it: read off the last finished run (its report's vector_index is null
+        for a BM25-only run)."""
+        setting = self.meta("vector_index")
+        if setting is None:
+            row = self.conn.execute(
+                "SELECT stats FROM runs WHERE stats IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+            setting = "none" if row and json.loads(row[0]).get("vector_index") is None else "auto"
+        return setting
+
     def fingerprint(self) -> dict | None:
         raw = self.meta("fingerprint")
         return json.loads(raw) if raw else None
@@ -176,20 +235,115 @@ def _statements(script: str) -> Iterator[str]:
             buf = ""
 
 
-def _create_private(directory: Path, db: Path) -> None:
-    """Create the store directory and database file readable by the owner only.
+def _connect(db: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
-    SQLite gives its -wal and -shm files the database file's mode, so they stay private too.
-    """
-    if not directory.exists():
-        directory.mkdir(parents=True, mode=0o700)
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+
+def connect_readonly(db: Path) -> sqlite3.Connection:
+    """For reading a store that takes no writes. In a folder this process cannot write, with no
+    -wal file left (the last writer checkpointed it away), SQLite cannot create the -shm file a
+    WAL database needs even to read it: nothing can be writing then, and the file is opened as
+    immutable (a store in a read-only folder is a copy or a backup)."""
+    uri = db.resolve().as_uri()
+    conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=30)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(db.parent, os.W_OK) or db.with_name(db.name + "-wal").exists():
+            raise
+    return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
+
+
+def _unwritable(e: sqlite3.OperationalError) -> bool:
+    text = str(e).lower()
+    return any(m in text for m in ("readonly", "read-only", "unable to open", "disk i/o", "disk is full"))
+
+
+def _store_error(db: Path, e: sqlite3.DatabaseError, writing: bool) -> Exception:
+    """The named error for why SQLite could not use a store."""
+    text = str(e).lower()
+    if "readonly" in text or "read-only" in text or (writing and "unable to open" in text):
+        return StoreReadOnly(f"the store {db.parent} is read-only ({e}): it can be searched, not indexed")
+    if "disk is full" in text or "disk i/o" in text:
+        return DiskFull(f"the disk holding {db.parent} is full or failing ({e}); nothing was lost: free "
+                        "some space and run again")
+    if is_damage(e):
+        return StoreIncompatible(f"the store is damaged ({e}); move its folder aside and run `kb index` "
+                                 "again, or restore a backup")
+    return StoreIncompatible(f"{db} is not a usable kb database ({e})")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _create(directory: Path, db: Path) -> None:
+    """Create a new store: the folder (made private) and a complete empty database, written under
+    a temporary name and linked into place, so that a kb.sqlite is never half made (an empty one
+    is damage, not a new store). SQLite gives its -wal and -shm files the database file's mode,
+    so they stay private too."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask; a folder made earlier too
+        tmp = directory / f".{DB_FILE}.{os.getpid()}.new"
+        os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"cannot create a store at {directory}: {e.strerror}") from e
+        raise UsageError(f"cannot create a store at {directory}: {e.strerror or e}") from e
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before the first table: a store keeps it
+            Store(directory, conn)._migrate()
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            pass  # another process made it first: theirs is as good
+    except sqlite3.OperationalError as e:
+        raise _store_error(db, e, True) from e
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # What reading a derived .npz file that is missing, torn, damaged inside (a member failing its
 # CRC) or foreign raises: the caller rebuilds it from SQLite.
 BROKEN_FILE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def private_dir(path: Path) -> None:
+    """Make a folder and any missing parents readable by the owner only (mkdir's parents=True
+    gives the parents the umask's mode)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(folder, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` (if it is not there) readable by the owner only."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kb.index.store import BROKEN_FILE
+from kb.index.store import BROKEN_FILE, private_dir
 from kb.rag.kv_sources import block_path
 
 
@@ -31,12 +31,12 @@ class DiskCache:
         path = self._path(digest)
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         # bf16 has no numpy type: keep the raw 16 bits and the dtype's name.
         dtype = str(k.dtype).removeprefix("torch.")
         as_np = (lambda t: t.view(torch.int16).numpy()) if k.dtype == torch.bfloat16 else (lambda t: t.numpy())
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb") as f:
             np.savez(f, tokens=np.asarray(tokens, dtype=np.int64), k=as_np(k), v=as_np(v), dtype=np.array(dtype))
         os.replace(tmp, path)
         self.written += 1

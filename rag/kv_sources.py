@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Callable
 
-from kb.index.store import is_damage
+from kb.index.store import is_damage, private_dir, private_file
 
 
 def block_path(folder: Path, digest: str) -> Path:
@@ -24,7 +24,8 @@ SOURCES_SCHEMA = """CREATE TABLE IF NOT EXISTS block_chunks (
 
 
 def _sources_db(root: Path) -> sqlite3.Connection:
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(root)
+    private_file(root / "sources.db")  # SQLite gives its journal files the database's mode
     conn = sqlite3.connect(root / "sources.db", timeout=30)
     conn.execute(SOURCES_SCHEMA)
     return conn
