@@ -14,6 +14,7 @@ import typer
 
 from kb.cli import render
 from kb.errors import KbError, PartialFailure, UsageError
+from kb.names import one_line, path_text
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -24,7 +25,8 @@ app = typer.Typer(
 Db = Annotated[Optional[Path], typer.Option(
     "--db", envvar="KB_DB", show_default=False,
     help="Store directory (default: $KB_DB, else $XDG_DATA_HOME/kb/default).")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object; one per line with --file).")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object).")]
+JsonLines = Annotated[bool, typer.Option("--json", help="Print JSON (one object; one per line with --file).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")]
 
 
@@ -38,8 +40,9 @@ def index(
     max_file_mb: Annotated[float, typer.Option(help="Skip (with a warning) files larger than this.")] = 20.0,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symlinks that leave the folder.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the whole index and index PATHS afresh.")] = False,
-    vector_index: Annotated[str, typer.Option(
-        help="auto | flat | hnsw | ivf | none (BM25 only: nothing is embedded).")] = "auto",
+    vector_index: Annotated[Optional[str], typer.Option(
+        help="auto | flat | hnsw | ivf | none (BM25 only: nothing is embedded). Default: what the store "
+             "was indexed with, else auto.", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(
         help="Local Hugging Face encoder folder (default: all-MiniLM-L6-v2, bundled).",
         show_default=False)] = None,
@@ -82,11 +85,13 @@ def query(
     mode: Annotated[str, typer.Option(help="bm25 | vector | hybrid")] = "hybrid",
     path: Annotated[Optional[str], typer.Option(
         help="Only documents whose path (relative to the indexed folder) matches this GLOB.")] = None,
-    json_out: Json = False,
+    json_out: JsonLines = False,
     file: Annotated[Optional[Path], typer.Option(
         help="Run each line of this file as a query ('-' for stdin).")] = None,
 ) -> None:
     """Search the index: best passages for TEXT."""
+    from rich.text import Text
+
     from kb.index.query import Searcher
     from kb.index.store import Store
 
@@ -104,7 +109,7 @@ def query(
             render.warn(result.note)
             noted = True
         if file is not None:
-            out.print("query: " + render.safe(q))
+            out.print(Text("query: " + one_line(q)))
         render.query_result(result, out)
 
 
@@ -119,6 +124,25 @@ def status(db: Db = None, json_out: Json = False) -> None:
         render.print_json(info)
     else:
         render.status(info, render.console())
+
+
+@app.command()
+def check(
+    db: Db = None,
+    json_out: Json = False,
+    repair: Annotated[bool, typer.Option(
+        help="Rebuild the derived files, drop a broken KV cache, delete orphan rows.")] = False,
+) -> None:
+    """Check the store: SQLite's integrity, the derived files against the database, orphan rows."""
+    from kb.index import check as checker
+
+    report = checker.check(db, repair=repair)
+    if json_out:
+        render.print_json(report)
+    else:
+        render.check_report(report, render.console())
+    if not report["ok"]:
+        raise checker.StoreDamaged(checker.summary(report))
 
 
 @app.command("eval")
@@ -173,7 +197,7 @@ def ask(
     temperature: Annotated[float, typer.Option(help="0: greedy (deterministic).")] = 0.0,
     context_tokens: Annotated[int, typer.Option(
         help="Prompt budget in tokens (0: the model's context minus --max-tokens).")] = 0,
-    json_out: Json = False,
+    json_out: JsonLines = False,
     file: Annotated[Optional[Path], typer.Option(
         help="Answer each line of this file ('-' for stdin), all in one generator run.")] = None,
 ) -> None:
@@ -231,17 +255,18 @@ def models(
 
 
 def _inputs(text: str | None, file: Path | None, what: str) -> list[str]:
-    """TEXT, or the lines of --file: exactly one of them."""
+    """TEXT, or the lines of --file: exactly one of them (bytes that are not UTF-8 spelt `\\xNN`)."""
     if (text is None) == (file is None):
         raise UsageError(f"give either a {what} TEXT or --file F")
-    return [text] if file is None else _lines(file)
+    return [path_text(text)] if file is None else _lines(file)
 
 
 def _lines(file: Path) -> list[str]:
     from kb.errors import NotFound
 
     try:
-        raw = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8", errors="replace")
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        raw = data.decode("utf-8", errors="replace")
     except OSError as e:
         raise NotFound(f"cannot read query file {file}: {e.strerror or e}") from e
     return [line.strip() for line in raw.splitlines() if line.strip()]
@@ -265,6 +290,27 @@ def _damage(e: Exception) -> str | None:
         problem = store.damage(directory)
         if problem:
             return _one_line(problem)
+    return None
+
+
+def _named(e: Exception) -> KbError | None:
+    """A full disk or a store that takes no writes, met in the middle of a command (SQLite rolled
+    the transaction back; nothing is lost)."""
+    import errno
+
+    from kb.errors import DiskFull, StoreReadOnly
+
+    if isinstance(e, sqlite3.OperationalError):
+        text = str(e).lower()
+        if "disk is full" in text or "disk i/o" in text:
+            return DiskFull(f"the disk is full or failing ({e}); nothing was lost: free some space and run again")
+        if "readonly" in text or "read-only" in text:
+            return StoreReadOnly(f"the store is read-only ({e}): it can be searched, not indexed")
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFull(f"the disk is full ({e.strerror}: {e.filename or ''}); nothing was lost: free some space "
+                        "and run again")
+    if isinstance(e, OSError) and e.errno == errno.EROFS:
+        return StoreReadOnly(f"a read-only file system ({e.filename or ''}): the store can be searched, not indexed")
     return None
 
 
@@ -317,7 +363,11 @@ def main() -> None:
             render.warn(f"error: the store is damaged ({problem}); move its folder aside and run `kb index` "
                         "again, or restore a backup")
             sys.exit(4)
-        if isinstance(e, sqlite3.DatabaseError):  # a full disk, an I/O error
+        named = _named(e)
+        if named is not None:
+            render.warn(f"error: {_one_line(named)}")
+            sys.exit(named.exit_code)
+        if isinstance(e, sqlite3.DatabaseError):
             render.warn(f"error: the store could not be used: {_one_line(e)}")
         else:
             render.warn(f"internal error: {type(e).__name__}: {_one_line(e)} (KB_DEBUG=1 shows the traceback)")

@@ -22,9 +22,11 @@ class RichProgress:
 
         from kb.cli.render import console
 
-        self._bar = Progress(TextColumn("{task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TextColumn("{task.fields[rate]}"),
-                             TextColumn("{task.description}"), console=console(stderr=True), transient=True)
+        # no markup: the description is a file's name
+        self._bar = Progress(TextColumn("{task.fields[label]}", markup=False), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TextColumn("{task.fields[rate]}", markup=False),
+                             TextColumn("{task.description}", markup=False), console=console(stderr=True),
+                             transient=True)
         self._task = None
 
     def start(self, total: int, label: str = "indexing") -> None:
@@ -33,10 +35,10 @@ class RichProgress:
         self._tokens, self._t0 = 0, time.monotonic()
 
     def advance(self, path: Path, tokens: int = 0) -> None:
-        from kb.cli.render import safe
+        from kb.names import one_line
 
         self._tokens += tokens
-        self._bar.update(self._task, advance=1, description=safe(path.name)[:40],
+        self._bar.update(self._task, advance=1, description=one_line(path.name)[:40],
                          rate=rate(self._tokens, time.monotonic() - self._t0))
 
     def finish(self) -> None:

@@ -1,5 +1,7 @@
-"""Everything the CLI prints. Document text reaching a terminal goes through rich `Text` objects
-(never markup) and `safe()`, so neither markup nor escape sequences from documents take effect."""
+"""Everything the CLI prints. Text from documents and users is data: the console parses no markup
+and no emoji codes, document text goes through `safe()` and names and messages through
+`kb.names.one_line`, so neither markup nor escape sequences take effect and one result stays one
+line whatever a file name holds."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 import sys
 
 from kb.index.readers import clean
+from kb.names import one_line
 
 _WORD = re.compile(r"\w+")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -21,7 +24,11 @@ def safe(s: str) -> str:
 def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1; kb's main() exits as Unix tools do
+            raise BrokenPipeError
+
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def print_json(obj) -> None:
@@ -29,7 +36,7 @@ def print_json(obj) -> None:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"kb: {safe(message)}\n")
+    sys.stderr.write(f"kb: {one_line(message)}\n")
 
 
 def index_summary(r: dict) -> str:
@@ -83,12 +90,22 @@ def query_result(result, out) -> None:
     if not result.results:
         out.print("no results")
     for h in result.results:
-        where = f"{safe(h.path)}:{h.start_line}-{h.end_line}"
+        where = f"{one_line(_shown_path(h, result.results))}:{h.start_line}-{h.end_line}"
         line = Text.assemble((f"{h.rank:>2}. ", "bold"), (f"{h.score:7.3f}  ", "dim"), (where, "cyan"))
         if h.heading:
-            line.append(f"  § {safe(h.heading)}", "magenta")
+            line.append(f"  § {one_line(h.heading)}", "magenta")
         out.print(line)
         out.print(Text("    ") + snippet(h.text, result.terms))
+
+
+def _shown_path(hit, hits) -> str:
+    """A hit's path, relative to its indexed folder; the whole path where another folder of the
+    results holds a file of the same relative path (two README.md must not look alike)."""
+    if any(h.path == hit.path and h.root != hit.root for h in hits):
+        import os
+
+        return os.path.join(hit.root, hit.path)
+    return hit.path
 
 
 def status(info: dict, out) -> None:
@@ -112,15 +129,22 @@ def status(info: dict, out) -> None:
         ("last run", f"{last.get('status', 'never')}"
                      + (f", {index_summary(last['stats'])}" if last.get("stats") else "")),
     ]
+    from rich.text import Text
+
     for key, value in rows:
-        table.add_row(key, safe(value))
+        table.add_row(key, Text(one_line(value)))
     out.print(table)
 
 
 def _vectors(v: dict | None) -> str:
     if v is None:
         return "none (BM25 only)"
+    done = f"{v['embedded_texts']} of {v['chunk_texts']} chunk texts embedded"
+    if v["kind"] is None:
+        return f"incomplete: {done} (`kb index` completes them)"
     state = "" if v["up_to_date"] else ", behind the database (caught up on next use)"
+    if not v["complete"]:
+        state += f"; {done} (`kb index` completes them)"
     return (f"{v['count']} x {v['dims']} ({v['model']}), index {v['kind']}{state}; "
             f"fusion {v['fusion']['method']} (vector weight {v['fusion']['weight']:g})")
 
@@ -163,7 +187,7 @@ def answer(a, out, streamed: bool = False, header: bool = False) -> None:
     if shown:
         out.print(Text("sources:" if a.cited else "sources (none cited):", style="dim"))
     for s in shown:
-        out.print(Text(f"  [{s.n}] {safe(s.path)}:{s.start_line}-{s.end_line}", style="cyan"))
+        out.print(Text(f"  [{s.n}] {one_line(s.path)}:{s.start_line}-{s.end_line}", style="cyan"))
     if header:
         out.print()
 
@@ -171,8 +195,21 @@ def answer(a, out, streamed: bool = False, header: bool = False) -> None:
 def models(rows: list[dict], where: str, out) -> None:
     from rich.text import Text
 
-    out.print(Text(f"models in {safe(where)}", style="dim"))
+    out.print(Text(f"models in {one_line(where)}", style="dim"))
     for r in rows:
         mark = "installed" if r["installed"] else "not installed"
         default = " (default)" if r["default"] else ""
         out.print(Text(f"  {r['name']}{default}: {mark}; {r['note']}"))
+
+
+def check_report(report: dict, out) -> None:
+    """`kb check`: what was repaired, each problem left, then the verdict."""
+    from rich.text import Text
+
+    for line in report["repaired"]:
+        out.print(Text(f"repaired: {safe(line)}"))
+    for p in report["problems"]:
+        mark = "" if p["repairable"] else " (not repairable)"
+        out.print(Text(f"problem: {p['what']}: {safe(p['detail'])}{mark}"))
+    verdict = "ok" if report["ok"] else f"{len(report['problems'])} problem(s)"
+    out.print(Text(f"{safe(report['db'])}: {verdict}"))

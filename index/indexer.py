@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -29,9 +30,10 @@ from kb.index.gpu_feed import GpuFeed
 from kb.index.lock import IndexLock
 from kb.index.migrations import SCHEMA_VERSION
 from kb.index.reading import Reader, ReadConfig, ReadJob
-from kb.index.store import DB_FILE, Store
-from kb.index.vectors import choose
+from kb.index.store import DB_FILE, Store, damage
+from kb.index.vectors import KINDS
 from kb.index.walker import Found, WalkReport, walk
+from kb.names import path_text
 
 
 KNOWN_BYTES = 512 << 20  # vectors a run keeps in memory for building the vector index
@@ -46,15 +48,17 @@ class IndexConfig:
     rebuild: bool = False  # drop everything and index the given paths afresh
     batch_files: int = 64  # files per transaction
     embed: EmbedConfig = EmbedConfig()  # its model's tokenizer also measures the chunks
-    vector_index: str = "auto"  # auto | flat | hnsw | ivf | none (BM25 only, nothing embedded)
+    # auto | flat | hnsw | ivf | none (BM25 only, nothing embedded); None: what the store was
+    # indexed with last (a store remembers it: a change is explicit), else auto
+    vector_index: str | None = None
     embed_batch: int = 256  # chunks embedded per transaction
     workers: int = 0  # processes that read and chunk files; 0: one per CPU core
 
     def __post_init__(self):
         if self.max_file_mb <= 0 or self.wait < 0 or self.batch_files < 1:
             raise UsageError("--max-file-mb must be > 0 and --wait >= 0")
-        if self.vector_index != "none":
-            choose(self.vector_index, 0)  # validates the name
+        if self.vector_index not in (None, "none", *KINDS):
+            raise UsageError(f"--vector-index must be one of {', '.join(KINDS)}, none")
 
 
 @dataclass
@@ -125,6 +129,7 @@ def index_paths(paths: list[str | Path], db: str | Path | None = None,
     store = Store.open(db, create=True)
     try:
         with IndexLock(store.dir, cfg.wait):
+            cfg = replace(cfg, vector_index=cfg.vector_index or store.vector_setting())
             return _Run(store, cfg, progress or _NoProgress()).run(targets)
     finally:
         store.close()
@@ -152,20 +157,19 @@ class _Run:
         # done every 1000 pages, they were a third of the time spent writing chunks. The WAL is
         # capped at about 400 MB; a killed run's WAL is checkpointed by the next writer.
         self.store.conn.execute("PRAGMA wal_autocheckpoint=100000")
-        self._check_fingerprint()
+        self._check_after_bad_end()
         with self.store.transaction(data=False) as conn:
             run_id = conn.execute("INSERT INTO runs(started, status) VALUES (?, 'running')",
                                   (started,)).lastrowid
-        walked = WalkReport()
-        work = [(t, self._files(t, walked)) for t in targets]
-        self.report.warnings += walked.warnings
-        self.progress.start(sum(len(files) for _, files in work))
-        try:
-            for target, files in work:
-                self._index_target(target, files, walked)
-        finally:
-            self.reader.close()
-            self.progress.finish()
+        # A rebuild is one transaction: queries see the old index until the new one is whole,
+        # and a rebuild that is killed leaves the old index as it was
+        with self.store.held() if self.cfg.rebuild else nullcontext():
+            self._check_fingerprint()
+            self._read_and_write(targets)
+            if self.cfg.rebuild:
+                self._take_vectors()
+                if self.cfg.vector_index != "none":
+                    self._embed()
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(2, thread_name_prefix="kb-derive") as pool:
@@ -185,6 +189,31 @@ class _Run:
                           json.dumps(self.report.to_json()), run_id))
         return self.report
 
+    def _check_after_bad_end(self) -> None:
+        """SQLite's quick check, once after a run that did not end well (killed, failed: the
+        machine may have crashed with it): a damaged store stops here, before more is written."""
+        row = self.store.conn.execute("SELECT id, status FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None or row[1] != "running" or self.store.meta("checked_after_run") == str(row[0]):
+            return
+        problem = damage(self.store.dir)
+        if problem:
+            raise StoreIncompatible(f"the store is damaged ({problem}); `kb check` says more; move its folder "
+                                    "aside and run `kb index` again, or restore a backup")
+        with self.store.transaction(data=False):
+            self.store.set_meta("checked_after_run", str(row[0]))
+
+    def _read_and_write(self, targets: list[_Target]) -> None:
+        walked = WalkReport()
+        work = [(t, self._files(t, walked)) for t in targets]
+        self.report.warnings += [path_text(w) for w in walked.warnings]
+        self.progress.start(sum(len(files) for _, files in work))
+        try:
+            for target, files in work:
+                self._index_target(target, files, walked)
+        finally:
+            self.reader.close()
+            self.progress.finish()
+
     def _prune_kv(self) -> None:
         """Drop `kb ask`'s cached KV blocks computed from chunks this run removed."""
         from kb.rag.kv_sources import prune_sources
@@ -198,12 +227,23 @@ class _Run:
             return out
         prune_sources(self.store.path("kv"), live)
 
-    def _bm25(self) -> None:
+    def _bm25(self) -> Bm25Cache:
         store = Store.open(self.store.dir)  # a connection of its own: this runs in a thread
         try:
-            Bm25Cache.current(store)
+            return Bm25Cache.current(store)
         finally:
             store.close()
+
+    def _retag_bm25(self, cache: Bm25Cache) -> None:
+        """The BM25 cache was built once reading was over; the vectors written since then moved
+        the data version but changed no posting: the same cache, tagged with today's version."""
+        version = self.store.data_version
+        if cache.version != version:
+            cache.version = version
+            try:
+                cache.save(self.store)
+            except OSError:
+                pass  # the next query rebuilds it
 
     def _derive(self, pool, bm25) -> None:
         """Bring the derived files up to date with the store, now that its data is final: the
@@ -228,6 +268,7 @@ class _Run:
             self.report.vector_index = tag.kind
         for job in jobs:
             job.result()
+        self._retag_bm25(bm25.result())
 
     def _embed(self) -> None:
         """Embed chunk texts that have no vector yet (batch by batch, so a killed run resumes) and
@@ -275,6 +316,9 @@ class _Run:
         if have != wanted:
             with self.store.transaction(data=False):
                 self.store.set_meta("fingerprint", json.dumps(wanted, sort_keys=True))
+        if self.store.meta("vector_index") != self.cfg.vector_index:
+            with self.store.transaction(data=False):
+                self.store.set_meta("vector_index", self.cfg.vector_index)
 
     def _files(self, target: _Target, walked: WalkReport) -> list[Found]:
         if target.file is not None:
@@ -282,23 +326,31 @@ class _Run:
 
             # A file named on the command line is read even with an unknown extension: as text.
             return [Found(target.file, kind_of(target.file) or "text", target.file.stat())]
-        return list(walk(target.root, walked, self.cfg.follow_symlinks))
+        files, names = [], set()
+        for f in walk(target.root, walked, self.cfg.follow_symlinks):
+            name = path_text(f.path)
+            if name in names:  # `a\xff` spelt out, beside a name holding the byte itself
+                walked.warnings.append(f"{f.path}: skipped, its name reads like another file's ({name})")
+                continue
+            names.add(name)
+            files.append(f)
+        return files
 
     def _index_target(self, target: _Target, files: list[Found], walked: WalkReport) -> None:
-        scope = str(target.file or target.root)
+        scope = path_text(target.file or target.root)
         existing = docs_under(self.store.conn, scope)
         root = str(target.root)
         self._reads = self.reader.results(
             ReadJob(str(f.path), root, f.kind, f.stat.st_size, f.stat.st_mtime_ns) for f in files
-            if not _unchanged(existing.get(str(f.path)), f))
+            if not _unchanged(existing.get(path_text(f.path)), f))
         # The first transactions are small, so that the GPU feed (and anyone reading the store)
         # gets the first chunks early; then batch_files per transaction.
         i, size = 0, min(8, self.cfg.batch_files)
         while i < len(files):
             self._batch(target, files[i:i + size], existing)
             i, size = i + size, min(2 * size, self.cfg.batch_files)
-        seen = {str(f.path) for f in files}
-        keep = [str(d) + "/" for d in walked.unreadable_dirs]
+        seen = {path_text(f.path) for f in files}
+        keep = [path_text(d) + "/" for d in walked.unreadable_dirs]
         vanished = [d.id for p, d in existing.items()
                     if p not in seen and not any(p.startswith(k) for k in keep)]
         if vanished:
@@ -311,7 +363,7 @@ class _Run:
         try:
             with self.store.transaction() as conn:
                 for f in files:
-                    self.progress.advance(f.path, self._file(conn, target, f, existing.get(str(f.path))))
+                    self.progress.advance(f.path, self._file(conn, target, f, existing.get(path_text(f.path))))
                 self._write_vectors(conn, self.feed.ready() if self.feed else [])
         except BaseException:
             self.terms.reset()  # ids handed out in the rolled-back transaction are void
@@ -348,7 +400,7 @@ class _Run:
     def _file(self, conn, target: _Target, f: Found, old: DocRow | None) -> int:
         """Bring one file's entry up to date; the tokens of its chunks if it was read (for the
         progress display's rate), else 0."""
-        root, st = str(target.root), f.stat
+        root, st = path_text(target.root), f.stat
         if _unchanged(old, f):
             if old.root != root:
                 touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
@@ -377,11 +429,15 @@ class _Run:
         (its old entry is kept)."""
         r = next(self._reads)
         assert r.doc is None or r.doc.path == str(f.path), "reads out of order"
-        self.report.warnings += r.warnings
+        self.report.warnings += [path_text(w) for w in r.warnings]
         if r.error:
-            self.report.errors.append(r.error)
+            self.report.errors.append(path_text(r.error))
         self.report.skipped += r.skipped
-        return r.doc
+        doc = r.doc
+        if doc is not None and (path_text(doc.path), path_text(doc.root)) != (doc.path, doc.root):
+            # a name that is not valid UTF-8 is stored as text (kb.names); it was read by its real name
+            doc = replace(doc, path=path_text(doc.path), root=path_text(doc.root))
+        return doc
 
 
 def _unchanged(old: DocRow | None, f: Found) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -73,7 +74,7 @@ class Searcher:
         self._encoder = None
         self._vindex = None
         self._path_map = None
-        self._sample = np.zeros((0, 0), dtype=np.float32)
+        self._sample = None  # background.Background, with the encoder
 
     def bm25(self) -> Bm25Cache:
         version = self.store.data_version
@@ -92,10 +93,15 @@ class Searcher:
             raise UsageError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
         note = None
         if mode != "bm25" and self.store.meta("embedding") is None:
+            if self.store.vector_setting() == "none":
+                why = ("this store has no vectors (indexed with --vector-index none); run "
+                       "`kb index PATH --vector-index auto` to embed it")
+            else:
+                why = ("this store's vectors are incomplete (a kb index run ended before embedding was "
+                       "done); run `kb index` again to complete them")
             if mode == "vector":
-                raise StoreIncompatible("this store has no vectors (indexed with --vector-index none); "
-                                        "run `kb index PATH` to embed it")
-            mode, note = "bm25", "no vectors in this store: hybrid fell back to bm25"
+                raise StoreIncompatible(why)
+            mode, note = "bm25", f"{why}: hybrid fell back to bm25"
         timings: dict[str, float] = {}
         depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
         t0 = time.perf_counter()
@@ -144,9 +150,9 @@ class Searcher:
         if path_glob:
             keep = np.isin(ids, self._glob_ids(path_glob))
             ids, scores = ids[keep][:depth], scores[keep][:depth]
-        sims = self._sample @ q if len(self._sample) > 1 else np.zeros(1, dtype=np.float32)
+        mean, spread = self._sample.stats(q)
         timings.update(embed=t1 - t0, vector=time.perf_counter() - t1)
-        return Candidates(ids, scores, float(sims.mean()), float(sims.std()), fusion.keyword_style(query))
+        return Candidates(ids, scores, mean, spread, fusion.keyword_style(query))
 
     def _fuse(self, bm25, vector, k, method: str | None = None, weight: float | None = None):
         if method is None:
@@ -189,7 +195,7 @@ class Searcher:
     def vectors(self):
         """(query encoder, vector index) for the store's encoder; loaded once per Searcher."""
         from kb.embed.encoder import EmbedConfig, describe, load_encoder
-        from kb.index import vectors
+        from kb.index import background, vectors
 
         meta = json.loads(self.store.meta("embedding"))
         if self._encoder is None:
@@ -202,11 +208,13 @@ class Searcher:
                     f"found now differs ({spec.fingerprint['model_sha256']}, {spec.dims} dims): "
                     "run `kb index --rebuild PATH...` to embed again")
             self._encoder = load_encoder(cfg)
-            # Random chunks (hash order is random) for each query's background similarity.
+            # Random chunks (hash order is random) for each query's background similarity, topped
+            # up with kb's generic passages in a store of fewer chunks (index/background.py).
             rows = self.store.conn.execute(
-                "SELECT vector FROM embeddings WHERE model = ? LIMIT 256", (meta["key"],)).fetchall()
-            self._sample = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(
+                "SELECT vector FROM embeddings WHERE model = ? LIMIT ?", (meta["key"], background.SAMPLE)).fetchall()
+            sample = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(
                 len(rows), self._encoder.dims)
+            self._sample = background.Background.load(self._encoder, sample, self.store.dir)
         version = self.store.data_version
         if self._vindex is None or self._vindex[0].version != version:
             self._vindex = vectors.current(self.store, meta["key"], self._encoder.dims, "auto")
@@ -226,9 +234,16 @@ class Searcher:
         """Chunks whose document path, relative to its indexed folder, matches the SQLite GLOB."""
         key = (glob, self.store.data_version)
         if key not in self._globs:
-            self._globs[key] = np.array([r[0] for r in self.store.conn.execute(
-                "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id "
-                "WHERE substr(d.path, length(d.root) + 2) GLOB ?", (glob,))], dtype=np.int64)
+            try:
+                rows = self.store.conn.execute(
+                    "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                    "WHERE substr(d.path, length(d.root) + 2) GLOB ?", (glob,)).fetchall()
+            except sqlite3.OperationalError as e:
+                if "too complex" not in str(e):
+                    raise
+                raise UsageError(f"--path: the pattern is too long for SQLite's GLOB ({len(glob):,} "
+                                 "characters)") from e
+            self._globs[key] = np.array([r[0] for r in rows], dtype=np.int64)
         return self._globs[key]
 
     def _glob_mask(self, cache: Bm25Cache, glob: str) -> np.ndarray:

@@ -43,13 +43,20 @@ def _vectors(store: Store) -> dict | None:
     from kb.index.query import DEFAULT_FUSION
 
     raw = store.meta("embedding")
-    if raw is None:
+    if raw is None and store.vector_setting() == "none":
         return None
+    texts, embedded = store.conn.execute(
+        "SELECT count(*), count(e.hash) FROM (SELECT DISTINCT hash FROM chunks) c "
+        "LEFT JOIN (SELECT DISTINCT hash FROM embeddings) e ON e.hash = c.hash").fetchone()
+    progress = {"embedded_texts": embedded, "chunk_texts": texts}
+    if raw is None:  # a first run that ended before its embedding did (or is embedding now)
+        return {"kind": None, "count": 0, "up_to_date": False, "complete": False, **progress}
     meta = json.loads(raw)
     tag = vectors.peek(store) or {}
     fusion = json.loads(store.meta("fusion") or "null") or dict(zip(("method", "weight"), DEFAULT_FUSION))
     current = tag.get("version") == store.data_version and tag.get("key") == meta["key"]
     return {"kind": tag.get("kind"), "count": tag.get("count", 0), "up_to_date": current,
+            "complete": embedded == texts, **progress,
             "model": meta["fingerprint"]["model"], "dims": meta["fingerprint"]["dims"],
             "fingerprint": meta["fingerprint"], "fusion": fusion,
             "bytes": _size(store, vectors.FILE)}
@@ -70,8 +77,15 @@ def _last_run(store: Store) -> dict | None:
     started, finished, state, stats = row
     if state == "running" and not _lock_held(store):
         state = "interrupted"  # killed: the next `kb index` completes what it left
-    return {"started": started, "finished": finished, "status": state,
+    return {"started": _iso(started), "finished": _iso(finished), "status": state,
             "stats": json.loads(stats) if stats else None}
+
+
+def _iso(t: float | None) -> str | None:
+    """A run's time in ISO 8601, local time with its offset (2026-12-02T07:41:03+01:00)."""
+    from datetime import datetime
+
+    return None if t is None else datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
 def _lock_held(store: Store) -> bool:

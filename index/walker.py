@@ -30,14 +30,16 @@ class WalkReport:
 
 def _ignore_spec(directory: Path, report: WalkReport):
     path = directory / IGNORE_FILE
-    if not path.is_file():
-        return None
-    import pathspec
-
     try:
+        if not path.is_file():  # raises where the folder cannot be searched (no x permission)
+            return None
+        import pathspec
+
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         return pathspec.GitIgnoreSpec.from_lines(lines)
-    except (OSError, ValueError) as e:
+    except OSError:
+        return None  # an unreadable folder: listing it fails next, and says so
+    except ValueError as e:
         report.warnings.append(f"{path}: ignored ({e})")
         return None
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -28,17 +29,45 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-def kb(*args, check: int | None = 0, input: str | None = None, env: dict | None = None):
-    """Run the real CLI in a subprocess; assert its exit code when `check` is not None."""
+def kb(*args, check: int | None = 0, input: str | None = None, env: dict | None = None,
+       unprivileged: bool = False):
+    """Run the real CLI in a subprocess; assert its exit code when `check` is not None.
+    `unprivileged`: as root, without the capabilities that let root read and write whatever it
+    likes, so that file modes count as they do for a user (tests and CI run as root)."""
     base = {k: v for k, v in os.environ.items() if k != "KB_DB"}
     # Never the user's default store: XDG_DATA_HOME points into a throwaway folder.
     full_env = {**base, "NO_COLOR": "1", "XDG_DATA_HOME": tempfile.gettempdir() + "/kb-tests-xdg",
                 **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "kb.cli", *map(str, args)], capture_output=True,
-                          text=True, input=input, env=full_env, timeout=300)
+    prefix = NO_OVERRIDE if unprivileged and os.geteuid() == 0 else []
+    proc = subprocess.run([*prefix, sys.executable, "-m", "kb.cli", *map(str, args)], capture_output=True,
+                          text=True, input=input, env=full_env, timeout=3600)  # a slow, loaded machine is not a failure
     if check is not None:
         assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
     return proc
+
+
+NO_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+               "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A folder (`.path`) on a tmpfs of its own, to fill up; `.resize(kib)`. Needs root
+    (CI and these machines run as root); skipped, saying why, where mounting is not allowed."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+
+    def resize(kib: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={kib}k", str(where)], check=True)
+
+    try:
+        yield SimpleNamespace(path=where, resize=resize)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def kb_json(*args, **kw):
