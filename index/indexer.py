@@ -129,6 +129,7 @@ def index_paths(paths: list[str | Path], db: str | Path | None = None,
     store = Store.open(db, create=True)
     try:
         with IndexLock(store.dir, cfg.wait):
+            store.probe_write()
             cfg = replace(cfg, vector_index=cfg.vector_index or store.vector_setting())
             return _Run(store, cfg, progress or _NoProgress()).run(targets)
     finally:

@@ -3,12 +3,13 @@ drops the lock when the holder dies, even by SIGKILL, so a crashed run never wed
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
 from pathlib import Path
 
-from kb.errors import StoreBusy
+from kb.errors import StoreBusy, StoreReadOnly
 
 
 class IndexLock:
@@ -18,7 +19,13 @@ class IndexLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "IndexLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            if isinstance(e, PermissionError) or e.errno == errno.EROFS:
+                raise StoreReadOnly(f"the store {self.path.parent} is read-only ({e.strerror}): it can be "
+                                    "searched, not indexed") from e
+            raise
         deadline = time.monotonic() + self.timeout
         while True:
             try:

@@ -90,15 +90,13 @@ class Store:
             store._migrate()
         except sqlite3.DatabaseError as e:
             raise _store_error(db, e, create) from e
-        if create:
-            store._probe_write()
         return store
 
     readonly = False  # opened read-only: the database (or its folder, or the disk) takes no writes
 
-    def _probe_write(self) -> None:
+    def probe_write(self) -> None:
         """Fail before a run starts if the database takes no writes (SQLite opens a read-only file
-        read-only without a word)."""
+        read-only without a word). Call it holding the index lock: it waits for other writers."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("ROLLBACK")
