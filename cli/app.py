@@ -101,7 +101,7 @@ def query(
     out = render.console()
     noted = False
     for q in queries:
-        result = searcher.search(q, k=k, mode=mode, path_glob=path)
+        result = searcher.search(q, k=k, mode=mode, path_glob=path and path_text(path))
         if json_out:
             render.print_json(result.to_json())
             continue

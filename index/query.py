@@ -222,11 +222,12 @@ class Searcher:
 
     def _known(self, terms: list[str], ids: dict[str, int]) -> list[str]:
         """The terms that are in the index, recording their ids in `ids`."""
-        if not terms:
-            return []
-        marks = ",".join("?" * len(terms))
-        found = dict(self.store.conn.execute(
-            f"SELECT term, id FROM terms WHERE term IN ({marks})", terms))
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(terms))
+        for i in range(0, len(unique), 500):  # SQLite takes at most 32,766 variables a statement
+            part = unique[i:i + 500]
+            found.update(self.store.conn.execute(
+                f"SELECT term, id FROM terms WHERE term IN ({','.join('?' * len(part))})", part))
         ids.update(found)
         return [t for t in terms if t in found]
 

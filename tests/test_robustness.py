@@ -334,3 +334,15 @@ def test_index_checks_the_store_after_a_run_that_ended_badly(corpus, db):
     path.write_bytes(bytes(data))
     proc = kb("index", corpus, "--db", db, "--vector-index", "none", check=4)
     assert "damaged" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_query_of_100k_words_and_a_glob_with_bad_bytes(corpus, db, tmp_path):
+    """Found by bench/fuzz.py: more distinct terms than SQLite takes variables in one statement;
+    a --path holding a byte that is not UTF-8."""
+    kb("index", corpus, "--db", db, "--vector-index", "none")
+    (tmp_path / "q.txt").write_text("长城" + "".join(chr(0x4e00 + i) for i in range(40_000)) + "\n")
+    assert kb_json("query", "--file", tmp_path / "q.txt", "--db", db)["results"]
+    env = {**os.environ}
+    proc = subprocess.run([sys.executable, "-m", "kb.cli", "query", "sourdough", "--db", str(db), "--json",
+                           "--path", os.fsdecode(b"\xff*")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["results"] == [], proc.stderr
