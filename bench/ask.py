@@ -7,9 +7,14 @@
 - reuse: the same question asked twice, each in a new `kb ask` process: cached tokens and time to
   first token of the second against the first;
 - batch: `kb ask --file` with 20 questions against 20 separate `kb ask` runs, each from an empty
-  prefix cache on disk.
+  prefix cache on disk;
+- decline (no generator): on collections of 1, 3, 30 and 38 documents, and with `--big N` of N
+  docstrings plus sample_corpus, how many questions whose document is in the collection pass the
+  relevance threshold (kb.rag.ask.relevant) and how many of the others are declined. Questions:
+  bench/ask_questions.jsonl and tests/data/tiny_questions.jsonl (the 3 documents of tests/data/tiny).
 
-    python bench/ask.py [--model NAME|DIR] [--only quality,exact,reuse,batch] [--max-tokens 128]
+    python bench/ask.py [--model NAME|DIR] [--only quality,exact,reuse,batch,decline] [--max-tokens 128]
+                        [--big 10000]
 
 Prints a table, then one JSON line.
 """
@@ -107,12 +112,83 @@ def batch(db: Path, model: str, questions: list[dict], max_tokens: int) -> dict:
             "file_over_separate": round(together / separate, 3)}
 
 
+TINY = REPO / "tests" / "data" / "tiny"
+TINY_QUESTIONS = REPO / "tests" / "data" / "tiny_questions.jsonl"
+# sample_corpus less 8 documents that 10 of the answerable questions need: near-domain unanswerables
+REMOVED = ("tech/sqlite-wal.md", "tech/dns-resolution.md", "cooking/espresso-extraction.md",
+           "garden/tomato-blight.rst", "history/printing-press.md", "science/black-holes.rst",
+           "hobbies/bike-chain.md", "travel/iceland-ring-road.md")
+
+
+def collections(work: Path, big: int) -> list[tuple[str, list[Path]]]:
+    """(name, folders to index) for each collection; their files are copied under `work`."""
+    def copy(name: str, src: Path, skip=()) -> Path:
+        dest = work / name
+        shutil.copytree(src, dest, ignore=lambda d, names: [n for n in names if n == "eval"])
+        for rel in skip:
+            (dest / rel).unlink()
+        return dest
+    one = work / "one"
+    one.mkdir()
+    shutil.copy(TINY / "ferry.md", one)
+    out = [("1 doc", [one]), ("3 docs", [copy("three", TINY)]),
+           ("30 docs", [copy("thirty", REPO / "sample_corpus", REMOVED)]),
+           ("38 docs (sample_corpus)", [copy("sample", REPO / "sample_corpus")])]
+    if big:
+        sys.path.insert(0, str(REPO / "bench"))
+        import corpus as bench_corpus
+
+        out.append((f"{big} docstrings + sample_corpus", [bench_corpus.build(big), out[-1][1][0]]))
+    return out
+
+
+def decline(big: int) -> dict:
+    from kb.index.query import Searcher
+    from kb.index.store import Store
+    from kb.rag.ask import MIN_SCORE, relevant
+
+    questions = [json.loads(line) for f in (QUESTIONS, TINY_QUESTIONS) for line in f.read_text().splitlines()
+                 if line.strip()]
+    work = Path(tempfile.mkdtemp(prefix="kb-decline-bench-"))
+    r = {}
+    print(f"\ndecline at {MIN_SCORE}: answerable answered, unanswerable declined (best hit's score)")
+    for name, folders in collections(work, big):
+        db = work / f"store-{len(r)}"
+        kb("index", *folders, "--db", db, "--quiet")
+        docs = {str(p.relative_to(f)) for f in folders for p in f.rglob("*") if p.is_file()}
+        searcher = Searcher(Store.open(db))
+        yes, no = [], []
+        for q in questions:
+            hits = searcher.search(q["question"], k=6).results
+            best = hits[0].score if hits else 0.0
+            (yes if q.get("doc") in docs else no).append((best, relevant(hits), q["question"]))
+        answered, declined = sum(ok for _, ok, _ in yes), sum(not ok for _, ok, _ in no)
+        print(f"  {name:34} answered {answered}/{len(yes)} (min {min(b for b, _, _ in yes):.3f}), "
+              f"declined {declined}/{len(no)} (max {max(b for b, _, _ in no):.3f})")
+        for best, ok, question in yes:
+            if not ok:
+                print(f"    declined {best:.3f}: {question}")
+        for best, ok, question in no:
+            if ok:
+                print(f"    answered {best:.3f}: {question}")
+        r[name] = {"answered": f"{answered}/{len(yes)}", "declined": f"{declined}/{len(no)}",
+                   "answerable_min": round(min(b for b, _, _ in yes), 3),
+                   "unanswerable_max": round(max(b for b, _, _ in no), 3)}
+    shutil.rmtree(work, ignore_errors=True)
+    return {"decline": r}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
-    ap.add_argument("--only", default="quality,exact,reuse,batch")
+    ap.add_argument("--only", default="quality,exact,reuse,batch,decline")
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--big", type=int, default=0, help="decline: also N docstrings + sample_corpus")
     args = ap.parse_args()
+    if args.only == "decline":  # no generator needed
+        r = decline(args.big)
+        print(json.dumps({"bench": "ask", **r}))
+        return
     from kb.index.store import Store
     from kb.rag.ask import AskConfig, Asker
     from kb.rag.models import DEFAULT
@@ -127,7 +203,8 @@ def main() -> None:
     for name, fn in (("quality", lambda: quality(asker, questions)),
                      ("exact", lambda: exact(asker, questions, args.max_tokens)),
                      ("reuse", lambda: reuse(db, model, args.max_tokens)),
-                     ("batch", lambda: batch(db, model, questions, args.max_tokens))):
+                     ("batch", lambda: batch(db, model, questions, args.max_tokens)),
+                     ("decline", lambda: decline(args.big))):
         if name in args.only:
             t0 = time.perf_counter()
             r.update(fn())
