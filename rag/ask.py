@@ -19,6 +19,8 @@ that the score means the same from one document up.
 
 from __future__ import annotations
 
+import errno
+
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -217,9 +219,15 @@ class Asker:
         that `kb index` can drop blocks of chunks that are gone)."""
         from kb.rag.kv_sources import record_sources
 
-        self.engine.persist()
-        record_sources(self.engine.radix.disk.folder, self.engine.pool.block_size,
-                       [(p.ids + out, self._spans(p)) for p, out in done])
+        if self.store.readonly:
+            return  # a store that takes no writes (a backup, a full disk) answers without keeping its cache
+        try:
+            self.engine.persist()
+            record_sources(self.engine.radix.disk.folder, self.engine.pool.block_size,
+                           [(p.ids + out, self._spans(p)) for p, out in done])
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise  # the cache is only a cache: a disk that fills or refuses writes costs it, not the answer
 
     def _spans(self, p: Prepared) -> list[tuple[int, int]]:
         """(first token of a source in the prompt, a chunk id of it), for each source's chunks."""
