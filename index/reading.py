@@ -65,15 +65,23 @@ def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
             out.error = f"{job.path}: cannot read ({e.strerror or e})"
             return out
         digest = hashlib.sha256(data).hexdigest()
+        tokenizer = load_tokenizer(cfg.model)  # outside the try: a missing model stops the run
         try:
             text, warnings = extract(data, job.kind)
             out.warnings += [f"{job.path}: {w}" for w in warnings]
-            chunks = chunk_text(text, job.kind, load_tokenizer(cfg.model), cfg.chunk)
+            chunks = chunk_text(text, job.kind, tokenizer, cfg.chunk)
             terms = TermBags.of([analyze(c.text) for c in chunks])
             if not chunks:
                 note = "empty file"
         except Skip as e:
             note = str(e)
+        except ImportError:
+            raise  # a broken install, not this file's fault
+        except Exception as e:  # noqa: BLE001 - a bug, MemoryError, RecursionError on one odd file:
+            # that file is skipped (and recorded, so the next run does not retry it until it changes);
+            # the type only, so the warning stays one line
+            note = f"cannot be read ({type(e).__name__})"
+            chunks, terms = [], TermBags.of([])
     if note:
         out.skipped = True
         out.warnings.append(f"{job.path}: skipped, {note}")
