@@ -4,6 +4,7 @@ never tokenises a chunk a second time."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -121,13 +122,17 @@ class _WordCache:
 
     def __init__(self, tok):
         self.tok = tok
+        self.longest = tok.model.max_input_chars_per_word
+        self.unk = tok.token_to_id(tok.model.unk_token)
         self._seed()
 
     def _seed(self) -> None:
         """Start with the vocabulary's whole words, which WordPiece (longest match first) keeps as
         one piece each: a process's first texts find most of their words already."""
         whole = sorted((t, i) for t, i in self.tok.get_vocab().items() if _WORD.fullmatch(t))
+        whole.append(("", self.unk))  # not a word: stands for all words longer than `longest`
         self.index: dict[str, int] = {t: w for w, (t, _) in enumerate(whole)}
+        self.long = self.index[""]
         # word w's pieces are rows ptr[w]:ptr[w + 1] of `pieces` (id, start, end within the word);
         # both arrays grow by doubling
         self.ptr = np.arange(2 * len(whole) + 1, dtype=np.int64)
@@ -138,21 +143,29 @@ class _WordCache:
         """The ids and offsets of lower-cased ASCII text without control characters, as the
         tokenizer gives them."""
         words = _WORD.findall(lower)
-        new = [w for w in dict.fromkeys(words) if w not in self.index]
+        new = self._new(words)
         if new and len(self.index) + len(new) > self.MAX_WORDS:
             self._seed()
-            new = [w for w in dict.fromkeys(words) if w not in self.index]
+            new = self._new(words)
         if new:
             self._add(new)
         cls = _CLASS[np.frombuffer(lower.encode("ascii"), np.uint8)]
         first = (cls == 2) | ((cls == 1) & (np.concatenate(([0], cls[:-1])) != 1))
         word_starts = np.flatnonzero(first)
-        types = np.fromiter(map(self.index.__getitem__, words), np.int64, len(words))
+        types = np.fromiter(map(self.index.get, words, itertools.repeat(self.long)), np.int64,
+                            len(words))
         counts = self.ptr[types + 1] - self.ptr[types]
         rows = np.arange(int(counts.sum())) + np.repeat(self.ptr[types] - (np.cumsum(counts) - counts), counts)
         base = np.repeat(word_starts, counts)
         ids, starts, ends = self.pieces[rows].T
+        if (long := types == self.long).any():  # their one [UNK] ends where the word does
+            ends[np.repeat(long, counts)] = [len(words[w]) for w in np.flatnonzero(long).tolist()]
         return Encoding(ids.tolist(), list(zip((base + starts).tolist(), (base + ends).tolist())))
+
+    def _new(self, words: list[str]) -> list[str]:
+        """The distinct words not yet known, but for those longer than WordPiece reads (one [UNK]
+        each, whatever their length): kept, a file of megabyte "words" would fill memory."""
+        return [w for w in dict.fromkeys(words) if w not in self.index and len(w) <= self.longest]
 
     def _add(self, new: list[str]) -> None:
         # One encode of the new words joined by spaces: BERT splits them back into the same words.

@@ -6,6 +6,10 @@ Units: a line is one piece, or several when it is longer than `piece_tokens` (cu
 end where one is near). Pieces are packed into chunks of at most `max_tokens`; a new chunk repeats
 the last pieces of the previous one, up to `overlap_tokens`. A heading starts a new chunk once the
 current one holds `min_tokens`, and chunks never overlap across a heading.
+
+A chunk also spans at most `max_chars` characters, whatever the file holds: a line of a million
+spaces, or a 5 MB "word" that WordPiece reads as one [UNK], is cut into pieces of that length.
+Time is linear in the text's length.
 """
 
 from __future__ import annotations
@@ -36,8 +40,22 @@ class ChunkConfig:
         if not 0 <= self.overlap_tokens < self.max_tokens:
             raise UsageError("chunking: need 0 <= overlap_tokens < max_tokens")
 
+    @property
+    def max_chars(self) -> int:
+        """The most characters a chunk spans (3,840 for 240 tokens); not a field, so that it
+        stays out of the fingerprint: it changes no chunk of a normal document."""
+        return CHARS_PER_TOKEN * self.max_tokens
+
     def fingerprint(self) -> dict:
         return asdict(self)
+
+
+# Prose and code average 4-5 characters per token, and the longest chunk of 88,802 cut from 4,537
+# Python, markdown and reST files of the standard library and site-packages spans 2,522 (p99.9:
+# 1,492), but for one holding a 6,833-digit literal. 16 a token leaves room for indentation and
+# aligned tables while keeping a chunk small enough to show, store and quote in a prompt.
+CHARS_PER_TOKEN = 16
+MAX_TITLE_CHARS = 200  # of a heading in a chunk's heading path, which is stored with each chunk
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,9 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+# The title is what follows, stripped of a closing run of "#" (str methods: a regex for the
+# title backtracks, minutes on a heading line with a few thousand spaces inside).
+_ATX = re.compile(r" {0,3}(#{1,6})\s")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
 
@@ -81,7 +101,8 @@ def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
             if _FENCE.match(line):
                 fenced = not fenced
             elif not fenced and (m := _ATX.match(line)):
-                found.append((i, len(m.group(1)), m.group(2)))
+                title = line[m.end():].strip().rstrip("#").rstrip()
+                found.append((i, len(m.group(1)), title[:MAX_TITLE_CHARS]))
     elif kind == "rst":
         levels: list[str] = []  # reST levels are the order in which underline characters appear
         for i in range(1, len(lines)):
@@ -90,20 +111,17 @@ def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
             if m and title and not _RST_UNDERLINE.match(title) and len(under.strip()) >= len(title):
                 if m.group(1) not in levels:
                     levels.append(m.group(1))
-                found.append((i - 1, levels.index(m.group(1)) + 1, title))
+                found.append((i - 1, levels.index(m.group(1)) + 1, title[:MAX_TITLE_CHARS]))
     return found
 
 
 def _heading_paths(n_lines: int, marks: list[tuple[int, int, str]]) -> list[str]:
-    if not marks:  # code and plain text
-        return [""] * n_lines
-    paths, stack, j = [], [], 0
-    for i in range(n_lines):
-        while j < len(marks) and marks[j][0] == i:
-            _, level, title = marks[j]
-            stack = [s for s in stack if s[0] < level] + [(level, title)]
-            j += 1
-        paths.append(" > ".join(t for _, t in stack))
+    paths = [""] * n_lines  # lines under one heading share its path string
+    stack: list[tuple[int, str]] = []
+    for k, (line, level, title) in enumerate(marks):
+        stack = [s for s in stack if s[0] < level] + [(level, title)]
+        end = marks[k + 1][0] if k + 1 < len(marks) else n_lines
+        paths[line:end] = [" > ".join(t for _, t in stack)] * (end - line)
     return paths
 
 
@@ -115,9 +133,10 @@ def _line_starts(lines: list[str]) -> np.ndarray:
 
 
 def _pieces(text: str, offsets: list[tuple[int, int]], line_starts: np.ndarray, heading_lines: set[int],
-            piece_tokens: int) -> list[_Piece]:
+            piece_tokens: int, max_chars: int) -> list[_Piece]:
     """A line's tokens (those that start on it) make one piece, or several of at most
-    `piece_tokens`. Lines are found for all tokens at once; only long lines are walked token by token."""
+    `piece_tokens` and `max_chars`. Lines are found for all tokens at once; only long lines are walked
+    token by token."""
     n = len(offsets)
     if n == 0:
         return []
@@ -130,24 +149,46 @@ def _pieces(text: str, offsets: list[tuple[int, int]], line_starts: np.ndarray, 
     for t, end_of_line, line in zip(first_of_line, cuts + [n], line_of):
         line_end = ls[line + 1] - 1 if line + 1 < n_lines else len(text)
         heading = line in heading_lines
-        if end_of_line - t <= piece_tokens:
+        if end_of_line - t <= piece_tokens and line_end - ls[line] <= max_chars:
             pieces.append(_Piece(line, t, end_of_line, ls[line], line_end, heading))
-            continue
-        start = t
-        while start < end_of_line:
-            stop = min(start + piece_tokens, end_of_line)
-            if stop < end_of_line:  # cut after a sentence end in the second half, if there is one
-                for k in range(stop - 1, start + piece_tokens // 2, -1):
-                    if text[offsets[k][0]:offsets[k][1]] in (".", "!", "?", ";", "。", "！", "？"):
-                        stop = k + 1
-                        break
-            pieces.append(_Piece(
-                line, start, stop,
-                ls[line] if start == t else offsets[start][0],
-                line_end if stop == end_of_line else offsets[stop - 1][1],
-                start == t and heading,
-            ))
-            start = stop
+        else:
+            pieces += _cut_line(text, offsets, (t, end_of_line), (ls[line], line_end), line, heading,
+                                piece_tokens, max_chars)
+    return pieces
+
+
+_SENTENCE_END = frozenset(".!?;。！？")
+
+
+def _cut_line(text: str, offsets: list[tuple[int, int]], tokens: tuple[int, int], chars: tuple[int, int],
+              line: int, heading: bool, piece_tokens: int, max_chars: int) -> list[_Piece]:
+    """The pieces of a line (its `tokens` and `chars` ranges) too long for one: at most
+    `piece_tokens`, cut after a sentence end where one is near; and at most `max_chars`, where they
+    leave out the spaces (or other text without tokens) at their ends, and cut a token longer than
+    that (a [UNK] "word" of megabytes) into pieces of `max_chars` holding its id."""
+    first, last = tokens
+    pieces: list[_Piece] = []
+    start = first
+    while start < last:
+        stop = min(start + piece_tokens, last)
+        if stop < last:  # cut after a sentence end in the second half, if there is one
+            for k in range(stop - 1, start + piece_tokens // 2, -1):
+                a, b = offsets[k]
+                if b - a == 1 and text[a] in _SENTENCE_END:
+                    stop = k + 1
+                    break
+        lo = chars[0] if start == first else offsets[start][0]
+        hi = chars[1] if stop == last else offsets[stop - 1][1]
+        if hi - lo > max_chars:
+            lo = offsets[start][0]
+            while stop - start > 1 and offsets[stop - 1][1] - lo > max_chars:
+                stop -= 1
+            hi = offsets[stop - 1][1]
+        opens = start == first and heading
+        cuts = range(lo, hi, max_chars) if hi - lo > max_chars else (lo,)  # one token longer than max_chars
+        for cut in cuts:
+            pieces.append(_Piece(line, start, stop, cut, min(cut + max_chars, hi), opens and cut == lo))
+        start = stop
     return pieces
 
 
@@ -156,7 +197,8 @@ def chunk_text(text: str, kind: str, tokenizer: Tokenizer, cfg: ChunkConfig) -> 
     marks = headings(lines, kind)
     paths = _heading_paths(len(lines), marks)
     enc = tokenizer.encode(text)
-    pieces = _pieces(text, enc.offsets, _line_starts(lines), {m[0] for m in marks}, cfg.piece_tokens)
+    pieces = _pieces(text, enc.offsets, _line_starts(lines), {m[0] for m in marks}, cfg.piece_tokens,
+                     cfg.max_chars)
 
     groups: list[list[_Piece]] = []
     current: list[_Piece] = []
@@ -164,9 +206,11 @@ def chunk_text(text: str, kind: str, tokenizer: Tokenizer, cfg: ChunkConfig) -> 
     for piece in pieces:
         n = piece.tok_end - piece.tok_start
         heading_break = piece.opens_section and size >= cfg.min_tokens
-        if current and (size + n > cfg.max_tokens or heading_break):
+        too_long = current and piece.char_end - current[0].char_start > cfg.max_chars
+        if current and (size + n > cfg.max_tokens or too_long or heading_break):
             groups.append(current)
-            current = [] if heading_break else _tail(current, cfg.overlap_tokens, cfg.max_tokens - n)
+            current = [] if heading_break else _tail(current, cfg.overlap_tokens, cfg.max_tokens - n,
+                                                     piece.char_end - cfg.max_chars)
             size = sum(p.tok_end - p.tok_start for p in current)
         current.append(piece)
         size += n
@@ -186,13 +230,14 @@ def chunk_text(text: str, kind: str, tokenizer: Tokenizer, cfg: ChunkConfig) -> 
     ]
 
 
-def _tail(pieces: list[_Piece], overlap: int, room: int) -> list[_Piece]:
-    """The last pieces of a chunk that fit in min(overlap, room) tokens: the next chunk's start."""
+def _tail(pieces: list[_Piece], overlap: int, room: int, from_char: int) -> list[_Piece]:
+    """The last pieces of a chunk that fit in min(overlap, room) tokens and start at `from_char` or
+    later: the next chunk's start."""
     budget = min(overlap, room)
     tail: list[_Piece] = []
     for piece in reversed(pieces):
         budget -= piece.tok_end - piece.tok_start
-        if budget < 0:
+        if budget < 0 or piece.char_start < from_char:
             break
         tail.insert(0, piece)
     return tail
