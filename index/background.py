@@ -3,9 +3,10 @@
 Calibrated fusion reads a cosine against the query's background: its mean similarity to random
 chunks of the store, and the spread of that. A store of a few chunks has no such background (the
 relevant chunk is itself a third of it), so its best hit never stands out and kb declines
-questions the store answers. Up to `SAMPLE` chunks the store's own chunks are therefore topped
-up with these passages, weighted to make up the rest of `SAMPLE`: a store of 3 chunks is read
-against almost only them, one of 256 or more against only its own chunks.
+questions the store answers. In a store of fewer than `TINY` chunks, its own chunks are therefore
+topped up with these passages, weighted to make up the rest of `SAMPLE`: a store of 3 chunks is
+read against almost only them; a larger one against its own chunks only, as before (they are in
+its language: the passages are English).
 
 The passages are kb's own, short paragraphs on unrelated everyday and technical subjects, in the
 register of notes and documentation. Their vectors are computed once per encoder and kept under
@@ -24,7 +25,11 @@ import numpy as np
 
 from kb.index.store import BROKEN_FILE, write_atomic
 
-SAMPLE = 256  # store chunks read for the background; below this the passages make up the rest
+SAMPLE = 256  # store chunks read for the background; the passages make up the rest of it...
+# ...in a store of fewer than TINY chunks only: one of 10 French notes under the English encoder
+# must be read against its own chunks (the encoder puts all French text close together, and
+# English passages would make its best hit stand out: tests/test_quality.py)
+TINY = 8
 
 PASSAGES = (
     "Tulips are planted in autumn, about three times as deep as the bulb is tall, so that the cold of winter can trigger their spring flowering.",
@@ -141,7 +146,7 @@ class Background:
 
     @classmethod
     def load(cls, encoder, sample: np.ndarray, folder: Path) -> "Background":
-        extra = vectors(encoder, folder) if len(sample) < SAMPLE else np.zeros((0, encoder.dims), np.float32)
+        extra = vectors(encoder, folder) if len(sample) < TINY else np.zeros((0, encoder.dims), np.float32)
         return cls(sample, extra)
 
     def stats(self, q: np.ndarray) -> tuple[float, float]:

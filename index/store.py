@@ -246,10 +246,10 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 
 def connect_readonly(db: Path) -> sqlite3.Connection:
-    """For reading a store that takes no writes. In a folder this process cannot write, with no
-    -wal file left (the last writer checkpointed it away), SQLite cannot create the -shm file a
-    WAL database needs even to read it: nothing can be writing then, and the file is opened as
-    immutable (a store in a read-only folder is a copy or a backup)."""
+    """For reading a store that takes no writes. Where SQLite cannot create the -shm file a WAL
+    database needs even to be read (a folder this process cannot write, a full disk) and no -wal
+    file is left (the last writer checkpointed it away), nothing can be writing: the file is
+    opened as immutable (a store in a read-only folder is a copy or a backup)."""
     uri = db.resolve().as_uri()
     conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=30)
     try:
@@ -257,7 +257,7 @@ def connect_readonly(db: Path) -> sqlite3.Connection:
         return conn
     except sqlite3.OperationalError:
         conn.close()
-        if os.access(db.parent, os.W_OK) or db.with_name(db.name + "-wal").exists():
+        if _size(db.with_name(db.name + "-wal")):
             raise
     return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
 
