@@ -15,12 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import damage, kb, kb_json
+from conftest import SAMPLE, damage, kb, kb_json
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """One store of sample_corpus for the module (an index run is most of each test's time)."""
+    root = tmp_path_factory.mktemp("check")
+    shutil.copytree(SAMPLE, root / "corpus")
+    kb("index", root / "corpus", "--db", root / "store", "--quiet", "--vector-index", "none")
+    return root / "store"
 
 
 @pytest.fixture
-def store(corpus: Path, db: Path) -> Path:
-    kb("index", corpus, "--db", db, "--quiet", "--vector-index", "none")
+def store(pristine: Path, db: Path) -> Path:
+    shutil.copytree(pristine, db)
     return db
 
 
