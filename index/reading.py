@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,21 +139,54 @@ class Reader:
                 yield read_document(job, self.cfg)
             return
         if self._pool is None:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("forkserver")
-            # The fork server imports the reading code (numpy, tokenizers, the stemmer) once; each
-            # worker forks from it instead of importing them again.
-            ctx.set_forkserver_preload(["kb.index.reading", "kb.index.analyzer", "kb.embed.tokenizer"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_start_worker,
-                                             initargs=(WORKER_NICE, os.getpid()))
-        ahead: deque = deque()
+            self._start()
+        ahead: deque = deque()  # (job, its future), in the files' order
         for job in jobs:
-            ahead.append(self._pool.submit(read_document, job, self.cfg))
+            ahead.append((job, self._pool.submit(read_document, job, self.cfg)))
             if len(ahead) >= self.window:
-                yield ahead.popleft().result()
+                yield self._next(ahead)
         while ahead:
-            yield ahead.popleft().result()
+            yield self._next(ahead)
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        # The fork server imports the reading code (numpy, tokenizers, the stemmer) once; each
+        # worker forks from it instead of importing them again.
+        ctx.set_forkserver_preload(["kb.index.reading", "kb.index.analyzer", "kb.embed.tokenizer"])
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_start_worker,
+                                         initargs=(WORKER_NICE, os.getpid()))
+
+    def _next(self, ahead: deque) -> ReadResult:
+        """The first file's result. A reader that dies (killed for its memory, a crash in a native
+        library) breaks the whole pool and every file in flight: the first of them is read again
+        alone in a new pool; if that one dies too it is the file to blame, and it is recorded as
+        skipped (read again only once it changes), so that it cannot stop every run. The other
+        files in flight are submitted again."""
+        job, future = ahead.popleft()
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            pass
+        result = self._alone(job)
+        for i, (other, _) in enumerate(ahead):
+            ahead[i] = (other, self._pool.submit(read_document, other, self.cfg))
+        return result
+
+    def _alone(self, job: ReadJob) -> ReadResult:
+        self._restart()
+        try:
+            return self._pool.submit(read_document, job, self.cfg).result()
+        except BrokenProcessPool:
+            self._restart()
+        note = "its reader process died (out of memory, or a crash in a library)"
+        doc = NewDoc(job.path, job.root, job.kind, job.size, job.mtime_ns, "", note, [], TermBags.of([]))
+        return ReadResult(doc, [f"{job.path}: skipped, {note}"], skipped=True)
+
+    def _restart(self) -> None:
+        self.close()
+        self._start()
 
     def close(self) -> None:
         if self._pool is not None:

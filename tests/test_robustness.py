@@ -357,3 +357,26 @@ def test_a_query_of_100k_words_and_a_glob_with_bad_bytes(corpus, db, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kb.cli", "query", "sourdough", "--db", str(db), "--json",
                            "--path", os.fsdecode(b"\xff*")], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and json.loads(proc.stdout)["results"] == [], proc.stderr
+
+
+def test_a_file_that_kills_its_reader_process_is_skipped_and_the_rest_indexed(tmp_path, db):
+    """A reader killed for its memory (or a crash in a native library) broke the whole pool, and
+    with it every run. Simulated: reading poison.md ends the reader process at once."""
+    root = tmp_path / "c"
+    corpus_of(root, {f"n{i:02d}.md": f"note {i} about wombat number {i}\n" for i in range(40)})
+    corpus_of(root, {"poison.md": "never read\n"})
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import multiprocessing, os, pathlib\n_real = pathlib.Path.read_bytes\n"
+        "def _read(self):\n"
+        "    if self.name == 'poison.md' and multiprocessing.current_process().name != 'MainProcess':\n"
+        "        os._exit(9)\n"
+        "    return _real(self)\n"
+        "pathlib.Path.read_bytes = _read\n")
+    env = {"PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    report = kb_json("index", root, "--db", db, "--vector-index", "none", env=env)
+    assert report["added"] == 41 and report["skipped"] == 1 and report["errors"] == []
+    assert any("poison.md: skipped, its reader process died" in w for w in report["warnings"])
+    assert len(kb_json("query", "wombat", "--db", db, "-k", "50")["results"]) == 40
+    assert kb_json("index", root, "--db", db, "--vector-index", "none", env=env)["unchanged"] == 41
