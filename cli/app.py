@@ -299,13 +299,10 @@ def _named(e: Exception) -> KbError | None:
     import errno
 
     from kb.errors import DiskFull, StoreReadOnly
+    from kb.index.store import unwritable_error
 
     if isinstance(e, sqlite3.OperationalError):
-        text = str(e).lower()
-        if "disk is full" in text or "disk i/o" in text:
-            return DiskFull(f"the disk is full or failing ({e}); nothing was lost: free some space and run again")
-        if "readonly" in text or "read-only" in text:
-            return StoreReadOnly(f"the store is read-only ({e}): it can be searched, not indexed")
+        return unwritable_error(e)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return DiskFull(f"the disk is full ({e.strerror}: {e.filename or ''}); nothing was lost: free some space "
                         "and run again")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from kb.errors import DiskFull, NotFound, StoreIncompatible, StoreReadOnly, UsageError
+from kb.errors import DiskFull, KbError, NotFound, StoreIncompatible, StoreReadOnly, UsageError
 from kb.index.migrations import MIGRATIONS, SCHEMA_VERSION
 
 DB_FILE = "kb.sqlite"
@@ -81,7 +81,7 @@ class Store:
         try:
             store = cls(d.resolve(), _connect(db))
         except sqlite3.OperationalError as e:
-            if create or not _unwritable(e):
+            if create or unwritable_error(e, writing=True) is None:
                 raise _store_error(db, e, create) from e
             store = cls(d.resolve(), connect_readonly(db))
             store.readonly = True
@@ -262,19 +262,24 @@ def connect_readonly(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
 
 
-def _unwritable(e: sqlite3.OperationalError) -> bool:
+def unwritable_error(e: sqlite3.DatabaseError, where: str = "the store", writing: bool = False) -> KbError | None:
+    """The named error for SQLite's complaint that a store takes no writes (read-only, full disk),
+    or None for any other. `writing`: the store was being opened to write, where 'unable to open'
+    means the folder refuses the files SQLite makes beside the database."""
     text = str(e).lower()
-    return any(m in text for m in ("readonly", "read-only", "unable to open", "disk i/o", "disk is full"))
+    if "readonly" in text or "read-only" in text or (writing and "unable to open" in text):
+        return StoreReadOnly(f"{where} is read-only ({e}): it can be searched, not indexed")
+    if "disk is full" in text or "disk i/o" in text:
+        return DiskFull(f"the disk holding {where} is full or failing ({e}); nothing was lost: free some "
+                        "space and run again")
+    return None
 
 
 def _store_error(db: Path, e: sqlite3.DatabaseError, writing: bool) -> Exception:
     """The named error for why SQLite could not use a store."""
-    text = str(e).lower()
-    if "readonly" in text or "read-only" in text or (writing and "unable to open" in text):
-        return StoreReadOnly(f"the store {db.parent} is read-only ({e}): it can be searched, not indexed")
-    if "disk is full" in text or "disk i/o" in text:
-        return DiskFull(f"the disk holding {db.parent} is full or failing ({e}); nothing was lost: free "
-                        "some space and run again")
+    named = unwritable_error(e, f"the store {db.parent}", writing)
+    if named is not None:
+        return named
     if is_damage(e):
         return StoreIncompatible(f"the store is damaged ({e}); move its folder aside and run `kb index` "
                                  "again, or restore a backup")
