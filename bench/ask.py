@@ -10,7 +10,7 @@
   prefix cache on disk;
 - decline (no generator): on collections of 1, 3, 30 and 38 documents, and with `--big N` of N
   docstrings plus sample_corpus, how many questions whose document is in the collection pass the
-  relevance threshold (kb.rag.ask.relevant) and how many of the others are declined. Questions:
+  relevance threshold (kb.rag.sources.relevant) and how many of the others are declined. Questions:
   bench/ask_questions.jsonl and tests/data/tiny_questions.jsonl (the 3 documents of tests/data/tiny).
 
     python bench/ask.py [--model NAME|DIR] [--only quality,exact,reuse,batch,decline] [--max-tokens 128]
@@ -29,6 +29,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = REPO / "bench" / "ask_questions.jsonl"
@@ -143,9 +146,9 @@ def collections(work: Path, big: int) -> list[tuple[str, list[Path]]]:
 
 
 def decline(big: int) -> dict:
-    from kb.index.query import Searcher
+    from kb.index.search import Searcher
     from kb.index.store import Store
-    from kb.rag.ask import MIN_SCORE, relevant
+    from kb.rag.sources import MIN_SCORE, relevant
 
     questions = [json.loads(line) for f in (QUESTIONS, TINY_QUESTIONS) for line in f.read_text().splitlines()
                  if line.strip()]
@@ -187,11 +190,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.only == "decline":  # no generator needed
         r = decline(args.big)
-        print(json.dumps({"bench": "ask", **r}))
+        emit("ask", **r)
         return
     from kb.index.store import Store
     from kb.rag.ask import AskConfig, Asker
-    from kb.rag.models import DEFAULT
+    from kb.rag.catalog import DEFAULT
 
     model = args.model or DEFAULT
     questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
@@ -214,7 +217,7 @@ def main() -> None:
     for k, v in r.items():
         if k not in ("model", "max_tokens"):
             print(f"  {k:24} {v}")
-    print(json.dumps({"bench": "ask", **r}))
+    emit("ask", **r)
 
 
 if __name__ == "__main__":

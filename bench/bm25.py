@@ -21,7 +21,6 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA
     os.environ[var] = "1"  # single-threaded comparison
 
 import argparse
-import json
 import platform
 import random
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus as bench_corpus  # noqa: E402
+from common import emit  # noqa: E402
 
 
 def ranks_quality(ranked_docs: list[list[str]], queries: list[dict]) -> dict:
@@ -57,7 +57,7 @@ def timed(fn, queries, warmup=50):
 
 def run_kb(folder: Path, queries, work: Path) -> dict:
     from kb.index.indexer import IndexConfig, index_paths
-    from kb.index.query import Searcher
+    from kb.index.search import Searcher
     from kb.index.store import Store
 
     docs = work / "docs"
@@ -189,11 +189,9 @@ def main() -> None:
           f"10 deleted) {kb['update_s']:.2f}s, no-change run {kb['noop_s']:.2f}s, "
           f"first query after update {kb['first_query_after_update_ms']:.0f} ms")
     print(f"cold process: kb --help {kb['cold_help_ms']:.0f} ms, kb query (bm25) {kb['cold_query_ms']:.0f} ms")
-    summary = {"bench": "bm25", "docs": len(files), "queries": len(queries),
-               **{f"{n}_{k}": round(v, 4) for n, r in results.items() for k, v in r.items()
-                  if isinstance(v, (int, float))},
-               "kb_over_bm25s": round(kb["qps"] / results["bm25s"]["qps"], 3)}
-    print(json.dumps(summary))
+    emit("bm25", docs=len(files), queries=len(queries),
+         **{f"{n}_{k}": round(v, 4) for n, r in results.items() for k, v in r.items() if isinstance(v, (int, float))},
+         kb_over_bm25s=round(kb["qps"] / results["bm25s"]["qps"], 3))
 
 
 if __name__ == "__main__":

@@ -13,21 +13,21 @@
 
 kb runs in a warm process (each workload first runs once on other random prompts of the same
 shapes, as HF's batch probing does for it), then starts the timed run with an empty prefix cache,
-so shared prefixes are computed once within the run. Peak memory: for HF the peak allocated during the run above what was allocated
-before it (KV, activations, logits); for kb the KV blocks held at once (its pool is allocated at
-start) plus the peak of everything else. Prints a table, then one JSON line.
+so shared prefixes are computed once within the run. Peak memory: for HF the peak allocated
+during the run above what was allocated before it (KV, activations, logits); for kb the KV blocks
+held at once (its pool is allocated at start) plus the peak of everything else. Prints a table,
+then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import statistics
-import time
 
 import torch
+from common import emit, timed
 
 QWEN_05B = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=896,
                 intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -41,11 +41,6 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.bfloat16 if DEV.type == "cuda" else torch.float32
-
-
-def sync() -> None:
-    if DEV.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def hf_model(shape: dict):
@@ -64,7 +59,7 @@ def hf_model(shape: dict):
 def kb_engine(hf, shape: dict, **kw):
     """kb's engine over the very weights of `hf` (its projections fused into copies)."""
     from kb.rag.engine import Engine, EngineConfig
-    from kb.rag.model import ModelConfig, build_model
+    from kb.rag.decoder import ModelConfig, build_model
 
     model = build_model(ModelConfig.from_dict(shape), hf.state_dict(), DEV, DTYPE)
     return Engine(EngineConfig(model="(random weights)", **kw), model=model)
@@ -72,14 +67,6 @@ def kb_engine(hf, shape: dict, **kw):
 
 def tokens(n: int, vocab: int, rng: random.Random) -> list[int]:
     return [rng.randrange(100, vocab) for _ in range(n)]
-
-
-def timed(fn):
-    sync()
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - t0, out
 
 
 def peak_bytes(fn):
@@ -150,8 +137,8 @@ def workload_a(shape: dict, scale: int) -> dict:
     s, out = timed(lambda: kb_run(eng, [p], 256 // scale))
     r["kb_decode_tok_s"] = 256 // scale / s
     r["kb_decode_tok_s_steady"] = out[0].decode_tokens_per_s
-    if eng.graphs is not None:  # the profile of a decode step: the graph alone against the whole step
-        graph = eng.graphs.decode_graphs[1][0]
+    if eng.runner.graphs is not None:  # the profile of a decode step: the graph alone against the whole step
+        graph = eng.runner.graphs.decode_graphs[1][0]
         s, _ = timed(lambda: [graph.replay() for _ in range(200)])
         r["kb_decode_graph_ms"] = s / 200 * 1000
         r["kb_decode_step_ms"] = 1000 / r["kb_decode_tok_s_steady"]
@@ -262,11 +249,11 @@ def main() -> None:
     for name, run, shape in (("a", workload_a, qwen), ("b", workload_b, llama), ("c", workload_c, qwen)):
         if name in args.only:
             r.update(run(shape, scale))
-            gc.collect()  # an engine and its CUDA graphs refer to each other
+            gc.collect()  # a model runner and its CUDA graphs refer to each other
             if DEV.type == "cuda":
                 torch.cuda.empty_cache()
     print_table(r)
-    print(json.dumps({"bench": "generate", **{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}}))
+    emit("generate", **{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if k != "device"})
 
 
 def print_table(r: dict) -> None:

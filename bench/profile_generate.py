@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 
 import torch
-
-from generate import LLAMA2_7B, QWEN_05B, _cache, hf_model, kb_engine, kb_run, timed, tokens
+from common import emit, timed
+from generate import LLAMA2_7B, QWEN_05B, _cache, hf_model, kb_engine, kb_run, tokens
 
 
 def tiny_kernels() -> list:
@@ -64,13 +64,13 @@ def graph_replay_ms(hf) -> dict:
     for blocks in (64, 256, 2048):
         eng = kb_engine(hf, QWEN_05B, cache=CacheConfig(num_blocks=blocks + 1), max_seqs=1)
         kb_run(eng, [list(range(100, 132))], 4)
-        graph = eng.graphs.decode_graphs[1][0]
+        graph = eng.runner.graphs.decode_graphs[1][0]
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(200):
             graph.replay()
         torch.cuda.synchronize()
-        out[f"max_ctx {eng.graphs.max_ctx}"] = round((time.perf_counter() - t0) / 200 * 1000, 3)
+        out[f"max_ctx {eng.runner.graphs.max_ctx}"] = round((time.perf_counter() - t0) / 200 * 1000, 3)
         del eng
     return out
 
@@ -182,7 +182,7 @@ def extend_sweep() -> None:
     """The extend kernel alone for a question after its context (256 new tokens, 2,048 cached;
     Qwen2.5-0.5B heads), over query tiles and key splits: microseconds per layer."""
     from kb.kernels.paged_attention import extend
-    from kb.rag.attention import Batch
+    from kb.rag.batch import Batch
 
     heads, kv_heads, dim, bs = 14, 2, 64, 16
     for new, ctx in ((256, 2304), (64, 2112), (2304, 2304)):
@@ -194,7 +194,8 @@ def extend_sweep() -> None:
         row = {}
         for tile in (16, 32, 64):
             for splits in (1, 2, 4, 8):
-                fn = lambda: extend(q, kc, vc, batch, 0.125, block_m=tile, splits=splits)  # noqa: E731
+                fn = lambda: extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx,  # noqa: E731
+                                    batch.tiles(tile), 0.125, block_m=tile, splits=splits)
                 fn()
                 torch.cuda.synchronize()
                 graph = torch.cuda.CUDAGraph()  # 50 calls in a graph: GPU time, not launch cost
@@ -245,9 +246,11 @@ def main() -> None:
     if args.steps:
         return steps_a()
     rng = random.Random(0)
-    print("host cost of one launch (us):", {k: round(v, 1) for k, v in launch_cost().items()})
+    launches = {k: round(v, 1) for k, v in launch_cost().items()}
+    print("host cost of one launch (us):", launches)
     hf = hf_model(QWEN_05B)
-    print("decode graph replay (ms):", graph_replay_ms(hf))
+    replays = graph_replay_ms(hf)
+    print("decode graph replay (ms):", replays)
     eng = kb_engine(hf, QWEN_05B, cuda_graphs=False)
     del hf
     p = tokens(32, QWEN_05B["vocab_size"], rng)
@@ -256,6 +259,7 @@ def main() -> None:
     kb_run(eng, [prefix], 1)
     profile(lambda: kb_run(eng, [prefix + tokens(256, QWEN_05B["vocab_size"], rng)], 1),
             "256 new tokens after a cached 2048-token prefix")
+    emit("profile_generate", launch_us=launches, decode_graph_replay_ms=replays)
 
 
 if __name__ == "__main__":

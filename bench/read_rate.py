@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from common import emit
+
 VISIBLE = "Visible words stay"  # every HTML case shows this text somewhere
 _WORDS = ("alpha beta gamma delta index chunk token reader query store vector heading list item "
           "parser write table graph model layer").split()
@@ -116,7 +118,7 @@ def make_case(name: str, scale: float = 1.0, seed: int = 0) -> tuple[str, bytes]
 def read_case(name: str, scale: float) -> dict:
     """Read one case (after a warm-up read) and describe its chunks."""
     from kb.index.chunker import ChunkConfig
-    from kb.index.reading import ReadConfig, ReadJob, read_document
+    from kb.index.readpool import ReadConfig, ReadJob, read_document
 
     kind, data = make_case(name, scale)
     cfg = ReadConfig(100.0, ChunkConfig(), None)
@@ -163,7 +165,7 @@ def main() -> None:
         else:
             print(f"{name:24} {row['mb']:6.2f} {row['s']:7.2f} {row['mb_per_s']:7.2f} {row['chunks']:7d} "
                   f"{row['max_chars']:9d} {row['max_tokens']:7d}", flush=True)
-    print(json.dumps({"bench": "read_rate", "scale": args.scale, "cases": rows}))
+    emit("read_rate", scale=args.scale, cases=rows)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -38,8 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus as bench_corpus  # noqa: E402
+from common import emit  # noqa: E402
 
-from kb.index.evaluate import ndcg_at, recall_at  # noqa: E402
+from kb.index.search.evaluate import ndcg_at, recall_at  # noqa: E402
 
 DEPTH = 30  # chunks retrieved per query, collapsed to documents for @10 metrics
 
@@ -57,7 +57,7 @@ def quality(runs: list[list[str]], queries: list[dict]) -> dict:
 
 def run_kb(folder: Path, queries: list[dict], work: Path) -> tuple[dict, dict]:
     from kb.index.indexer import IndexConfig, index_paths
-    from kb.index.query import Searcher
+    from kb.index.search import Searcher
     from kb.index.store import Store
 
     docs = work / "docs"
@@ -181,13 +181,11 @@ def main() -> None:
     print(f"indexing: kb index {speed['kb_index_s']:.0f} s ({kb_dps:.0f} docs/s, {kb_tps:.0f} tokens/s embedded), "
           f"sentence-transformers encode {speed['st_encode_s']:.0f} s ({st_dps:.0f} docs/s, {st_tps:.0f} tokens/s); "
           f"kb/ST {kb_dps / st_dps:.2f}x docs/s, {kb_tps / st_tps:.2f}x tokens/s")
-    print(json.dumps({"bench": "retrieval", "docs": len(files), "queries": len(queries),
-                      **{f"{n.split(' (')[0].replace(' ', '_').replace('-', '_')}_{k}": v
-                         for n, r in results.items() for k, v in r.items()},
-                      "hybrid_minus_rrf": round(gain, 4), "tuned_minus_rrf": round(tuned, 4), **{k: (round(v, 3) if isinstance(v, float) else v)
-                                                             for k, v in speed.items()},
-                      "kb_over_st_docs_per_s": round(kb_dps / st_dps, 3),
-                      "kb_over_st_tokens_per_s": round(kb_tps / st_tps, 3)}))
+    named = {f"{n.split(' (')[0].replace(' ', '_').replace('-', '_')}_{k}": v
+             for n, r in results.items() for k, v in r.items()}
+    emit("retrieval", docs=len(files), queries=len(queries), **named, hybrid_minus_rrf=round(gain, 4),
+         tuned_minus_rrf=round(tuned, 4), **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in speed.items()},
+         kb_over_st_docs_per_s=round(kb_dps / st_dps, 3), kb_over_st_tokens_per_s=round(kb_tps / st_tps, 3))
 
 
 if __name__ == "__main__":

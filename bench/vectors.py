@@ -20,7 +20,6 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")  # single-query latency on one thread; builds as they come
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus as bench_corpus  # noqa: E402
+from common import emit  # noqa: E402
 
 
 def embedded(n: int) -> np.ndarray:
@@ -37,7 +37,8 @@ def embedded(n: int) -> np.ndarray:
     cache = bench_corpus.DATA / f"docstring-vectors-{n}.npy"
     if cache.exists():
         return np.load(cache)
-    from kb.embed.encoder import EmbedConfig, load_encoder
+    from kb.embed import load_encoder
+    from kb.embed.encoder import EmbedConfig
 
     encoder = load_encoder(EmbedConfig())
     texts = []
@@ -120,9 +121,9 @@ def main() -> None:
     print(f"{'index':28} {'recall@10':>10} {'p50 ms':>8} {'build s':>8}")
     for name, r in results.items():
         print(f"{name:28} {r['recall@10']:10.4f} {r['p50_ms']:8.3f} {r['build_s']:8.1f}")
-    print(json.dumps({"bench": "vectors", "vectors": len(base), "queries": len(qvecs),
-                      **{f"{n.split(' (')[0].replace(' ', '_').replace(',', '_')}_{k}": round(v, 4)
-                         for n, r in results.items() for k, v in r.items()}}))
+    emit("vectors", vectors=len(base), queries=len(qvecs),
+         **{f"{n.split(' (')[0].replace(' ', '_').replace(',', '_')}_{k}": round(v, 4)
+            for n, r in results.items() for k, v in r.items()})
 
 
 if __name__ == "__main__":

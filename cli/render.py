@@ -9,7 +9,7 @@ import json
 import re
 import sys
 
-from kb.index.readers import clean
+from kb.index.formats import clean
 from kb.names import one_line
 
 _WORD = re.compile(r"\w+")
@@ -172,7 +172,7 @@ def stream(piece: str) -> None:
 
 
 def answer(a, out, streamed: bool = False, header: bool = False) -> None:
-    """An answer (kb.rag.ask.Answer), then the sources it cited (all of them if it cited none)."""
+    """An answer (kb.rag.answer.Answer), then the sources it cited (all of them if it cited none)."""
     from rich.text import Text
 
     if header:

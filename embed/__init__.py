@@ -1,1 +1,28 @@
-"""The embedding model: its tokenizer (shared with the chunker) and, later, the encoder."""
+"""The embedding model: its tokenizer (shared with the chunker, kb.embed.tokenizer), its
+configuration and what it computes (kb.embed.encoder.EmbedConfig, describe), the encoder on one
+device (Encoder: transformers on the CPU, kb's packed path on a GPU, kb.embed.packed and
+kb.embed.pipeline), one process per GPU (kb.embed.multi), and the GPU feed that embeds while
+`kb index` reads (kb.embed.feed). torch loads only when an encoder does.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=2)
+def load_encoder(cfg):
+    """One loaded model per kb.embed.encoder.EmbedConfig and process (loading torch and weights
+    takes seconds): an Encoder, or with several `devices` a kb.embed.multi.MultiEncoder over one
+    process each."""
+    from dataclasses import replace
+
+    from kb.embed.encoder import Encoder
+
+    if len(cfg.devices) > 1:
+        from kb.embed.multi import MultiEncoder
+
+        return MultiEncoder(cfg, [f"cuda:{d}" for d in cfg.devices])
+    if cfg.devices:
+        return Encoder(replace(cfg, device=f"cuda:{cfg.devices[0]}", devices=()))
+    return Encoder(cfg)

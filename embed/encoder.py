@@ -14,16 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kb.embed.tokenizer import DEFAULT_MODEL, default_model_dir
+from kb.common import quiet_transformers
 from kb.errors import NotFound, UsageError
 
 POOLINGS = ("auto", "mean", "cls")
+RUNTIME = ("device", "devices", "feed_tokens", "feed_depth", "feed_graphs")
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,33 @@ class EmbedConfig:
     gpu_batch_tokens: int = 262144  # tokens per packed GPU batch (bench/embed_gpu.py: best of 16K-256K)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     devices: tuple[int, ...] = ()  # several GPUs: one encoder process per GPU (kb.embed.multi)
+    # The GPU feed (kb.embed.feed), embedding while `kb index` still reads. Its batches are
+    # gpu_batch_tokens capped at feed_tokens: smaller batches start the GPU early and leave less to
+    # embed when reading ends; end to end on an H200 64K and 256K were as fast as each other, 32K
+    # slower for bge-base (bench/embed_gpu.py --feed-variants).
+    feed_tokens: int = 65536
+    # Batches in flight on the GPU: 4 and 8 were no faster than 2 for MiniLM, and slower for
+    # bge-base (3.28 s at 2, 3.64 s at 4, 3.89 s at 8).
+    feed_depth: int = 2
+    feed_graphs: bool = True  # full batches run as CUDA graphs (kb.embed.pipeline.PackedStream)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.batch_tokens < 256 or self.gpu_batch_tokens < 1024:
             raise UsageError("batch_tokens must be at least 256 (gpu_batch_tokens 1024)")
+        if self.feed_tokens < 1024 or self.feed_depth < 1:
+            raise UsageError("feed_tokens must be at least 1024 and feed_depth at least 1")
+
+    def stored(self) -> dict:
+        """The settings a store keeps with its vectors (meta `embedding`, read back by search);
+        where this process runs them (devices) and the GPU feed's knobs are left out."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME}
+
+    @property
+    def feed_batch_tokens(self) -> int:
+        """Tokens per batch of the GPU feed."""
+        return min(self.gpu_batch_tokens, self.feed_tokens)
 
     def folder(self) -> Path:
         if self.model is None:
@@ -73,16 +95,6 @@ def _max_tokens(folder: Path, config: dict) -> int:
     except (OSError, ValueError, KeyError):
         pass
     return limit
-
-
-def quiet_transformers() -> None:
-    """No hub access and no progress bars or info logs: kb runs from cron, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 @dataclass(frozen=True)
@@ -218,18 +230,3 @@ class Encoder:
             if self.cfg.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled.cpu().numpy()
-
-
-@lru_cache(maxsize=2)
-def load_encoder(cfg: EmbedConfig):
-    """One loaded model per configuration and process (loading torch and weights takes seconds):
-    an Encoder, or with several `devices` a kb.embed.multi.MultiEncoder over one process each."""
-    if len(cfg.devices) > 1:
-        from kb.embed.multi import MultiEncoder
-
-        return MultiEncoder(cfg, [f"cuda:{d}" for d in cfg.devices])
-    if cfg.devices:
-        from dataclasses import replace
-
-        return Encoder(replace(cfg, device=f"cuda:{cfg.devices[0]}", devices=()))
-    return Encoder(cfg)

@@ -1,11 +1,11 @@
 """kb's packed encoder for the GPU: a BERT, XLM-R/RoBERTa or MPNet encoder run over sequences laid
-back to back (no padding anywhere), with kb's Triton kernels (kb.kernels.encoder) for attention,
+back to back (no padding anywhere), with kb's Triton kernels (kb.kernels.encoder_layers) for attention,
 the embedding and residual LayerNorms, the FFN's bias + GELU and the pooling.
 
 The weights are the Hugging Face model's own, read out of its loaded modules; the q, k and v
 projections are concatenated into one matrix so that a layer is five kernels:
 qkv GEMM, attention, output GEMM + add & norm, FFN up (+GELU), FFN down + add & norm.
-`ops` picks the implementation: the Triton kernels, or their torch references (kb.kernels.encoder_ref)
+`ops` picks the implementation: the Triton kernels, or their torch references (kb.kernels.encoder_layers_ref)
 which the tests compare against Hugging Face on the CPU.
 """
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet")
 
-# kb.kernels.encoder.varlen_attention's tiles by head width (bench/embed_gpu.py --tune-attention)
+# kb.kernels.encoder_layers.varlen_attention's tiles by head width (bench/embed_gpu.py --tune-attention)
 ATTENTION = {64: {"block_m": 128, "block_n": 64, "warps": 8, "stages": 3}}  # H200: 237 TFLOP/s, 64x64: 214
 DEFAULT_ATTENTION = {"block_m": 64, "block_n": 64, "warps": 4, "stages": 3}  # and for width 32: best
 
@@ -54,9 +54,9 @@ class PackedEncoder:
         if not supported(cfg):
             raise ValueError(f"the packed encoder does not run {cfg.model_type} with {cfg.hidden_act}")
         if ops == "triton":
-            from kb.kernels import encoder as k
+            from kb.kernels import encoder_layers as k
         else:
-            from kb.kernels import encoder_ref as k
+            from kb.kernels import encoder_layers_ref as k
         self.k, self.gemm = k, gemm
         self.heads, self.eps = cfg.num_attention_heads, cfg.layer_norm_eps
         self.mpnet = cfg.model_type == "mpnet"

@@ -3,7 +3,7 @@ lengths together, so that few attention tiles are ragged), each batch is packed 
 pinned int32 buffer (ids, positions, sequence starts, attention tiles) and copied with one
 asynchronous transfer, and its vectors come back asynchronously: while the GPU runs batch i, the
 host packs batch i + 1 and collects batch i - 1. Nothing here waits on the GPU except for results
-two batches old, and a `PackedStream` keeps that going across calls (kb.index.gpu_feed).
+two batches old, and a `PackedStream` keeps that going across calls (kb.embed.feed).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-ATTENTION_TILE = 64  # BLOCK_M of kb.kernels.encoder.varlen_attention (PackedEncoder.attention)
+ATTENTION_TILE = 64  # BLOCK_M of kb.kernels.encoder_layers.varlen_attention (PackedEncoder.attention)
 
 
 def batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kb.index.store import BROKEN_FILE, write_atomic
+from kb.common import BROKEN_FILE, write_atomic
 
 SAMPLE = 256  # store chunks read for the background; the passages make up the rest of it...
 # ...in a store of fewer than TINY chunks only: one of 10 French notes under the English encoder

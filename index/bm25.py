@@ -1,9 +1,9 @@
 """BM25 over the store's inverted index.
 
-The source of truth is two SQLite tables: `terms(id, term)`, and `chunk_terms(chunk_id, terms)`, a
-forward index holding each chunk's (term id, tf) pairs as one int32 blob. A chunk's postings are
-written and deleted with its row, one row per chunk instead of one per (term, chunk), which is
-what keeps `kb index` off SQLite's B-trees. Queries read a derived cache (`bm25.npz`), the
+The source of truth is two SQLite tables (kb.index.store.terms): `terms(id, term)`, and
+`chunk_terms(chunk_id, terms)`, a forward index holding each chunk's (term id, tf) pairs as one
+int32 blob. A chunk's postings are written and deleted with its row, one row per chunk instead of
+one per (term, chunk), which is what keeps `kb index` off SQLite's B-trees. Queries read a derived cache (`bm25.npz`), the
 inverted index: for each term, the rows of its postings and their precomputed Lucene BM25 weights
 
     idf(t) * tf / (tf + k1 * (1 - b + b * dl / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 from dataclasses import dataclass
 
 import numpy as np
 
+from kb.common import BROKEN_FILE, write_atomic
 from kb.index.analyzer import ANALYZER_VERSION
-from kb.index.store import BROKEN_FILE, Store, write_atomic
+from kb.index.store import Store, terms
 
 K1 = 1.2
 B = 0.75
@@ -63,49 +63,6 @@ class TermBags:
         return [raw[at[i]:at[i + 1]] for i in range(len(at) - 1)], lengths
 
 
-class TermIds:
-    """term -> id for one index run. `reset()` after a rolled-back transaction: ids it handed out
-    may have been rolled back and would otherwise be reused for other terms."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-        self._ids: dict[str, int] | None = None
-
-    def reset(self) -> None:
-        self._ids = None
-
-    def array(self, terms: list[str]) -> np.ndarray:
-        """The ids of `terms`, in order, as int32 (new terms are added to the store)."""
-        ids = self.ids(terms)
-        return np.fromiter(map(ids.__getitem__, terms), np.int32, len(terms))
-
-    def ids(self, terms) -> dict[str, int]:
-        if self._ids is None:
-            self._ids = dict(self.conn.execute("SELECT term, id FROM terms"))
-            self._next = max(self._ids.values(), default=0) + 1
-        new = [t for t in dict.fromkeys(terms) if t not in self._ids]
-        if new:
-            # Ids are handed out here (`kb index` holds the write lock, inside its transaction),
-            # so new terms go in as one bulk insert with nothing to read back.
-            first, self._next = self._next, self._next + len(new)
-            self.conn.executemany("INSERT INTO terms(id, term) VALUES (?, ?)", zip(range(first, self._next), new))
-            self._ids.update(zip(new, range(first, self._next)))
-        return self._ids
-
-
-def delete_postings(conn: sqlite3.Connection, chunk_ids: list[int]) -> None:
-    conn.executemany("DELETE FROM chunk_terms WHERE chunk_id = ?", ((c,) for c in chunk_ids))
-
-
-def read_postings(conn: sqlite3.Connection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk ids sorted, row into them of each posting, (nnz, 2) int32 (term id, tf) pairs)."""
-    rows = conn.execute("SELECT chunk_id, terms FROM chunk_terms ORDER BY chunk_id").fetchall()
-    chunk_ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-    lengths = np.fromiter((len(r[1]) // 8 for r in rows), np.int64, len(rows))
-    pairs = np.frombuffer(b"".join(r[1] for r in rows), np.int32).reshape(-1, 2)
-    return chunk_ids, np.repeat(np.arange(len(rows), dtype=np.int64), lengths), pairs
-
-
 @dataclass
 class Bm25Cache:
     version: int
@@ -118,8 +75,8 @@ class Bm25Cache:
     def build(cls, store: Store) -> "Bm25Cache":
         with store.snapshot() as conn:
             version = store.data_version
-            chunk_ids, rows, pairs = read_postings(conn)
-            max_term = conn.execute("SELECT coalesce(max(id), 0) FROM terms").fetchone()[0]
+            chunk_ids, rows, pairs = terms.read_postings(conn)
+            max_term = terms.max_term_id(conn)
         order = np.argsort(pairs[:, 0], kind="stable")  # CSC: by term, then by chunk (rows ascend)
         term, rows, tf = pairs[order, 0].astype(np.int64), rows[order], pairs[order, 1].astype(np.float64)
         dl = np.bincount(rows, weights=tf, minlength=len(chunk_ids))

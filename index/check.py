@@ -11,29 +11,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kb.common import BROKEN_FILE, is_damage
 from kb.errors import NotFound, StoreIncompatible, UsageError
 from kb.index.analyzer import ANALYZER_VERSION
-from kb.index.bm25 import B, CACHE_FILE, K1, Bm25Cache, read_postings
-from kb.index.migrations import SCHEMA_VERSION
-from kb.index.store import BROKEN_FILE, DB_FILE, Store, connect_readonly, default_db_dir, is_damage
+from kb.index.bm25 import B, CACHE_FILE, K1, Bm25Cache
+from kb.index.store import DB_FILE, Store, connect_readonly, default_db_dir, health, kv, migrations, terms
+from kb.index.store.migrations import SCHEMA_VERSION
 
 HEADER = b"SQLite format 3\x00"
 KV_DIR = "kv"
 UNREPAIRABLE = "move the store's folder aside and run `kb index` again, or restore a backup"
-
-# Rows left pointing nowhere, as SQL after FROM. Deleted in this order: deleting a chunk orphans
-# its postings and possibly its text's vector.
-ORPHANS = {
-    "chunks": "chunks WHERE doc_id NOT IN (SELECT id FROM documents)",
-    "chunk_terms": "chunk_terms WHERE chunk_id NOT IN (SELECT id FROM chunks)",
-    "embeddings": "embeddings WHERE model = :key AND hash NOT IN (SELECT hash FROM chunks)",
-}
 
 
 class StoreDamaged(StoreIncompatible):
@@ -117,7 +109,7 @@ def _file_problem(db: Path) -> Problem | None:
 
 
 def _integrity(conn: sqlite3.Connection) -> list[Problem]:
-    rows = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
+    rows = health.integrity(conn, 20)
     if rows != ["ok"]:
         more = f" (and {len(rows) - 3} more)" if len(rows) > 3 else ""
         return [Problem("integrity", _line("; ".join(rows[:3])) + more, False)]
@@ -127,20 +119,20 @@ def _integrity(conn: sqlite3.Connection) -> list[Problem]:
 def _contents(store: Store) -> list[Problem]:
     """The rows and the derived files of a database that passed the integrity check."""
     conn = store.conn
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = migrations.version(conn)
     if version > SCHEMA_VERSION:
         raise StoreIncompatible(f"store {store.dir} has schema {version}, newer than this kb "
                                 f"understands ({SCHEMA_VERSION}); upgrade kb")
     if version < SCHEMA_VERSION:  # the tables checked below may not exist yet
         return [Problem("schema", f"schema {version}, older than this kb's {SCHEMA_VERSION} "
                                   "(migrated on the next write)", True)]
-    embedding = json.loads(store.meta("embedding") or "null")
+    embedding = store.meta_json("embedding")
     found = _orphans(conn, embedding["key"] if embedding else None)
-    bad = conn.execute("SELECT count(*) FROM chunk_terms WHERE length(terms) % 8 != 0").fetchone()[0]
+    bad = terms.torn_blobs(conn)
     if bad:  # the postings cannot be read: neither can the BM25 cache be compared
         return found + [Problem("postings", f"{bad} chunk_terms blob(s) are not (term, tf) pairs; "
                                             "run `kb index PATH --rebuild`", False)]
-    chunk_ids, _, pairs = read_postings(conn)
+    chunk_ids, _, pairs = terms.read_postings(conn)
     found += _unknown_terms(conn, pairs)
     return found + _bm25(store, chunk_ids, len(pairs)) + _vectors(store, embedding) + _kv(store.path(KV_DIR))
 
@@ -148,11 +140,10 @@ def _contents(store: Store) -> list[Problem]:
 def _orphans(conn: sqlite3.Connection, key: str | None) -> list[Problem]:
     """Rows whose parent is gone: SQLite's foreign key check (chunks, chunk_terms), and vectors of
     the store's encoder that no chunk's text uses."""
-    found = [Problem("orphans", f"{n} {table} row(s) point to no {parent} row", table in ORPHANS)
-             for (table, parent), n in sorted(Counter(
-                 (r[0], r[2]) for r in conn.execute("PRAGMA foreign_key_check")).items())]
+    found = [Problem("orphans", f"{n} {table} row(s) point to no {parent} row", table in health.ORPHANS)
+             for (table, parent), n in sorted(health.foreign_key_orphans(conn).items())]
     if key is not None:
-        n = conn.execute(f"SELECT count(*) FROM {ORPHANS['embeddings']}", {"key": key}).fetchone()[0]
+        n = health.orphan_vectors(conn, key)
         if n:
             found.append(Problem("orphans", f"{n} embeddings row(s) belong to no chunk's text", True))
     return found
@@ -161,8 +152,7 @@ def _orphans(conn: sqlite3.Connection, key: str | None) -> list[Problem]:
 def _unknown_terms(conn: sqlite3.Connection, pairs: np.ndarray) -> list[Problem]:
     """Postings naming a term id the terms table lacks (they would break the BM25 cache's build).
     Terms no posting uses are no problem: `kb index` keeps every term id once handed out."""
-    known = np.fromiter((r[0] for r in conn.execute("SELECT id FROM terms")), np.int64)
-    unknown = np.setdiff1d(np.unique(pairs[:, 0]), known)
+    unknown = np.setdiff1d(np.unique(pairs[:, 0]), terms.all_term_ids(conn))
     if len(unknown):
         return [Problem("postings", f"postings name {len(unknown)} term id(s) the terms table lacks; "
                                     "run `kb index PATH --rebuild`", False)]
@@ -183,7 +173,8 @@ def _bm25(store: Store, chunk_ids: np.ndarray, nnz: int) -> list[Problem]:
 
 
 def _vectors(store: Store, embedding: dict | None) -> list[Problem]:
-    from kb.index import embeddings, vectors
+    from kb.index import vectors
+    from kb.index.store import embeddings
 
     path = store.path(vectors.FILE)
     if embedding is None:
@@ -206,15 +197,14 @@ def _vectors(store: Store, embedding: dict | None) -> list[Problem]:
 
 def _kv(root: Path) -> list[Problem]:
     """`kb ask`'s KV blocks can be pruned only while their sources.db is readable."""
-    db = root / "sources.db"
+    db = root / kv.SOURCES_DB
     if not db.is_file():
         blocks = root.is_dir() and any(root.glob("*/*/*.npz"))
         return [Problem("kv", f"{KV_DIR}/ holds KV blocks but no sources.db", True)] if blocks else []
     try:
         conn = connect_readonly(db)
         try:
-            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
-            conn.execute("SELECT count(*) FROM block_chunks").fetchone()
+            verdict = kv.check(conn)
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
@@ -261,35 +251,27 @@ def _repair(d: Path, found: list[Problem]) -> list[str]:
             if removed or "vectors" in what:
                 done += _rebuild_vectors(store)
             if "kv" in what:
-                from kb.rag.kv_sources import drop_all
-
-                done.append(f"kv: dropped the KV cache ({drop_all(store.path(KV_DIR))} block file(s))")
+                done.append(f"kv: dropped the KV cache ({kv.drop_all(store.path(KV_DIR))} block file(s))")
             return done
     finally:
         store.close()
 
 
 def _delete_orphans(store: Store) -> list[str]:
-    embedding = json.loads(store.meta("embedding") or "null")
-    params = {"key": embedding["key"] if embedding else None}
-    done = []
+    embedding = store.meta_json("embedding")
     with store.transaction() as conn:  # one transaction: all orphans go, or none
-        for table, rows in ORPHANS.items():
-            n = conn.execute(f"DELETE FROM {rows}", params).rowcount
-            if n:
-                done.append(f"orphans: deleted {n} {table} row(s)")
-    return done
+        deleted = health.delete_orphans(conn, embedding["key"] if embedding else None)
+    return [f"orphans: deleted {n} {table} row(s)" for table, n in deleted.items() if n]
 
 
 def _rebuild_vectors(store: Store) -> list[str]:
     from kb.index import vectors
 
     path = store.path(vectors.FILE)
-    raw = store.meta("embedding")
-    if raw is None:
+    meta = store.meta_json("embedding")
+    if meta is None:
         path.unlink(missing_ok=True)
         return [f"vectors: removed {vectors.FILE}"]
-    meta = json.loads(raw)
     old = vectors.peek(store) or {}
     kind = old.get("kind") if old.get("kind") in vectors.KINDS else "auto"
     path.unlink(missing_ok=True)  # built from the database alone, nothing caught up from the file

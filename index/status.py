@@ -7,29 +7,21 @@ import json
 import os
 
 from kb.index.bm25 import CACHE_FILE
-from kb.index.store import DB_FILE, Store
+from kb.index.store import DB_FILE, Store, documents, embeddings, migrations, runs, terms
 
 
 def status(store: Store) -> dict:
-    import sqlite_utils
-
-    db = sqlite_utils.Database(store.conn)
-    count = {t: db.table(t).count for t in ("documents", "chunks", "terms")}
-    count["postings"] = store.conn.execute(
-        "SELECT coalesce(sum(length(terms)), 0) / 8 FROM chunk_terms").fetchone()[0]
-    skipped = store.conn.execute("SELECT count(*) FROM documents WHERE note IS NOT NULL").fetchone()[0]
-    roots = [r[0] for r in store.conn.execute(
-        "SELECT root FROM documents GROUP BY root ORDER BY root")]
+    count = documents.counts(store.conn)
     return {
         "db": str(store.dir),
-        "schema": store.conn.execute("PRAGMA user_version").fetchone()[0],
+        "schema": migrations.version(store.conn),
         "data_version": store.data_version,
         "documents": count["documents"],
-        "skipped_documents": skipped,
+        "skipped_documents": count["skipped_documents"],
         "chunks": count["chunks"],
-        "terms": count["terms"],
-        "postings": count["postings"],
-        "roots": roots,
+        "terms": terms.count_terms(store.conn),
+        "postings": terms.count_postings(store.conn),
+        "roots": count["roots"],
         "bytes": {"database": _size(store, DB_FILE) + _size(store, DB_FILE + "-wal"),
                   "bm25_cache": _size(store, CACHE_FILE)},
         "fingerprint": store.fingerprint(),
@@ -40,14 +32,12 @@ def status(store: Store) -> dict:
 
 def _vectors(store: Store) -> dict | None:
     from kb.index import vectors
-    from kb.index.query import DEFAULT_FUSION
+    from kb.index.search.fusion import DEFAULT_FUSION
 
     raw = store.meta("embedding")
     if raw is None and store.vector_setting() == "none":
         return None
-    texts, embedded = store.conn.execute(
-        "SELECT count(*), count(e.hash) FROM (SELECT DISTINCT hash FROM chunks) c "
-        "LEFT JOIN (SELECT DISTINCT hash FROM embeddings) e ON e.hash = c.hash").fetchone()
+    texts, embedded = embeddings.text_counts(store.conn)
     progress = {"embedded_texts": embedded, "chunk_texts": texts}
     if raw is None:  # a first run that ended before its embedding did (or is embedding now)
         return {"kind": None, "count": 0, "up_to_date": False, "complete": False, **progress}
@@ -70,11 +60,10 @@ def _size(store: Store, name: str) -> int:
 
 
 def _last_run(store: Store) -> dict | None:
-    row = store.conn.execute(
-        "SELECT started, finished, status, stats FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    row = runs.last(store.conn)
     if row is None:
         return None
-    started, finished, state, stats = row
+    _, started, finished, state, stats = row
     if state == "running" and not _lock_held(store):
         state = "interrupted"  # killed: the next `kb index` completes what it left
     return {"started": _iso(started), "finished": _iso(finished), "status": state,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from kb.index.readers import kind_of
+from kb.index.formats import kind_of
 
 IGNORE_FILE = ".kbignore"
 

@@ -1,1 +1,11 @@
-"""kb's own Triton kernels (encoder and generator attention), each beside a torch reference."""
+"""kb's own Triton kernels, each module beside its plain-torch reference (`<module>_ref.py`, same
+functions, same arguments; tests compare them on random inputs):
+
+- `encoder_layers`: the packed sentence encoder's layers (kb.embed.packed);
+- `paged_attention`, `paged_decode`: the generator's attention over its paged KV cache (store,
+  prefill/extend, decode with shared prefixes), both checked against `paged_attention_ref`;
+- `fused`: the generator's fused layer pieces (RMSNorm, rotary + KV store, SwiGLU).
+
+Kernels take plain tensors and import nothing from kb above them; only the `_ref` modules load
+without triton, so the CPU path (and `kb --help`) never imports it.
+"""

@@ -6,7 +6,7 @@ layer instead of dozens (a 0.5B model's step is launch-bound, not bandwidth-boun
   queries written out contiguous, keys and values written straight into their KV-cache slots;
 - `silu_mul`: SwiGLU's silu(gate) * up over a fused gate/up projection.
 
-Their references are the unfused torch code in kb.rag.model and kb.rag.attention; they compute in
+Their references are the functions of the same names in kb.kernels.fused_ref; they compute in
 fp32 and round once at the end, so fp32 results agree to rounding and bf16 ones to bf16's precision.
 """
 

@@ -1,205 +1,60 @@
-"""Attention over the paged KV cache, for a flat batch of sequences.
+"""Attention over the paged KV cache for a step's `Batch`: one interface, two backends chosen once.
 
-A step's batch is described by `Batch`: for each sequence, how many new tokens it brings (its
-queries, back to back in the flat token dimension), how long its context is once they are added,
-and its block table. New keys and values are first written to their slots, then each query
-attends to every cached token of its sequence up to its own position (causal within the new
-tokens). One interface, two backends chosen once: `torch` (gather + SDPA: the CPU path and the
-oracle) and `triton` (kb.kernels, on the GPU).
+A backend is called per layer with that layer's cache (k_cache, v_cache: (blocks, block_size,
+kv_heads, dim)), the fused qkv projection (tokens, (heads + 2 kv_heads) * dim) and the rotary
+tables (tokens, dim): it rotates queries and keys, writes the new keys and values to their slots,
+and returns the attention output (tokens, heads, dim), each query seeing its sequence's cache up to
+its own position. `layer_kernels` names the module the decoder's norms and SwiGLU run through, so
+that a model runs wholly on the reference or wholly on the kernels.
+
+- `torch`: the plain-torch references (kb.kernels.*_ref): the CPU path and the oracle;
+- `triton`: kb's kernels (kb.kernels.paged_attention, paged_decode, fused), on a CUDA device.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
 
-
-PREFIX_TILE = 64  # decode queries per tile of the shared-prefix pass (kb.kernels.paged_attention)
-
-
-EXTEND_TILE = 64  # queries per tile of the extend kernel (fastest for 64 to 2,304 new tokens on an H100)
-
-
-@dataclass
-class Batch:
-    q_lens: list[int]  # new tokens per sequence
-    ctx_lens: list[int]  # cached + new tokens per sequence
-    block_tables: torch.Tensor  # (seqs, max blocks) int32, padded with 0
-    slots: torch.Tensor  # (tokens,) int64: where each new token's k and v go
-    cu_q: torch.Tensor  # (seqs + 1,) int32: offsets of each sequence's queries
-    ctx: torch.Tensor  # (seqs,) int32: ctx_lens on the device
-    max_ctx: int = 0  # fixes the decode kernel's grid for any context up to it (CUDA graphs); 0: this batch's
-    positions: torch.Tensor | None = None  # (tokens,) int64: each new token's position in its sequence
-    ids: torch.Tensor | None = None  # (tokens,) int64: the new tokens, when given to `build`
-    # A decode batch's shared prefixes (see `shared_prefixes`), or None: how many leading tokens
-    # of each sequence the prefix pass covers, the sequences in groups, and the prefix tiles.
-    skip: torch.Tensor | None = None  # (seqs,) int32
-    members: torch.Tensor | None = None  # (seqs,) int32
-    prefix_tiles: torch.Tensor | None = None  # (tiles, 4) int32
-    _tiles: dict = field(default_factory=dict)
-
-    @property
-    def decode(self) -> bool:
-        return all(n == 1 for n in self.q_lens)
-
-    def tiles(self, size: int) -> torch.Tensor:
-        """(2, tiles) int32 on the device: each tile of `size` queries' sequence and first query.
-        Made once per batch, not once per layer."""
-        if size not in self._tiles:
-            seqs = np.repeat(np.arange(len(self.q_lens)), [-(-n // size) for n in self.q_lens])
-            starts = np.concatenate([np.arange(0, n, size) for n in self.q_lens])
-            self._tiles[size] = torch.from_numpy(np.stack([seqs, starts]).astype(np.int32)).to(self.cu_q.device)
-        return self._tiles[size]
-
-    @classmethod
-    def build(cls, q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], block_size: int,
-              device: torch.device, ids: list[int] | None = None, prefix_tile: int = 0) -> "Batch":
-        """Two host-to-device copies (one of int64, one of int32 arrays), whatever the batch.
-        `prefix_tile`: for a decode batch, plan shared prefixes in tiles of that many sequences."""
-        h = host_arrays(q_lens, ctx_lens, tables, block_size)
-        if prefix_tile and all(n == 1 for n in q_lens):
-            plan = shared_prefixes(h["tables"], h["ctx"], block_size, prefix_tile)
-            if len(plan["prefix_tiles"]):
-                h.update(plan)
-        longs, ints = pack(h, ids)
-        return cls.unpack(q_lens, ctx_lens, torch.from_numpy(longs).to(device), torch.from_numpy(ints).to(device),
-                          prefix_tiles=len(h.get("prefix_tiles", ())))
-
-    @classmethod
-    def unpack(cls, q_lens: list[int], ctx_lens: list[int], longs: torch.Tensor, ints: torch.Tensor,
-               max_ctx: int = 0, prefix_tiles: int = 0) -> "Batch":
-        """A batch whose tensors are views of the two buffers `pack` lays out (on the device);
-        `prefix_tiles`: how many shared-prefix tiles the int32 buffer ends with (0: none, and no
-        shared-prefix arrays)."""
-        n, t = len(q_lens), sum(q_lens)
-        prefix = {}
-        if prefix_tiles:
-            tail = ints[len(ints) - 2 * n - 4 * prefix_tiles:]
-            ints = ints[:len(ints) - len(tail)]
-            prefix = dict(skip=tail[:n], members=tail[n:2 * n], prefix_tiles=tail[2 * n:].view(prefix_tiles, 4))
-        return cls(q_lens, ctx_lens, ints[2 * n + 1:].view(n, -1), longs[:t], ints[:n + 1], ints[n + 1:2 * n + 1],
-                   max_ctx=max_ctx, positions=longs[t:2 * t], ids=longs[2 * t:] if len(longs) > 2 * t else None,
-                   **prefix)
-
-
-def pack(h: dict[str, np.ndarray], ids: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """`host_arrays` (and the new token ids) as two buffers: int64 [slots | positions | ids] and
-    int32 [query offsets | context lengths | block tables | shared prefixes, if planned];
-    `Batch.unpack` reads them back."""
-    longs = [h["slots"], h["positions"]] + ([np.asarray(ids, dtype=np.int64)] if ids is not None else [])
-    ints = [h["cu_q"], h["ctx"], h["tables"].ravel()]
-    if "prefix_tiles" in h:
-        ints += [h["skip"], h["members"], h["prefix_tiles"].ravel()]
-    return np.concatenate(longs), np.concatenate(ints)
-
-
-def shared_prefixes(tables: np.ndarray, ctx: np.ndarray, block_size: int, tile: int,
-                    max_tiles: int | None = None) -> dict[str, np.ndarray]:
-    """Groups of a decode batch's sequences whose block tables begin with the same blocks: the
-    prefix the radix cache shares among them (those blocks are full and never written again).
-    Decode attention then reads each shared prefix once for its whole group, in tiles of up to
-    `tile` sequences, instead of once per sequence (cascade attention), and each sequence's own
-    pass starts after it. Returns `skip` (seqs,): leading tokens the prefix pass covers (0: none);
-    `members` (seqs,): the grouped sequences back to back; `prefix_tiles` (tiles, 4): each tile's
-    first index into `members`, its number of sequences, its prefix length in tokens, and a
-    sequence whose table has the prefix's blocks. With `max_tiles`, the largest groups are taken
-    until the tiles run out, and the tiles are padded to that count with empty ones."""
-    n = len(ctx)
-    skip, members, tiles = np.zeros(n, np.int32), np.zeros(n, np.int32), []
-    whole = (ctx.astype(np.int64) - 1) // block_size  # blocks wholly before each sequence's new token
-    _, group, counts = np.unique(tables[:, 0], return_inverse=True, return_counts=True)
-    at = 0
-    for g in np.argsort(-counts, kind="stable"):
-        if counts[g] < 2:
-            break
-        idx = np.flatnonzero(group == g)
-        shared = int(whole[idx].min())
-        if shared < 1:
-            continue
-        rows = tables[idx, :shared]
-        same = (rows == rows[0]).all(0)
-        shared = shared if same.all() else int(same.argmin())
-        need = -(-len(idx) // tile)
-        if shared < 1 or (max_tiles is not None and len(tiles) + need > max_tiles):
-            continue
-        skip[idx] = shared * block_size
-        members[at:at + len(idx)] = idx
-        tiles += [(at + s, min(tile, len(idx) - s), shared * block_size, idx[0]) for s in range(0, len(idx), tile)]
-        at += len(idx)
-    tiles += [(0, 0, 0, 0)] * ((max_tiles or 0) - len(tiles))
-    return {"skip": skip, "members": members, "prefix_tiles": np.asarray(tiles, np.int32).reshape(-1, 4)}
-
-
-def host_arrays(q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], block_size: int,
-                width: int = 0) -> dict[str, np.ndarray]:
-    """A batch's index arrays built on the host with numpy (then copied to the device at once):
-    slots and positions of each new token, query offsets, context lengths, block tables."""
-    n = len(q_lens)
-    table = np.zeros((n, width or max(len(t) for t in tables)), dtype=np.int32)
-    for i, t in enumerate(tables):
-        table[i, :len(t)] = t
-    q = np.asarray(q_lens, dtype=np.int64)
-    ctx = np.asarray(ctx_lens, dtype=np.int64)
-    cu = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(q, out=cu[1:])
-    seq = np.repeat(np.arange(n), q)
-    pos = np.arange(cu[-1], dtype=np.int64) - np.repeat(cu[:-1], q) + np.repeat(ctx - q, q)
-    slots = table[seq, pos // block_size].astype(np.int64) * block_size + pos % block_size
-    return {"slots": slots, "positions": pos, "cu_q": cu, "ctx": ctx.astype(np.int32), "tables": table}
-
-
-def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             slots: torch.Tensor) -> None:
-    """k_cache: (blocks, block_size, kv_heads, dim) of one layer; k: (tokens, kv_heads, dim)."""
-    k_cache.view(-1, *k_cache.shape[2:])[slots] = k.to(k_cache.dtype)
-    v_cache.view(-1, *v_cache.shape[2:])[slots] = v.to(v_cache.dtype)
-
-
-def attend_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch: Batch,
-                 scale: float) -> torch.Tensor:
-    """q: (tokens, heads, dim) -> (tokens, heads, dim). The reference: gather each sequence's
-    blocks into contiguous keys and values, then SDPA with the causal offset of a cached prefix."""
-    bs = k_cache.shape[1]
-    out = torch.empty_like(q)
-    start = 0
-    for i, (ql, n) in enumerate(zip(batch.q_lens, batch.ctx_lens)):
-        blocks = batch.block_tables[i, :(n + bs - 1) // bs].long()
-        k = k_cache[blocks].flatten(0, 1)[:n]  # (n, kv_heads, dim)
-        v = v_cache[blocks].flatten(0, 1)[:n]
-        qs = q[start:start + ql]
-        # query j sits at position n - ql + j and sees keys 0 .. n - ql + j
-        mask = torch.arange(n, device=q.device)[None] <= (n - ql + torch.arange(ql, device=q.device))[:, None]
-        o = torch.nn.functional.scaled_dot_product_attention(
-            qs.transpose(0, 1), k.transpose(0, 1).to(q.dtype), v.transpose(0, 1).to(q.dtype),
-            attn_mask=mask, scale=scale, enable_gqa=True)
-        out[start:start + ql] = o.transpose(0, 1)
-        start += ql
-    return out
+from kb.rag.batch import Batch
 
 
 class TorchBackend:
-    """A layer's attention from its fused qkv projection: rotary positions, keys and values into
-    the cache, then attention over it."""
-
     name = "torch"
+    prefix_tile = 0  # the reference reads each sequence's cache whole: no shared-prefix plan
 
     def __init__(self, heads: int, kv_heads: int, scale: float):
+        from kb.kernels import fused_ref, paged_attention_ref
+
         self.heads, self.kv_heads, self.scale = heads, kv_heads, scale
+        self.layer_kernels, self._attend = fused_ref, paged_attention_ref.attend
 
     def __call__(self, k_cache, v_cache, qkv, cos, sin, batch: Batch) -> torch.Tensor:
-        from kb.rag.model import split_rotate
+        q = self.layer_kernels.rope_store(qkv, cos, sin, k_cache, v_cache, batch.slots, self.heads, self.kv_heads)
+        return self._attend(q, k_cache, v_cache, batch.block_tables, batch.q_lens, batch.ctx_lens, self.scale)
 
-        q, k, v = split_rotate(qkv, cos, sin, self.heads, self.kv_heads)
-        store_kv(k_cache, v_cache, k, v, batch.slots)
-        return attend_torch(q, k_cache, v_cache, batch, self.scale)
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, heads: int, kv_heads: int, scale: float):
+        from kb.kernels import fused, paged_attention, paged_decode
+
+        self.heads, self.kv_heads, self.scale = heads, kv_heads, scale
+        self.layer_kernels, self._extend, self._decode = fused, paged_attention.extend, paged_decode.decode
+        self.prefix_tile = paged_decode.PREFIX_TILE  # sequences per tile of a decode's shared-prefix plan
+        self.extend_tile = paged_attention.EXTEND_TILE  # queries per tile of `extend`
+
+    def __call__(self, k_cache, v_cache, qkv, cos, sin, batch: Batch) -> torch.Tensor:
+        q = self.layer_kernels.rope_store(qkv, cos, sin, k_cache, v_cache, batch.slots, self.heads, self.kv_heads)
+        if batch.decode:
+            return self._decode(q, k_cache, v_cache, batch.block_tables, batch.ctx, self.scale,
+                                batch.max_ctx or max(batch.ctx_lens), batch.skip, batch.members, batch.prefix_tiles)
+        return self._extend(q, k_cache, v_cache, batch.block_tables, batch.cu_q, batch.ctx,
+                            batch.tiles(self.extend_tile), self.scale, block_m=self.extend_tile)
 
 
 def choose_backend(name: str, device: torch.device, heads: int, kv_heads: int, scale: float):
-    """`auto`: Triton on a CUDA device when it imports, else the torch reference."""
+    """`auto`: Triton on a CUDA device, else the torch reference."""
     if name == "torch" or (name == "auto" and device.type != "cuda"):
         return TorchBackend(heads, kv_heads, scale)
-    from kb.kernels.paged_attention import TritonBackend
-
     return TritonBackend(heads, kv_heads, scale)

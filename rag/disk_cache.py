@@ -8,14 +8,15 @@ atomically; reads refresh their mtime, and `trim` removes the least recently use
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kb.index.store import BROKEN_FILE, private_dir
-from kb.rag.kv_sources import block_path
+from kb.common import BROKEN_FILE, private_dir
+from kb.index.store.kv import block_path
 
 
 class DiskCache:
@@ -70,3 +71,13 @@ class DiskCache:
             removed += 1
         return removed
 
+
+def fingerprint(folder: Path, dtype: torch.dtype, block_size: int) -> str:
+    """Which KV a disk block holds: the weights' bytes (sizes and names), dtype and block size."""
+    h = hashlib.sha256(f"{dtype}|{block_size}".encode())
+    for f in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
+        st = f.stat()
+        h.update(f"{f.name}|{st.st_size}".encode())
+        with open(f, "rb") as fh:  # the header of a safetensors file names every tensor's shape
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]

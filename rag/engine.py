@@ -1,19 +1,19 @@
-"""The generation engine: a model, its paged KV cache, the radix prefix cache and the scheduler.
+"""The generation engine: requests in, outputs out, over the scheduler, the prefix cache (the radix
+tree, with its disk tier) and the model runner (kb.rag.runner: device, model, KV pool, forward).
 
     engine = Engine(EngineConfig(model="path/to/folder"))
     outputs = engine.generate([ids1, ids2], SamplingParams(max_tokens=64))
     for piece in engine.stream(ids, params): ...
 
-A step is: schedule, one forward over every scheduled token, sample where a sequence reached its
-end, then post-process (stop conditions, prefix-cache insertion). Each output reports its prompt
-tokens, the tokens served from the cache, the time to first token and the decode speed.
+A step is: schedule, run (one forward over every scheduled token, a token sampled where a
+sequence reached its end), then post-process (stop conditions, prefix-cache insertion). Each
+output reports its prompt tokens, the tokens served from the cache, the time to first token and
+the decode speed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,27 +22,14 @@ from typing import Iterator
 import torch
 
 from kb.errors import UsageError
-from kb.rag.attention import PREFIX_TILE, Batch, choose_backend
-from kb.rag.kv_cache import BlockPool, CacheConfig, block_bytes, blocks_that_fit
-from kb.rag.model import CausalLM, load_model
+from kb.rag.config import EngineConfig
+from kb.rag.decoder import CausalLM
+from kb.rag.kv_cache import BlockPool
+from kb.rag.prefix_cache import PrefixCache
 from kb.rag.radix import RadixCache
-from kb.rag.sampling import SamplingParams, sample
+from kb.rag.runner import ModelRunner
+from kb.rag.sampling import SamplingParams
 from kb.rag.scheduler import Scheduler, Sequence
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    model: str  # a local Hugging Face folder (Llama or Qwen2 family)
-    device: str = "auto"  # auto | cpu | cuda[:n]
-    dtype: str = "auto"  # auto (bf16 on a GPU, fp32 on the CPU) | float32 | bfloat16 | float16
-    cache: CacheConfig = CacheConfig()
-    attention: str = "auto"  # auto | torch | triton
-    token_budget: int = 0  # tokens per step; 0: 8192 on a GPU, 512 on the CPU
-    max_seqs: int = 256
-    disk_cache: str | None = None  # folder for KV blocks that outlive the process
-    disk_cache_bytes: int = 2 * 2**30
-    cuda_graphs: bool = True
-    shared_prefix_decode: bool = True  # decode attention reads a prefix running sequences share once
 
 
 @dataclass
@@ -58,50 +45,33 @@ class Output:
 
 
 class Engine:
+    """Requests, the scheduler, the prefix cache and the outputs; the model runner does the rest."""
+
     def __init__(self, cfg: EngineConfig, model: CausalLM | None = None):
         """`model`: an already built model (benchmarks on random weights) instead of loading
         `cfg.model`; such an engine has no tokenizer (outputs carry token ids, no text)."""
         self.cfg = cfg
+        self.runner = ModelRunner(cfg, model)
         folder = Path(cfg.model).expanduser()
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if cfg.device == "auto" else cfg.device))
-        dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
-                 "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-        if self.device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
-        if model is None:
-            self.model = load_model(folder, self.device, dtype)
-            self.tokenizer, self.eos = _tokenizer(folder), _eos_ids(folder)
-        else:
-            self.model, self.tokenizer, self.eos = model.to(self.device, dtype), None, set()
-        mc = self.model.cfg
-        per_block = block_bytes(mc.num_layers, cfg.cache.block_size, mc.num_kv_heads, mc.head_dim, dtype)
-        blocks = blocks_that_fit(cfg.cache, per_block, self.device)
-        self.pool = BlockPool(mc.num_layers, blocks, cfg.cache.block_size, mc.num_kv_heads, mc.head_dim,
-                              dtype, self.device)
+        self.tokenizer, self.eos = (_tokenizer(folder), _eos_ids(folder)) if model is None else (None, set())
         disk = None
         if cfg.disk_cache:
-            from kb.rag.disk_cache import DiskCache
+            from kb.rag.disk_cache import DiskCache, fingerprint
 
-            disk = DiskCache(Path(cfg.disk_cache), _fingerprint(folder, dtype, cfg.cache.block_size),
+            disk = DiskCache(Path(cfg.disk_cache), fingerprint(folder, self.runner.dtype, cfg.cache.block_size),
                              cfg.disk_cache_bytes)
-        self.radix = RadixCache(self.pool, disk)
-        budget = cfg.token_budget or (8192 if self.device.type == "cuda" else 512)
-        self.scheduler = Scheduler(self.pool, self.radix, budget, cfg.max_seqs)
-        self.attention = choose_backend(cfg.attention, self.device, mc.num_heads, mc.num_kv_heads,
-                                        mc.head_dim ** -0.5)
-        if self.attention.name == "triton":
-            from kb.kernels import fused
-
-            self.model.use_kernels(fused)
+        self.radix: PrefixCache = RadixCache(self.pool, disk)
+        self.scheduler = Scheduler(self.pool, self.radix, self.runner.token_budget, cfg.max_seqs)
         self._ids = itertools.count()
-        # shared prefixes are planned for the Triton decode kernel (the torch reference needs none)
-        self.prefix_tile = PREFIX_TILE if cfg.shared_prefix_decode and self.attention.name == "triton" else 0
-        self.graphs = None
-        if cfg.cuda_graphs and self.device.type == "cuda" and self.attention.name == "triton":
-            from kb.rag.graphs import StepGraphs
 
-            self.graphs = StepGraphs(self)
+    @property
+    def model(self) -> CausalLM:
+        return self.runner.model
+
+    @property
+    def pool(self) -> BlockPool:
+        """The KV pool: the runner's tensors, the scheduler's and prefix cache's blocks."""
+        return self.runner.pool
 
     # -- public API -------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[Output]:
@@ -126,57 +96,29 @@ class Engine:
 
     def persist(self) -> int:
         """Write the prefix cache's blocks to the disk cache (then trim it to its size cap)."""
-        if self.radix.disk is None:
-            return 0
-        written = self.radix.persist()
-        self.radix.disk.trim()
-        return written
+        return self.radix.persist()
 
     # -- one step ---------------------------------------------------------------------------------
     def step(self) -> None:
+        """Schedule, run the model over the plan, then post-process what it sampled."""
         plan = self.scheduler.schedule()
         if not plan:
             raise UsageError(f"the KV cache ({self.pool.num_blocks} blocks of {self.pool.block_size} "
                              "tokens) cannot hold one sequence: give it more memory")
-        seqs = [s for s, _ in plan]
-        q_lens = [n for _, n in plan]
-        ctx = [s.computed + n for s, n in plan]
-        ids = [t for s, n in plan for t in s.tokens[s.computed:s.computed + n]]
-        tables = [s.blocks for s in seqs]
-        ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens)]
-        with torch.inference_mode():
-            if self.graphs is not None and len(ids) == len(seqs) and self.graphs.fits(len(seqs)):
-                logits = self.graphs.run(ids, ctx, tables)[ends]
-            else:
-                if self.graphs is not None and len(plan) == 1 and self.graphs.prefill_fits(len(ids)):
-                    hidden = self.graphs.prefill(ids, ctx[0], tables[0])
-                else:
-                    batch = Batch.build(q_lens, ctx, tables, self.pool.block_size, self.device, ids,
-                                        prefix_tile=self.prefix_tile)
-                    hidden = self.model(batch.ids, batch.positions, self._attend(batch))
-                offsets = list(itertools.accumulate(q_lens))
-                rows = [offsets[i] - 1 for i in ends]
-                logits = self.model.logits(hidden[rows[0]:rows[0] + 1] if len(rows) == 1 else hidden[rows])
-            chosen = sample(logits, [seqs[i].params for i in ends],
-                            [seqs[i].tokens for i in ends],
-                            [seqs[i].generator for i in ends]) if ends else []
-        sampled = time.perf_counter()  # the tokens exist: a first one's time, before the bookkeeping
-        for i in ends:
-            if seqs[i].first_token is None:
-                seqs[i].first_token = sampled
+        sampled = self.runner.run(plan)
+        self._postprocess(plan, sampled)
+
+    def _postprocess(self, plan: list[tuple[Sequence, int]], sampled: list[tuple[Sequence, int]]) -> None:
+        now = time.perf_counter()  # the tokens exist: a first one's time, before the bookkeeping
+        for seq, _ in sampled:
+            if seq.first_token is None:
+                seq.first_token = now
         for s, n in plan:
             s.computed += n
             if s.computed >= s.prompt_len and s.computed - n < s.prompt_len:
                 self.scheduler.prefilled(s)
-        for i, token in zip(ends, chosen):
-            self._append(seqs[i], token)
-
-    def _attend(self, batch: Batch):
-        pool, attention = self.pool, self.attention
-
-        def attend(layer: int, qkv, cos, sin):
-            return attention(pool.k[layer], pool.v[layer], qkv, cos, sin, batch)
-        return attend
+        for seq, token in sampled:
+            self._append(seq, token)
 
     def _append(self, seq: Sequence, token: int) -> None:
         now = time.perf_counter()
@@ -221,7 +163,7 @@ class Engine:
 
 
 def _tokenizer(folder: Path):
-    from kb.embed.encoder import quiet_transformers
+    from kb.common import quiet_transformers
 
     quiet_transformers()
     from transformers import AutoTokenizer
@@ -241,13 +183,3 @@ def _eos_ids(folder: Path) -> set[int]:
         ids.update(value if isinstance(value, list) else [value] if value is not None else [])
     return ids
 
-
-def _fingerprint(folder: Path, dtype: torch.dtype, block_size: int) -> str:
-    """Which KV a disk block holds: the weights' bytes (sizes and names), dtype and block size."""
-    h = hashlib.sha256(f"{dtype}|{block_size}".encode())
-    for f in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
-        st = f.stat()
-        h.update(f"{f.name}|{st.st_size}".encode())
-        with open(f, "rb") as fh:  # the header of a safetensors file names every tensor's shape
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]

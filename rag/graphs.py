@@ -1,7 +1,7 @@
 """CUDA graphs for the generator's steps, so that a step is two host-to-device copies and a replay
 instead of a few hundred kernel launches from Python (a small model's step is launch-bound).
 
-- Decode: one graph per batch size in BATCH_SIZES, captured when the engine starts. A step of n
+- Decode: one graph per batch size in BATCH_SIZES, captured when the model runner starts. A step of n
   sequences replays the smallest graph of at least n, its spare rows pointed at a scratch block
   so that their writes touch nothing real. The decode kernel's grid is fixed by the longest
   context the cache can hold, so a replay is valid for any context length.
@@ -12,7 +12,8 @@ instead of a few hundred kernel launches from Python (a small model's step is la
   of the output are never read.
 
 Each graph owns its input buffers: one int64 buffer (slots, positions, token ids) and one int32
-buffer (query offsets, context lengths, block tables), laid out by kb.rag.attention.pack.
+buffer (query offsets, context lengths, block tables), laid out by kb.rag.batch.pack. The graphs
+belong to the model runner (kb.rag.runner) and capture its forward.
 """
 
 from __future__ import annotations
@@ -20,19 +21,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kb.rag.attention import EXTEND_TILE, Batch, host_arrays, pack, shared_prefixes
+from kb.rag.batch import Batch, host_arrays, pack, shared_prefixes
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 PREFILL_TOKENS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 2560, 3072, 4096)
 
 
 class StepGraphs:
-    def __init__(self, engine):
-        self.engine = engine
-        pool = engine.pool
-        self.sizes = [b for b in BATCH_SIZES if b <= engine.cfg.max_seqs]
-        self.buckets = [t for t in PREFILL_TOKENS if t <= self.engine.scheduler.token_budget]
-        self.max_ctx = min(engine.model.cfg.max_positions, pool.num_blocks * pool.block_size)
+    def __init__(self, runner):
+        """Capture the decode graphs of `runner` (a kb.rag.runner.ModelRunner with the Triton
+        backend on a CUDA device): its model, pool and attention."""
+        self.runner = runner
+        pool = runner.pool
+        self.sizes = [b for b in BATCH_SIZES if b <= runner.cfg.max_seqs]
+        self.buckets = [t for t in PREFILL_TOKENS if t <= runner.token_budget]
+        self.max_ctx = min(runner.model.cfg.max_positions, pool.num_blocks * pool.block_size)
         self.width = (self.max_ctx + pool.block_size - 1) // pool.block_size
         self.scratch = pool.allocate()  # padding writes here
         self.decode_graphs: dict[int, tuple] = {}
@@ -45,7 +48,7 @@ class StepGraphs:
     def fits(self, n: int) -> bool:
         return n <= self.sizes[-1]
 
-    def run(self, ids: list[int], ctx_lens: list[int], tables: list[list[int]]) -> torch.Tensor:
+    def decode(self, ids: list[int], ctx_lens: list[int], tables: list[list[int]]) -> torch.Tensor:
         """Logits (n, vocab) of a decode step of n sequences: their next token ids, their context
         lengths with that token, their block tables."""
         n = len(ids)
@@ -58,9 +61,9 @@ class StepGraphs:
         return logits[:n]
 
     def _decode_inputs(self, ids, ctx_lens, tables, b: int):
-        pad, bs = b - len(ids), self.engine.pool.block_size
+        pad, bs = b - len(ids), self.runner.pool.block_size
         h = host_arrays([1] * b, ctx_lens + [1] * pad, tables + [[self.scratch]] * pad, bs, self.width)
-        tile = self.engine.prefix_tile
+        tile = self.runner.prefix_tile
         tiles = -(-b // tile) + 2 if tile and b >= 4 else 0  # a fixed grid for the shared-prefix pass
         if tiles:
             h.update(shared_prefixes(h["tables"], h["ctx"], bs, tile, max_tiles=tiles))
@@ -88,20 +91,17 @@ class StepGraphs:
         return hidden[:n]
 
     def _prefill_inputs(self, ids, ctx_len: int, table, b: int):
-        n, bs = len(ids), self.engine.pool.block_size
+        n, bs = len(ids), self.runner.pool.block_size
         h = host_arrays([n], [ctx_len], [table], bs, self.width)
         pad = b - n
         h["slots"] = np.concatenate([h["slots"], np.full(pad, self.scratch * bs, dtype=np.int64)])
         h["positions"] = np.concatenate([h["positions"], np.zeros(pad, dtype=np.int64)])
         longs, ints = pack(h, list(ids) + [0] * pad)
-        size = EXTEND_TILE
-        tiles = -(-b // size)
+        size = self.runner.attention.extend_tile
 
         def make(lo, it):
             batch = Batch.unpack([b], [ctx_len], lo, it)
-            # every tile of the bucket, fixed for the graph; tiles past the real tokens do nothing
-            starts = torch.arange(0, tiles * size, size, dtype=torch.int32, device=lo.device)
-            batch._tiles[size] = torch.stack([torch.zeros_like(starts), starts])
+            batch.fixed_tiles(size, -(-b // size))  # every tile of the bucket, fixed for the graph
             return batch
         return longs, ints, make
 
@@ -109,14 +109,13 @@ class StepGraphs:
     def _capture(self, host_longs, host_ints, make, logits: bool):
         """Capture a forward over static buffers first filled with these inputs (a warm-up run
         computes them for real: Triton compiles, cuBLAS picks its kernels)."""
-        model, dev = self.engine.model, self.engine.device
+        runner, dev = self.runner, self.runner.device
         longs, ints = torch.from_numpy(host_longs).to(dev), torch.from_numpy(host_ints).to(dev)
         batch = make(longs, ints)
-        attend = self.engine._attend(batch)
 
         def forward():
-            hidden = model(batch.ids, batch.positions, attend)
-            return model.logits(hidden) if logits else hidden
+            hidden = runner.forward(batch)
+            return runner.model.logits(hidden) if logits else hidden
         with torch.inference_mode():
             forward()
             torch.cuda.synchronize()

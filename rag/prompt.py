@@ -1,5 +1,12 @@
-"""The user message of `kb ask`: numbered sources quoted so that no document can forge the prompt's
-structure, then the question.
+"""The prompt of `kb ask`: the model's chat template around a fixed system prompt and a user
+message of numbered sources, quoted so that no document can forge the prompt's structure, then
+the question.
+
+What repeats comes first and stays byte-identical: the system prompt, then the sources in an order
+that depends only on the retrieval (kb.rag.sources.pack), then the question. Questions that
+retrieve the same sources share everything before the question, and a later process reads those
+KV blocks back from disk (`<store>/kv/`), so a repeated or related question skips most of its
+prefill.
 
 Every line of a source's text is written behind a `| ` bar, so no line of a document can be a
 source header, a `<<<`/`>>>` delimiter or a question line: text that imitates them ("Source [9],
@@ -11,6 +18,11 @@ its input: the same sources and question give the same bytes (the prefix cache d
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kb.rag.sources import Source
 
 BAR = "| "
 OPEN, CLOSE = "<<<", ">>>"
@@ -52,3 +64,11 @@ def user_message(blocks: list[tuple[int, str, int, int, str]], question: str) ->
     """The user turn: (n, path, start line, end line, text) per source, then the question on one line."""
     body = "".join(source_block(*b) for b in blocks)
     return f"Sources:\n\n{body}Question: {' '.join(question.split())}\n{ANSWER_HINT}"
+
+
+def chat_prompt(tokenizer, system: str, sources: list[Source], question: str) -> str:
+    """The whole prompt as text: `tokenizer`'s chat template (a Hugging Face tokenizer's
+    `apply_chat_template`) over the system prompt and the user message, ready for the answer."""
+    user = user_message([(s.n, s.path, s.start_line, s.end_line, s.text) for s in sources], question)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -12,13 +12,12 @@ them back: on disk, a full block is keyed by a hash chain of all tokens up to it
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 
+from kb.index.store.kv import ROOT_HASH, chain
 from kb.rag.kv_cache import BlockPool, OutOfBlocks
-
-ROOT_HASH = b"kb-prefix-v1"
+from kb.rag.prefix_cache import DiskTier, Match
 
 
 @dataclass(eq=False)
@@ -32,28 +31,20 @@ class Node:
     on_disk: bool = False
 
 
-def chain(parent: bytes, tokens: tuple[int, ...]) -> bytes:
-    return hashlib.sha256(parent + b"".join(t.to_bytes(4, "little") for t in tokens)).digest()
-
-
-@dataclass
-class Match:
-    blocks: list[int]  # the sequence's first blocks: shared full blocks, then its copy of a partial one
-    cached: int  # tokens whose keys and values these blocks already hold
-    from_disk: int = 0  # of them, tokens loaded from the disk cache
-
-
 class RadixCache:
-    def __init__(self, pool: BlockPool, disk=None):
+    """The prefix cache (kb.rag.prefix_cache.PrefixCache) as a radix tree over a block pool."""
+
+    def __init__(self, pool: BlockPool, disk: DiskTier | None = None):
         self.pool, self.disk, self.bs = pool, disk, pool.block_size
         self.root = Node((), -1, None, ROOT_HASH)
         self._clock = itertools.count(1)
         self.blocks = 0  # blocks the tree holds
 
     # -- lookup -------------------------------------------------------------------------------
-    def match(self, tokens: list[int]) -> Match:
+    def match_prefix(self, tokens: list[int]) -> Match:
         """Take the longest cached prefix of `tokens` for a new sequence (references are taken:
-        give them back with `pool.release` when the sequence ends)."""
+        give them back with `pool.release` when the sequence ends); full blocks missing in memory
+        are loaded from the disk tier."""
         node, pos, out = self.root, 0, Match([], 0)
         now = next(self._clock)
         while pos < len(tokens):
@@ -106,7 +97,7 @@ class RadixCache:
             node = node.parent
 
     # -- insertion ----------------------------------------------------------------------------
-    def insert(self, tokens: list[int], blocks: list[int]) -> None:
+    def insert_prefix(self, tokens: list[int], blocks: list[int]) -> None:
         """Remember the KV of `tokens`, held by a sequence in `blocks` (its block table)."""
         node, now = self.root, next(self._clock)
         for i in range(0, len(tokens), self.bs):
@@ -143,12 +134,16 @@ class RadixCache:
         return freed
 
     def persist(self) -> int:
-        """Write every full block not yet on disk; returns how many were written."""
+        """Write every full block not yet on disk, then trim the disk tier to its size cap;
+        returns how many were written."""
+        if self.disk is None:
+            return 0
         written = 0
         for node in self._nodes():
-            if self.disk is not None and len(node.tokens) == self.bs and not node.on_disk:
+            if len(node.tokens) == self.bs and not node.on_disk:
                 self._save(node)
                 written += 1
+        self.disk.trim()
         return written
 
     def _remove(self, node: Node) -> None:
@@ -179,7 +174,7 @@ class RadixCache:
         node = Node(chunk, block, parent, digest, on_disk=True)
         parent.children[chunk] = node
         self.blocks += 1
-        return node  # the tree's reference is the allocation's; match() adds the sequence's
+        return node  # the tree's reference is the allocation's; match_prefix() adds the sequence's
 
     def _allocate(self) -> int:
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kb.rag.kv_cache import BlockPool, OutOfBlocks
-from kb.rag.radix import RadixCache
+from kb.rag.prefix_cache import PrefixCache
 from kb.rag.sampling import SamplingParams
 
 
@@ -48,8 +48,8 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, pool: BlockPool, radix: RadixCache, token_budget: int, max_seqs: int):
-        self.pool, self.radix = pool, radix
+    def __init__(self, pool: BlockPool, cache: PrefixCache, token_budget: int, max_seqs: int):
+        self.pool, self.cache = pool, cache
         self.token_budget, self.max_seqs = token_budget, max_seqs
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -99,13 +99,13 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """Remember the finished sequence's KV in the prefix cache and release its blocks."""
         if seq.computed > seq.prompt_len:  # else `prefilled` has inserted all of it
-            self.radix.insert(seq.tokens[:seq.computed], seq.blocks)
+            self.cache.insert_prefix(seq.tokens[:seq.computed], seq.blocks)
         self.running.remove(seq)
         self._release(seq)
 
     def prefilled(self, seq: Sequence) -> None:
         """The prompt is computed: insert it so that requests sharing it reuse it."""
-        self.radix.insert(seq.tokens[:seq.prompt_len], seq.blocks)
+        self.cache.insert_prefix(seq.tokens[:seq.prompt_len], seq.blocks)
 
     # -- internals ------------------------------------------------------------------------------
     def _order_waiting(self) -> dict[int, int]:
@@ -114,7 +114,7 @@ class Scheduler:
         running prefill can share with)."""
         if len(self.waiting) == 1 and all(s.computed >= s.prompt_len for s in self.running):
             return {self.waiting[0].id: 0}
-        hits = {s.id: self.radix.cached(s.tokens) for s in self.waiting}
+        hits = {s.id: self.cache.cached(s.tokens) for s in self.waiting}
         if len(self.waiting) > 1:
             self.waiting = deque(sorted(self.waiting, key=lambda s: (-hits[s.id], s.tokens[:64], s.arrived)))
         return hits
@@ -140,7 +140,7 @@ class Scheduler:
         return None
 
     def _admit(self, seq: Sequence) -> None:
-        match = self.radix.match(seq.tokens[:len(seq.tokens) - 1])  # at least one token is computed
+        match = self.cache.match_prefix(seq.tokens[:len(seq.tokens) - 1])  # at least one token is computed
         seq.blocks, seq.computed = match.blocks, match.cached
         seq.cached = max(seq.cached, min(match.cached, seq.prompt_len))
 
@@ -152,7 +152,7 @@ class Scheduler:
                 continue
             except OutOfBlocks:
                 pass
-            if self.radix.evict(1):
+            if self.cache.evict(1):
                 continue
             victim = self.running[-1] if preempt and self.running else None
             if victim is None or victim is seq:
@@ -162,7 +162,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
-        self.radix.insert(seq.tokens[:seq.computed], seq.blocks)  # recomputed from here if it stays
+        self.cache.insert_prefix(seq.tokens[:seq.computed], seq.blocks)  # recomputed from here if it stays
         self._release(seq)
         seq.computed, seq.preemptions = 0, seq.preemptions + 1
         self.waiting.appendleft(seq)

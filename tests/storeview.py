@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from kb.index.bm25 import read_postings
+from kb.index.store.terms import read_postings
 
 
 def postings(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:

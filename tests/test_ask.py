@@ -12,6 +12,8 @@ import pytest
 
 from conftest import kb, kb_json
 
+pytestmark = pytest.mark.slow  # the real SmolLM2 and MiniLM, through kb subprocesses
+
 torch = pytest.importorskip("torch")
 
 

@@ -11,7 +11,7 @@ from conftest import SAMPLE
 from kb.index.analyzer import analyze
 from kb.index.bm25 import Bm25Cache, top_k
 from kb.index.indexer import IndexConfig, index_paths
-from kb.index.query import Searcher
+from kb.index.search import Searcher
 from kb.index.store import Store
 
 bm25s = pytest.importorskip("bm25s")

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import SAMPLE, damage, kb, kb_json
 
+pytestmark = pytest.mark.slow  # every test runs kb in a subprocess on a store indexed by one
+
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
@@ -153,6 +155,7 @@ def test_read_only_store_is_checked(store):
         shutil.rmtree(top)
 
 
+@pytest.mark.slow
 def test_vector_index_problems_are_repaired(corpus, db):
     kb("index", corpus, "--db", db, "--quiet")
     damage(db / "vectors.npz")

@@ -16,6 +16,8 @@ import pytest
 import storeview
 from conftest import REPO, SAMPLE, kb
 
+pytestmark = pytest.mark.slow  # SIGKILL of real kb processes, the real model
+
 
 def make_corpus(root, n, seed):
     rng = random.Random(seed)

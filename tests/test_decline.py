@@ -1,4 +1,4 @@
-"""Whether `kb ask` declines, decided from the search alone (kb.rag.ask.relevant, no generator), on
+"""Whether `kb ask` declines, decided from the search alone (kb.rag.sources.relevant, no generator), on
 real stores built with `kb index` and the bundled MiniLM encoder: a one- and a three-document
 store answer their questions and decline the rest, as sample_corpus does; and the generic
 background that small stores are read against (kb.index.background), with a fake encoder."""
@@ -14,9 +14,9 @@ import pytest
 
 from conftest import REPO, SAMPLE, kb
 from kb.index import background
-from kb.index.query import Searcher
+from kb.index.search import Searcher
 from kb.index.store import Store
-from kb.rag.ask import relevant
+from kb.rag.sources import relevant
 
 TINY = REPO / "tests" / "data" / "tiny"
 
@@ -49,6 +49,7 @@ def _assert_decides(verdicts: dict[str, tuple[bool, bool]]) -> None:
     assert not wrong, wrong  # (answerable, answered) for each wrong decision
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", [["ferry.md"], ["ferry.md", "orchard.md", "lighthouse.md"]])
 def test_a_tiny_store_answers_its_questions_and_declines_the_rest(tmp_path_factory, names):
     searcher = _searcher(tmp_path_factory, f"tiny{len(names)}", [TINY / n for n in names])
@@ -56,6 +57,7 @@ def test_a_tiny_store_answers_its_questions_and_declines_the_rest(tmp_path_facto
     _assert_decides(_verdicts(searcher, TINY_QUESTIONS + off_topic, set(names)))
 
 
+@pytest.mark.slow
 def test_sample_corpus_answers_its_questions_and_declines_the_rest(tmp_path_factory):
     searcher = _searcher(tmp_path_factory, "sample", [])
     kb("index", SAMPLE, "--db", searcher.store.dir, "--quiet")

@@ -61,6 +61,43 @@ def greedy():
     return SamplingParams(max_tokens=NEW)
 
 
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen2ForCausalLM"])
+def test_tiny_random_model_matches_hf(arch):
+    """The engine's whole CPU path (scheduler, model runner, batches, torch attention, the layers'
+    reference kernels) on a tiny random model, fast: greedy tokens equal Hugging Face's one by one,
+    as one batch sharing a prefix, in prefill chunks, and with a cache so small that it preempts."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from kb.rag.decoder import ModelConfig, build_model
+    from kb.rag.engine import Engine, EngineConfig
+    from kb.rag.kv_cache import CacheConfig
+    from kb.rag.sampling import SamplingParams
+
+    shape = dict(architectures=[arch], vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                 tie_word_embeddings=arch.startswith("Qwen2"), initializer_range=0.2)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config((Qwen2Config if arch.startswith("Qwen2") else LlamaConfig)(**shape),
+                                          dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(1)
+    shared = torch.randint(3, 300, (37,), generator=g).tolist()
+    prompts = [shared + torch.randint(3, 300, (n,), generator=g).tolist() for n in (1, 9, 20, 33)]
+    with torch.inference_mode():
+        want = [hf.generate(torch.tensor([p]), max_new_tokens=8, min_new_tokens=8, do_sample=False, eos_token_id=None,
+                            pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+
+    def make(blocks, budget):
+        model = build_model(ModelConfig.from_dict(shape), hf.state_dict(), torch.device("cpu"), torch.float32)
+        return Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=budget,
+                                   cache=CacheConfig(block_size=4, num_blocks=blocks)), model=model)
+    eng = make(64, 512)
+    assert [eng.generate([p], params)[0].token_ids for p in prompts] == want
+    assert [o.token_ids for o in make(64, 16).generate(prompts, params)] == want
+    assert [o.token_ids for o in make(20, 16).generate(prompts, params)] == want
+
+
+@pytest.mark.slow
 def test_one_by_one_then_from_the_prefix_cache(smollm2, prompts, expected):
     eng = engine(smollm2)
     for ids, want in zip(prompts, expected):
@@ -74,6 +111,7 @@ def test_one_by_one_then_from_the_prefix_cache(smollm2, prompts, expected):
     assert first.prompt_tokens == len(prompts[0])
 
 
+@pytest.mark.slow
 def test_one_batch(smollm2, prompts, expected):
     outs = engine(smollm2).generate(prompts, greedy())
     assert [o.token_ids for o in outs] == expected
@@ -83,6 +121,7 @@ def test_one_batch(smollm2, prompts, expected):
     assert all(c >= common for c in sorted(o.cached_tokens for o in outs[:len(QUESTIONS)])[1:])
 
 
+@pytest.mark.slow
 def test_small_cache_preempts_and_still_matches(smollm2, prompts, expected):
     """Too few blocks for the batch: sequences are preempted and recomputed, outputs unchanged."""
     eng = engine(smollm2, blocks=24, token_budget=64)
@@ -90,6 +129,7 @@ def test_small_cache_preempts_and_still_matches(smollm2, prompts, expected):
     assert [o.token_ids for o in outs] == expected
 
 
+@pytest.mark.slow
 def test_disk_cache_in_a_new_process(smollm2, prompts, expected, tmp_path):
     eng = engine(smollm2, disk_cache=str(tmp_path))
     assert eng.generate(prompts[:2], greedy())[0].token_ids == expected[0]
@@ -111,6 +151,7 @@ print(json.dumps([[o.token_ids, o.cached_tokens] for o in outs]))
         assert cached >= (len(ids) - 1) // 16 * 16 - 16  # all its full blocks but the last came from disk
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_per_request(smollm2, prompts):
     from kb.rag.sampling import SamplingParams
 
@@ -121,6 +162,7 @@ def test_sampling_is_seeded_per_request(smollm2, prompts):
     assert batched[1].token_ids == alone
 
 
+@pytest.mark.slow
 def test_stop_strings_and_max_tokens(smollm2, prompts, expected):
     from transformers import AutoTokenizer
 

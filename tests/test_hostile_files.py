@@ -10,8 +10,8 @@ from pdfgen import make_pdf
 
 from kb.embed.tokenizer import load_tokenizer
 from kb.index.chunker import MAX_TITLE_CHARS, ChunkConfig, chunk_text, headings
-from kb.index.readers import Skip, extract, html_text
-from kb.index.reading import ReadConfig, ReadJob, read_document
+from kb.index.formats import Skip, extract, html_text
+from kb.index.readpool import ReadConfig, ReadJob, read_document
 
 sys.path.insert(0, str(REPO / "bench"))
 from read_rate import HTML, VISIBLE, make_case  # noqa: E402  the bench's generators, smaller
@@ -57,12 +57,12 @@ def test_any_failure_of_pypdf_is_a_skip(error, monkeypatch):
 
 @pytest.mark.parametrize("error", [RecursionError, MemoryError, ValueError])
 def test_an_unexpected_error_skips_the_file_with_one_line(error, tmp_path, monkeypatch):
-    from kb.index import reading
+    from kb.index import readpool
 
     def broken(*args, **kwargs):
         raise error("two\nlines")
 
-    monkeypatch.setattr(reading, "chunk_text", broken)
+    monkeypatch.setattr(readpool, "chunk_text", broken)
     out = read(tmp_path, b"# Fine\n\ntext\n", "markdown")
     assert out.skipped and out.doc.chunks == [] and out.doc.note == f"cannot be read ({error.__name__})"
     assert out.warnings == [f"{tmp_path / 'file.markdown'}: skipped, cannot be read ({error.__name__})"]

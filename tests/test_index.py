@@ -10,8 +10,8 @@ import storeview
 
 from kb.errors import NotFound, StoreIncompatible
 from kb.index.indexer import IndexConfig, index_paths
-from kb.index.migrations import SCHEMA_VERSION
-from kb.index.query import Searcher
+from kb.index.store.migrations import SCHEMA_VERSION
+from kb.index.search import Searcher
 from kb.index.store import DB_FILE, Store
 
 BM25 = IndexConfig(vector_index="none")  # these tests are about documents and BM25
@@ -263,7 +263,7 @@ def test_a_store_of_schema_2_is_migrated(corpus, tmp_path):
 def test_damaged_kv_sources_do_not_stop_indexing(corpus, db):
     """`kb ask`'s record of which chunks each cached KV block came from is derived: damaged, it
     costs the KV cache (dropped, computed again), never a `kb index` run or an answer."""
-    from kb.rag.kv_sources import record_sources
+    from kb.index.store.kv import record_sources
 
     index_paths([corpus], db, BM25)
     block = db / "kv" / "model-a" / "ab" / ("ab" + "0" * 62 + ".npz")
@@ -276,3 +276,40 @@ def test_damaged_kv_sources_do_not_stop_indexing(corpus, db):
     (db / "kv" / "sources.db").write_bytes(b"not a database, and long enough to be read as one" * 100)
     record_sources(db / "kv" / "model-a", 4, [([1, 2, 3, 4, 5], [(0, 1)])])  # after an answer
     assert not (db / "kv").exists()
+
+
+def test_each_phase_reports_its_time_and_counts(corpus, db):
+    events = []
+    report = index_paths([corpus], db, BM25, events=events.append)
+    assert [e.phase for e in events] == ["plan", "read", "write", "derive"]  # BM25 only: no embed phase
+    by = {e.phase: e for e in events}
+    assert all(e.seconds >= 0 for e in events)
+    assert by["plan"].counts["files"] == by["read"].counts["files"] == report.added
+    assert by["write"].counts["chunks_added"] == report.chunks_added
+
+
+def test_kv_sources_of_an_older_kb_are_migrated_and_pruned(corpus, db):
+    """kv/sources.db files made before it had numbered migrations (user_version 0, the table
+    there) open as they are, and the blocks of chunks that are gone are still pruned."""
+    from kb.index.store import migrations
+
+    index_paths([corpus], db, BM25)
+    store = Store.open(db)
+    live = store.conn.execute("SELECT min(id) FROM chunks").fetchone()[0]
+    store.close()
+    blocks = {cid: db / "kv" / "m" / "ab" / f"ab{cid:062d}.npz" for cid in (live, 10**9)}
+    for path in blocks.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"a cached block")
+    conn = sqlite3.connect(db / "kv" / "sources.db")
+    conn.execute("CREATE TABLE block_chunks (fingerprint TEXT NOT NULL, digest TEXT NOT NULL, chunk_id INTEGER "
+                 "NOT NULL, PRIMARY KEY (fingerprint, digest, chunk_id)) WITHOUT ROWID")
+    conn.executemany("INSERT INTO block_chunks VALUES ('m', ?, ?)", [(p.stem, c) for c, p in blocks.items()])
+    conn.commit()
+    conn.close()
+    index_paths([corpus], db, BM25)
+    assert blocks[live].exists() and not blocks[10**9].exists()
+    conn = sqlite3.connect(db / "kv" / "sources.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations.KV_SOURCES)
+    assert conn.execute("SELECT chunk_id FROM block_chunks").fetchall() == [(live,)]
+    conn.close()

@@ -11,13 +11,14 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
-from kb.rag.attention import Batch, attend_torch  # noqa: E402
-from kb.rag.attention import store_kv as store_ref  # noqa: E402
+from kb.kernels import fused_ref  # noqa: E402
+from kb.kernels.paged_attention_ref import attend, store_kv as store_ref  # noqa: E402
+from kb.rag.batch import Batch  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # Triton 3.6's interpreter cannot run a loop whose bound is loaded from memory under NumPy 2 (it
 # converts a 1-element array to an int), which the attention kernels do: those run on a GPU only.
-paged = pytest.mark.skipif(DEVICE.type == "cpu", reason="attention kernels: GPU only (interpreter limit)")
+paged = pytest.mark.gpu(reason="attention kernels: GPU only (interpreter limit)")
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
 
@@ -38,6 +39,17 @@ def setup(q_lens, ctx_lens, heads, kv_heads, dim=64, bs=16, dtype=torch.float32,
     k = torch.randn((t, kv_heads, dim), generator=g).to(DEVICE, dtype)
     v = torch.randn((t, kv_heads, dim), generator=g).to(DEVICE, dtype)
     return Batch.build(q_lens, ctx_lens, tables, bs, DEVICE), q, k, v, kc, vc
+
+
+def reference(q, kc, vc, batch: Batch, scale: float):
+    return attend(q, kc, vc, batch.block_tables, batch.q_lens, batch.ctx_lens, scale)
+
+
+def decode_kernel(q, kc, vc, batch: Batch, scale: float, max_ctx: int = 0, **kw):
+    from kb.kernels.paged_decode import decode
+
+    return decode(q, kc, vc, batch.block_tables, batch.ctx, scale, max_ctx or max(batch.ctx_lens),
+                  batch.skip, batch.members, batch.prefix_tiles, **kw)
 
 
 def close(a, b, dtype):
@@ -64,37 +76,33 @@ def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dty
     store_ref(kc, vc, k, v, batch.slots)
     store_kv(kc2, vc2, k, v, batch.slots)
     assert torch.equal(kc, kc2) and torch.equal(vc, vc2)
-    close(extend(q, kc, vc, batch, 0.125, block_m=16, block_n=16, splits=splits),
-          attend_torch(q, kc, vc, batch, 0.125), dtype)
+    close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(16), 0.125, block_m=16,
+                 block_n=16, splits=splits),
+          reference(q, kc, vc, batch, 0.125), dtype)
 
 
 @paged
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("ctx_lens, heads, kv_heads", [([1], 2, 2), ([17, 300, 64], 14, 2), ([513, 31], 9, 3)])
 def test_decode_matches_reference(ctx_lens, heads, kv_heads, dtype):
-    from kb.kernels.paged_attention import decode
-
     batch, q, k, v, kc, vc = setup([1] * len(ctx_lens), ctx_lens, heads, kv_heads, dtype=dtype)
-    close(decode(q, kc, vc, batch, 0.125, split=128, block_n=16), attend_torch(q, kc, vc, batch, 0.125), dtype)
+    close(decode_kernel(q, kc, vc, batch, 0.125, split=128, block_n=16), reference(q, kc, vc, batch, 0.125), dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("tokens, size", [(1, 64), (37, 896), (5, 1000)])  # 1000: not a power of two
 def test_rms_norm_matches_reference(tokens, size, dtype):
     from kb.kernels.fused import rms_norm
-    from kb.rag.model import RMSNorm
 
     g = torch.Generator().manual_seed(tokens)
     x = torch.randn((tokens, size), generator=g).to(DEVICE, dtype)
     res = torch.randn((tokens, size), generator=g).to(DEVICE, dtype)
-    ref = RMSNorm(size, 1e-6).to(DEVICE, dtype)
-    with torch.no_grad():
-        ref.weight.copy_(torch.randn(size, generator=g))
+    weight = torch.randn(size, generator=g).to(DEVICE, dtype)
     with torch.inference_mode():
-        close(rms_norm(x, ref.weight, 1e-6)[0], ref(x), dtype)
-        want, want_res = ref(x, res)
+        close(rms_norm(x, weight, 1e-6)[0], fused_ref.rms_norm(x, weight, 1e-6)[0], dtype)
+        want, want_res = fused_ref.rms_norm(x, weight, 1e-6, res)
         res2 = res.clone()
-        out, got_res = rms_norm(x, ref.weight, 1e-6, res2)
+        out, got_res = rms_norm(x, weight, 1e-6, res2)
     close(out, want, dtype)
     assert got_res is res2  # the residual stream, updated in place
     close(res2, want_res, dtype)  # (Triton's interpreter rounds bf16 down, a GPU to nearest)
@@ -104,7 +112,6 @@ def test_rms_norm_matches_reference(tokens, size, dtype):
 @pytest.mark.parametrize("q_lens, ctx_lens, heads, kv_heads", CASES)
 def test_rope_store_matches_reference(q_lens, ctx_lens, heads, kv_heads, dtype):
     from kb.kernels.fused import rope_store
-    from kb.rag.model import split_rotate
 
     batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, dtype=dtype)
     dim, t = q.shape[-1], q.shape[0]
@@ -113,8 +120,7 @@ def test_rope_store_matches_reference(q_lens, ctx_lens, heads, kv_heads, dtype):
     cos = torch.cat([angles.cos()] * 2, -1).to(DEVICE, dtype)
     sin = torch.cat([angles.sin()] * 2, -1).to(DEVICE, dtype)
     kc2, vc2 = kc.clone(), vc.clone()
-    rq, rk, rv = split_rotate(qkv, cos, sin, heads, kv_heads)
-    store_ref(kc, vc, rk, rv, batch.slots)
+    rq = fused_ref.rope_store(qkv, cos, sin, kc, vc, batch.slots, heads, kv_heads)
     close(rope_store(qkv, cos, sin, kc2, vc2, batch.slots, heads, kv_heads), rq, dtype)
     close(kc2, kc, dtype)
     assert torch.equal(vc2, vc)
@@ -125,8 +131,7 @@ def test_silu_mul_matches_reference(dtype):
     from kb.kernels.fused import silu_mul
 
     x = torch.randn((9, 2 * 1500), generator=torch.Generator().manual_seed(2)).to(DEVICE, dtype)
-    gate, up = x.chunk(2, dim=-1)
-    close(silu_mul(x), torch.nn.functional.silu(gate) * up, dtype)
+    close(silu_mul(x), fused_ref.silu_mul(x), dtype)
 
 
 @paged
@@ -136,8 +141,7 @@ def test_decode_with_shared_prefixes_matches_reference(heads, kv_heads, dtype):
     """Cascade decode: 67 sequences share a 5-block prefix (two tiles of the prefix pass), two
     share 2 blocks, one shares nothing; the planned batch and a CUDA graph's fixed-grid layout
     (padded with empty tiles) both agree with the reference."""
-    from kb.kernels.paged_attention import decode
-    from kb.rag.attention import host_arrays, pack, shared_prefixes
+    from kb.rag.batch import host_arrays, pack, shared_prefixes
 
     g = torch.Generator().manual_seed(1)
     bs, dim, n = 16, 64, 70
@@ -153,12 +157,12 @@ def test_decode_with_shared_prefixes_matches_reference(heads, kv_heads, dtype):
     vc = torch.randn((fresh, bs, kv_heads, dim), generator=g).to(DEVICE, dtype)
     q = torch.randn((n, heads, dim), generator=g).to(DEVICE, dtype)
     plain = Batch.build([1] * n, ctx, tables, bs, DEVICE)
-    ref = attend_torch(q, kc, vc, plain, 0.125)
+    ref = reference(q, kc, vc, plain, 0.125)
     batch = Batch.build([1] * n, ctx, tables, bs, DEVICE, prefix_tile=64)
     assert batch.prefix_tiles.shape[0] == 3 and int(batch.skip[0]) == 80 and int(batch.skip[-1]) == 0
-    close(decode(q, kc, vc, batch, 0.125, split=128, block_n=16), ref, dtype)
+    close(decode_kernel(q, kc, vc, batch, 0.125, split=128, block_n=16), ref, dtype)
     h = host_arrays([1] * n, ctx, tables, bs, width=16)
     h.update(shared_prefixes(h["tables"], h["ctx"], bs, 64, max_tiles=6))
     longs, ints = (torch.from_numpy(a).to(DEVICE) for a in pack(h, None))
     fixed = Batch.unpack([1] * n, ctx, longs, ints, max_ctx=256, prefix_tiles=6)
-    close(decode(q, kc, vc, fixed, 0.125, max_ctx=256, split=128, block_n=16), ref, dtype)
+    close(decode_kernel(q, kc, vc, fixed, 0.125, max_ctx=256, split=128, block_n=16), ref, dtype)

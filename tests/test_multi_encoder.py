@@ -25,6 +25,7 @@ def test_devices_option_is_parsed_or_refused_in_one_line():
             parse_devices(bad)
 
 
+@pytest.mark.slow
 def test_two_device_processes_give_the_vectors_of_one_encoder():
     """Two processes (on CPU here; GPUs with --devices) through shared memory: every text's
     vector comes back in its place."""
@@ -43,6 +44,7 @@ def test_two_device_processes_give_the_vectors_of_one_encoder():
     assert np.abs(got - want).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_a_gpu_that_is_not_there_is_a_one_line_error_before_the_store_is_touched(corpus, db):
     from conftest import kb
 

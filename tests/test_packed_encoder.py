@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
-from kb.kernels import encoder_ref as R  # noqa: E402
+from kb.kernels import encoder_layers_ref as R  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2}
@@ -25,7 +25,7 @@ def close(a, b, dtype):
 
 
 def ragged(lengths, block_m=64):
-    from kb.kernels.encoder import attention_tiles
+    from kb.kernels.encoder_layers import attention_tiles
 
     cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device=DEVICE)
     seqs, starts = attention_tiles(lengths, block_m)
@@ -41,7 +41,7 @@ def ragged(lengths, block_m=64):
 ])
 @pytest.mark.parametrize("block_m, block_n", [(64, 64), (128, 32)])
 def test_varlen_attention_matches_reference(lengths, heads, dim, bias, dtype, block_m, block_n):
-    from kb.kernels.encoder import varlen_attention
+    from kb.kernels.encoder_layers import varlen_attention
 
     g = torch.Generator().manual_seed(len(lengths))
     qkv = torch.randn((sum(lengths), 3 * heads * dim), generator=g).to(DEVICE, dtype)
@@ -62,7 +62,7 @@ def test_relative_buckets_match_mpnet():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_norms_linear_and_pool_match_reference(dtype):
-    from kb.kernels import encoder as K
+    from kb.kernels import encoder_layers as K
 
     g = torch.Generator().manual_seed(1)
     lengths, n, vocab = [3, 40, 1, 17], 48, 50
@@ -180,7 +180,7 @@ def test_padded_batch_gives_the_vectors_of_the_unpadded_one():
         assert n > seqs_room or sum(-(-x // block_m) for x in lengths) <= tiles
 
 
-@pytest.mark.skipif(DEVICE.type != "cuda", reason="the packed pipeline pins memory and waits on CUDA events")
+@pytest.mark.gpu(reason="the packed pipeline pins memory and waits on CUDA events")
 def test_stream_fed_in_pieces_matches_one_call():
     """What the GPU feed does while `kb index` reads (a stream fed batch by batch, results coming
     back a call or two later) gives the vectors of one embed_packed call, each row its own text's."""
@@ -206,7 +206,7 @@ def test_stream_fed_in_pieces_matches_one_call():
     assert np.abs(np.concatenate([got[i] for i in sorted(got)]) - want).max() < 1e-4
 
 
-@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs")
+@pytest.mark.gpu(reason="CUDA graphs")
 def test_stream_of_cuda_graphs_matches_eager():
     """Batches replayed as CUDA graph (one graph, replayed between eager batches: too short, or
     too many texts for its shape) give the vectors of the eager stream."""

@@ -6,9 +6,9 @@ import pytest
 from pathlib import Path
 
 from conftest import SAMPLE
-from kb.index.evaluate import documents, hit_at, load_qrels, load_queries, reciprocal_rank
+from kb.index.search.evaluate import documents, hit_at, load_qrels, load_queries, reciprocal_rank
 from kb.index.indexer import IndexConfig, index_paths
-from kb.index.query import Searcher
+from kb.index.search import Searcher
 from kb.index.store import Store
 
 DATA = Path(__file__).parent / "data"
@@ -38,7 +38,7 @@ def test_bm25_quality(searcher, kind, min_hit5, min_mrr):
 
 
 def _evaluate(tmp_path_factory, folder, queries, qrels) -> dict:
-    from kb.index.evaluate import evaluate
+    from kb.index.search.evaluate import evaluate
 
     db = tmp_path_factory.mktemp("hybrid") / "store"
     index_paths([folder], db)
@@ -54,6 +54,7 @@ def _assert_hybrid_not_worse(report):
         assert report["hybrid"][metric] >= max(report["bm25"][metric], report["vector"][metric]), metric
 
 
+@pytest.mark.slow
 def test_hybrid_at_least_as_good_as_either_mode(tmp_path_factory):
     """With all 70 labelled queries, 11 of which only vectors can answer (measured: bm25 nDCG@10
     0.832, vector 0.977, calibrated hybrid 0.995; RRF would give 0.936, below vectors alone)."""
@@ -62,6 +63,7 @@ def test_hybrid_at_least_as_good_as_either_mode(tmp_path_factory):
     assert report["hybrid"]["ndcg@10"] >= 0.98
 
 
+@pytest.mark.slow
 def test_hybrid_adapts_to_an_encoder_that_does_not_know_the_language(tmp_path_factory):
     """French notes under the English default encoder: BM25 finds all 10 (nDCG@10 1.0), vectors
     miss one (0.932). Without the vectors' confidence, calibrated fusion followed them (0.943)."""

@@ -19,14 +19,14 @@ def make(blocks=16, disk=None):
 def sequence(pool, radix, tokens):
     """What the engine does for one prompt: match, allocate the rest, compute (here: write a
     recognisable value per token: k = id in layer 0, -id in layer 1, v = id + 0.5), insert."""
-    m = radix.match(tokens)
+    m = radix.match_prefix(tokens)
     blocks = list(m.blocks)
     while len(blocks) * BS < len(tokens):
         blocks.append(pool.allocate())
     for i in range(m.cached, len(tokens)):
         b, o = blocks[i // BS], i % BS
         pool.k[0, b, o], pool.k[1, b, o], pool.v[:, b, o] = tokens[i], -tokens[i], tokens[i] + 0.5
-    radix.insert(tokens, blocks)
+    radix.insert_prefix(tokens, blocks)
     return m, blocks
 
 
@@ -48,7 +48,7 @@ def test_full_hit_shares_blocks_and_counts_references():
     assert m.cached == 0 and radix.blocks == 3
     release(pool, blocks)
     assert all(pool.refs[b] == 1 for b in blocks)  # the tree still holds them
-    m2 = radix.match(tokens[:8] + [99, 98])
+    m2 = radix.match_prefix(tokens[:8] + [99, 98])
     assert m2.cached == 8 and m2.blocks == blocks[:2]
     assert pool.refs[blocks[0]] == 2
     assert_kv(pool, tokens[:8], m2.blocks)
@@ -60,14 +60,14 @@ def test_partial_block_is_copied_not_shared():
     tokens = list(range(1, 11))
     _, blocks = sequence(pool, radix, tokens)
     release(pool, blocks)
-    m = radix.match(tokens[:6] + [77, 78])  # agrees with the second block on 2 of its tokens
+    m = radix.match_prefix(tokens[:6] + [77, 78])  # agrees with the second block on 2 of its tokens
     assert m.cached == 6
     assert m.blocks[0] == blocks[0] and m.blocks[1] not in blocks  # a private copy
     assert_kv(pool, tokens[:6], m.blocks)
     pool.k[0, m.blocks[1], 2] = 1000  # the new sequence writes its own tokens ...
     assert pool.k[0, blocks[1], 2, 0, 0] == 7  # ... and the cached block is untouched
     # the partial tail (2 tokens in the third block) is matched too
-    m2 = radix.match(tokens)
+    m2 = radix.match_prefix(tokens)
     assert m2.cached == 10
     release(pool, m.blocks + m2.blocks)
 
@@ -79,7 +79,7 @@ def test_block_in_use_is_never_evicted_or_freed():
     release(pool, b)
     assert radix.evict(10) == 2  # only b's blocks could go
     assert all(pool.refs[x] == 2 for x in a)
-    assert radix.match(list(range(1, 9))).cached == 8  # a is still cached
+    assert radix.match_prefix(list(range(1, 9))).cached == 8  # a is still cached
 
 
 def test_eviction_is_least_recently_used_leaves_first():
@@ -87,11 +87,11 @@ def test_eviction_is_least_recently_used_leaves_first():
     seqs = [[s * 100 + i for i in range(8)] for s in range(1, 4)]
     for tokens in seqs:
         release(pool, sequence(pool, radix, tokens)[1])
-    release(pool, radix.match(seqs[0]).blocks)  # touch the first: now the third... then second is oldest
+    release(pool, radix.match_prefix(seqs[0]).blocks)  # touch the first: now the third... then second is oldest
     assert radix.evict(1) == 1
-    m = radix.match(seqs[1][:8] + [0])
+    m = radix.match_prefix(seqs[1][:8] + [0])
     assert m.cached == 4  # the second lost its leaf first
-    m0, m2 = radix.match(seqs[0]), radix.match(seqs[2])
+    m0, m2 = radix.match_prefix(seqs[0]), radix.match_prefix(seqs[2])
     assert m0.cached == 8 and m2.cached == 8
     release(pool, m.blocks + m0.blocks + m2.blocks)
     assert radix.evict(100) == 5
@@ -114,11 +114,11 @@ def test_disk_round_trip_in_a_fresh_cache(tmp_path):
     release(pool, sequence(pool, radix, tokens)[1])
     assert radix.persist() == 3  # full blocks only
     pool2, radix2 = make(disk=DiskCache(tmp_path, "model-a"))  # a new process
-    m = radix2.match(tokens)
+    m = radix2.match_prefix(tokens)
     assert m.cached == 12 and m.from_disk == 12
     assert_kv(pool2, tokens[:12], m.blocks)
     other = RadixCache(make()[0], DiskCache(tmp_path, "model-b"))  # another model never reads them
-    assert other.match(tokens).cached == 0
+    assert other.match_prefix(tokens).cached == 0
 
 
 def test_damaged_disk_block_is_computed_again(tmp_path):
@@ -137,7 +137,7 @@ def test_evicted_blocks_are_written_to_disk(tmp_path):
     tokens = list(range(1, 9))
     release(pool, sequence(pool, radix, tokens)[1])
     assert radix.evict(2) == 2
-    assert radix.match(tokens).from_disk == 8
+    assert radix.match_prefix(tokens).from_disk == 8
 
 
 def test_scheduler_waits_for_a_shared_prefill_but_not_for_a_cached_one():
@@ -166,7 +166,7 @@ def test_scheduler_waits_for_a_shared_prefill_but_not_for_a_cached_one():
 def test_shared_prefixes_group_sequences_by_their_common_leading_blocks():
     import numpy as np
 
-    from kb.rag.attention import host_arrays, shared_prefixes
+    from kb.rag.batch import host_arrays, shared_prefixes
 
     bs = 4
     tables = [[1, 2, 3, 9], [1, 2, 3, 10], [1, 2, 7, 11], [1, 2, 3, 12, 13],  # share blocks 1, 2 (3 only 3 of them)

@@ -1,7 +1,7 @@
 import pytest
 from pdfgen import make_pdf
 
-from kb.index.readers import Skip, extract, html_text, kind_of
+from kb.index.formats import Skip, extract, html_text, kind_of
 from pathlib import Path
 
 

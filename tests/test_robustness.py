@@ -32,6 +32,7 @@ def documents(db) -> list[str]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_file_name_that_is_not_utf8_is_indexed_and_shown_escaped(tmp_path, db):
     root = tmp_path / "c"
     corpus_of(root, {b"bad\xff\xfe.md": "# Bad\nquokka habitat notes\n", "good.md": "# Good\nwombat burrows\n"})
@@ -45,6 +46,7 @@ def test_a_file_name_that_is_not_utf8_is_indexed_and_shown_escaped(tmp_path, db)
     assert kb_json("index", root, "--db", db, "--vector-index", "none")["removed"] == 1
 
 
+@pytest.mark.slow
 def test_an_unreadable_folder_is_a_warning_and_the_rest_is_indexed(tmp_path, db):
     root = tmp_path / "c"
     corpus_of(root, {"good.md": "wombat burrows\n", "closed/secret.md": "hidden words\n"})
@@ -57,6 +59,7 @@ def test_an_unreadable_folder_is_a_warning_and_the_rest_is_indexed(tmp_path, db)
     assert report["added"] == 1 and any("closed: cannot list folder" in w for w in report["warnings"])
 
 
+@pytest.mark.slow
 def test_markup_in_queries_and_names_is_text(tmp_path, db):
     root = tmp_path / "root[/b]"  # a folder "b]" in a folder "root["
     corpus_of(root, {"[link=http:evil]x[bold].md": "hello wombat\n"})
@@ -94,6 +97,7 @@ def _on_terminal(argv, pty) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.slow
 def test_a_newline_in_a_file_name_stays_on_its_line(tmp_path, db):
     root = tmp_path / "c"
     corpus_of(root, {"new\nline.md": "wombat burrows\n", "bin\nary.md": "\x00\x01"})
@@ -105,12 +109,14 @@ def test_a_newline_in_a_file_name_stays_on_its_line(tmp_path, db):
     assert kb_json("query", "wombat", "--db", db)["results"][0]["path"] == "new\nline.md"
 
 
+@pytest.mark.slow
 def test_a_huge_path_glob_is_a_usage_error(corpus, db):
     kb("index", corpus, "--db", db, "--vector-index", "none")
     proc = kb("query", "sourdough", "--db", db, "--path", "*" * 100_000, check=2)
     assert "too long" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_read_only_store_answers_queries_and_refuses_index_runs(corpus, db):
     kb("index", corpus, "--db", db, "--vector-index", "none")
     os.chmod(db, 0o555)
@@ -128,6 +134,7 @@ def test_a_read_only_store_answers_queries_and_refuses_index_runs(corpus, db):
     assert kb("query", "sourdough", "--db", db, unprivileged=True).stdout
 
 
+@pytest.mark.slow
 def test_a_full_disk_says_so_and_loses_nothing(corpus, db, small_disk):
     store = small_disk.path / "store"
     kb("index", corpus / "tech", "--db", store, "--vector-index", "none")
@@ -158,6 +165,7 @@ def test_a_full_disk_says_so_and_loses_nothing(corpus, db, small_disk):
     assert kb_json("index", corpus, "--db", small_disk.path / "second", "--vector-index", "none")["errors"] == []
 
 
+@pytest.mark.slow
 def test_a_new_store_is_private_even_in_a_folder_made_before(corpus, tmp_path):
     db = tmp_path / "made-by-hand"
     db.mkdir(mode=0o755)
@@ -166,6 +174,7 @@ def test_a_new_store_is_private_even_in_a_folder_made_before(corpus, tmp_path):
     assert (db.stat().st_mode & 0o777) == 0o700 and (db / "kb.sqlite").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.slow
 def test_an_empty_database_file_is_damage_not_a_new_store(db):
     db.mkdir()
     (db / "kb.sqlite").write_bytes(b"")
@@ -174,6 +183,7 @@ def test_an_empty_database_file_is_damage_not_a_new_store(db):
         assert "damaged" in proc.stderr and "empty" in proc.stderr
 
 
+@pytest.mark.slow
 def test_queries_see_the_old_index_during_a_rebuild(tmp_path):
     from test_crash import make_corpus
 
@@ -193,6 +203,7 @@ def test_queries_see_the_old_index_during_a_rebuild(tmp_path):
     assert writer.returncode == 0 and rounds >= 1 and empty == 0
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_embedding_says_so_and_the_next_completes(tmp_path):
     from test_crash import make_corpus, same_vectors
 
@@ -225,6 +236,7 @@ def test_a_run_killed_while_embedding_says_so_and_the_next_completes(tmp_path):
     assert kb_json("status", "--db", db)["vectors"]["complete"] is True
 
 
+@pytest.mark.slow
 def test_a_store_remembers_it_has_no_vectors(corpus, db):
     kb("index", corpus / "tech", "--db", db, "--vector-index", "none")
     (corpus / "tech" / "new.md").write_text("a new note about quokkas\n")
@@ -234,11 +246,13 @@ def test_a_store_remembers_it_has_no_vectors(corpus, db):
     assert report["embedded"] > 0
 
 
+@pytest.mark.slow
 def test_a_bad_vector_index_names_every_choice(corpus, db):
     proc = kb("index", corpus, "--db", db, "--vector-index", "bogus", check=2)
     assert "none" in proc.stderr and "hnsw" in proc.stderr
 
 
+@pytest.mark.slow
 def test_same_relative_path_in_two_folders_is_told_apart(tmp_path, db):
     for name in ("a", "b"):
         corpus_of(tmp_path / name, {"README.md": f"wombat notes from {name}\n"})
@@ -248,12 +262,14 @@ def test_same_relative_path_in_two_folders_is_told_apart(tmp_path, db):
     assert {l.split()[-1].rsplit("/", 2)[-2] for l in lines} == {"a", "b"}
 
 
+@pytest.mark.slow
 def test_json_help_mentions_file_only_where_there_is_one():
     for command, has_file in (("index", False), ("status", False), ("eval", False), ("query", True)):
         text = " ".join(kb(command, "--help").stdout.split())
         assert ("with --file" in text) == has_file, command
 
 
+@pytest.mark.slow
 def test_status_times_are_iso_8601(corpus, db):
     from datetime import datetime
 
@@ -263,6 +279,7 @@ def test_status_times_are_iso_8601(corpus, db):
     assert datetime.fromisoformat(last["finished"]) >= datetime.fromisoformat(last["started"])
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_the_output_quietly(corpus, db):
     kb("index", corpus, "--db", db, "--vector-index", "none")
     (corpus / "q.txt").write_text("sourdough starter\n" * 2000)  # far more than a pipe holds
@@ -275,7 +292,7 @@ def test_a_closed_pipe_ends_the_output_quietly(corpus, db):
 def test_kv_cache_files_are_private(tmp_path):
     import numpy as np
 
-    from kb.rag.kv_sources import record_sources
+    from kb.index.store.kv import record_sources
 
     torch = pytest.importorskip("torch")
     from kb.rag.disk_cache import DiskCache
@@ -316,6 +333,7 @@ def test_the_built_wheel_holds_every_package(tmp_path):
     assert out.startswith(str(site))
 
 
+@pytest.mark.slow
 def test_index_checks_the_store_after_a_run_that_ended_badly(corpus, db):
     """Pages overwritten (a crash, a bad disk) go unnoticed by a run that reads only what it needs;
     after a run that did not end well, `kb index` runs SQLite's quick check first."""
@@ -344,6 +362,7 @@ def test_index_checks_the_store_after_a_run_that_ended_badly(corpus, db):
     assert "damaged" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_query_of_100k_words_and_a_glob_with_bad_bytes(corpus, db, tmp_path):
     """Found by bench/fuzz.py: more distinct terms than SQLite takes variables in one statement;
     a --path holding a byte that is not UTF-8."""
@@ -359,6 +378,7 @@ def test_a_query_of_100k_words_and_a_glob_with_bad_bytes(corpus, db, tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["results"] == [], proc.stderr
 
 
+@pytest.mark.slow
 def test_a_file_that_kills_its_reader_process_is_skipped_and_the_rest_indexed(tmp_path, db):
     """A reader killed for its memory (or a crash in a native library) broke the whole pool, and
     with it every run. Simulated: reading poison.md ends the reader process at once."""

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from conftest import damage, kb
-from kb.embed.encoder import EmbedConfig, load_encoder
+from kb.embed import load_encoder
+from kb.embed.encoder import EmbedConfig
 from kb.embed.tokenizer import default_model_dir, load_tokenizer
 from kb.index import vectors
 from kb.index.indexer import IndexConfig, index_paths
-from kb.index.query import Searcher
+from kb.index.search import Searcher
 from kb.index.store import Store
+
+pytestmark = pytest.mark.slow  # the real MiniLM, sentence-transformers, hnswlib and faiss
 
 
 def test_embeddings_match_sentence_transformers():
@@ -53,12 +56,10 @@ def test_deleted_documents_leave_the_vector_index(corpus, db, kind, monkeypatch)
 
 
 @pytest.mark.parametrize("known_bytes", [0, 40_000, 512 << 20])
-def test_vector_index_holds_the_stored_vectors(corpus, db, known_bytes, monkeypatch):
+def test_vector_index_holds_the_stored_vectors(corpus, db, known_bytes):
     """Built from what the run wrote (all of it, part, none) and caught up after an edit: the
     index's vectors are the store's, bit for bit, chunk by chunk."""
-    from kb.index import embeddings, indexer
-
-    monkeypatch.setattr(indexer, "KNOWN_BYTES", known_bytes)
+    from kb.index.store import embeddings
 
     def check():
         store = Store.open(db)
@@ -70,7 +71,7 @@ def test_vector_index_holds_the_stored_vectors(corpus, db, known_bytes, monkeypa
         finally:
             store.close()
 
-    cfg = IndexConfig(vector_index="flat", embed_batch=16)  # 40 KB: the first batch of 16 is kept
+    cfg = IndexConfig(vector_index="flat", embed_batch=16, known_bytes=known_bytes)  # 40 KB: the first 16
     index_paths([corpus], db, cfg)
     check()
     doc = corpus / "tech" / "sqlite-wal.md"
@@ -109,3 +110,24 @@ def test_model_mismatch_is_a_one_line_error(corpus, db):
     conn.commit()
     proc = kb("query", "rebase", "--db", db, "--mode", "vector", check=4)
     assert "kb index --rebuild" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_rebuild_embeds_once(corpus, db):
+    """A rebuild embeds inside its one transaction, and not a second time after it."""
+    labels, events = [], []
+
+    class Labels:
+        def start(self, total, label="indexing"):
+            labels.append(label)
+
+        def advance(self, path, tokens=0):
+            pass
+
+        def finish(self):
+            pass
+
+    index_paths([corpus], db, IndexConfig(vector_index="none"))
+    report = index_paths([corpus], db, IndexConfig(vector_index="flat", rebuild=True), Labels(), events.append)
+    assert labels == ["indexing", "embedding"]
+    assert [e.phase for e in events] == ["plan", "read", "write", "feed", "embed", "derive"]
+    assert report.embedded == {e.phase: e for e in events}["embed"].counts["texts"] > 0

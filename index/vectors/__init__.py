@@ -16,9 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
+from kb.common import BROKEN_FILE, write_atomic
 from kb.errors import UsageError
-from kb.index import embeddings
-from kb.index.store import BROKEN_FILE, Store, write_atomic
+from kb.index.store import Store, embeddings
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 FILE = "vectors.npz"

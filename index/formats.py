@@ -154,21 +154,10 @@ def _tokens(html: str):
         is_end = html.startswith("</", lt)
         start = lt + 2 if is_end else lt + 1
         if html[start:start + 1].isascii() and html[start:start + 1].isalpha():
-            name_end = _NAME_END.search(html, start).start()
-            i = _tag_end(html, name_end)
+            items, i = _element(html, start, is_end)
+            yield from items
             if i < 0:
                 return  # the page ends inside the tag
-            name = html[start:name_end].lower()
-            if is_end:
-                yield "end", name
-                continue
-            yield "start", name
-            if html[i - 2] == "/":  # <br/>: its end tag too
-                yield "end", name
-            elif name in _RAW_END:  # script, style: text up to their end tag
-                end = _RAW_END[name].search(html, i)
-                yield "text", html[i:end.start() if end else n]
-                i = end.start() if end else n
         elif html.startswith("<!--", lt):
             end = _COMMENT_END.search(html, lt + 2)
             i = end.end() if end else n
@@ -178,6 +167,27 @@ def _tokens(html: str):
         else:
             yield "text", "<"  # "a < b"
             i = lt + 1
+
+
+def _element(html: str, start: int, is_end: bool) -> tuple[list, int]:
+    """The items of the tag whose name begins at `start` (with a script's or style's text), and
+    where scanning resumes: -1 when the page ends inside the tag."""
+    name_end = _NAME_END.search(html, start).start()
+    i = _tag_end(html, name_end)
+    if i < 0:
+        return [], -1
+    name = html[start:name_end].lower()
+    if is_end:
+        return [("end", name)], i
+    items = [("start", name)]
+    if html[i - 2] == "/":  # <br/>: its end tag too
+        items.append(("end", name))
+    elif name in _RAW_END:  # script, style: text up to their end tag
+        end = _RAW_END[name].search(html, i)
+        stop = end.start() if end else len(html)
+        items.append(("text", html[i:stop]))
+        i = stop
+    return items, i
 
 
 def _tag_end(html: str, pos: int) -> int:

@@ -132,7 +132,7 @@ def _sha256(path: Path) -> str:
 
 def _convert(gguf: Path, folder: Path) -> None:
     """GGUF -> safetensors folder with tokenizer and chat template (transformers dequantises)."""
-    from kb.embed.encoder import quiet_transformers
+    from kb.common import quiet_transformers
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's progress bar
     quiet_transformers()

@@ -10,7 +10,7 @@ and nothing is padded anywhere.
 - `linear`: x @ w.T + b with GELU fused into the epilogue (the FFN's up projection);
 - `mean_pool`: mean of each sequence's rows, L2-normalised, in fp32.
 
-Each kernel's plain-torch reference is the function of the same name in kb.kernels.encoder_ref;
+Each kernel's plain-torch reference is the function of the same name in kb.kernels.encoder_layers_ref;
 tests compare them on random ragged inputs. All of them accumulate in fp32.
 """
 

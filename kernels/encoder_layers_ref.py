@@ -1,5 +1,6 @@
-"""Plain-torch references of kb.kernels.encoder, one function per kernel with the same arguments:
-what the kernels must compute, written for clarity (a loop over sequences, fp32 throughout)."""
+"""Plain-torch references of kb.kernels.encoder_layers, one function per kernel with the same
+arguments: what the kernels must compute, written for clarity (a loop over sequences, fp32
+throughout)."""
 
 from __future__ import annotations
 

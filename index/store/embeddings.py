@@ -1,4 +1,4 @@
-"""Embeddings in the store: one float32 vector per (encoder key, chunk text hash)."""
+"""The `embeddings` rows: one float32 vector per (encoder key, chunk text hash)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,10 @@ def matrix(store: Store, key: str, dims: int) -> tuple[int, np.ndarray, np.ndarr
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dims)
     return version, ids, vecs
+
+
+def text_counts(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(distinct chunk texts, how many of them have a vector under any encoder)."""
+    return conn.execute(
+        "SELECT count(*), count(e.hash) FROM (SELECT DISTINCT hash FROM chunks) c "
+        "LEFT JOIN (SELECT DISTINCT hash FROM embeddings) e ON e.hash = c.hash").fetchone()

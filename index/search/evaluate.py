@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kb.errors import UsageError
+from kb.errors import NotFound, UsageError
+from kb.index.search import fusion
+from kb.index.search.searcher import Searcher
+from kb.index.store import Store
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def score_run(runs: list[list[str]], queries: list[Query], qrels) -> dict[str, f
             "mrr@10": mean(reciprocal_rank), "queries": len(rows)}
 
 
-def evaluate(searcher, queries: list[Query], qrels, modes=("bm25", "vector", "hybrid"),
+def evaluate(searcher: Searcher, queries: list[Query], qrels, modes=("bm25", "vector", "hybrid"),
              depth: int = 300) -> dict[str, dict]:
     """Metrics and queries/s per mode; `depth` chunks are retrieved to rank 100 documents."""
     out = {}
@@ -99,13 +102,37 @@ def evaluate(searcher, queries: list[Query], qrels, modes=("bm25", "vector", "hy
     return out
 
 
-def tune_fusion(searcher, queries: list[Query], qrels, depth: int = 300) -> list[dict]:
+def tune_fusion(searcher: Searcher, queries: list[Query], qrels, depth: int = 300) -> list[dict]:
     """nDCG@10 of hybrid for each fusion method and vector weight, best first."""
     results = []
     lists = [(searcher.candidates(q.text, depth)) for q in queries]
-    for method in ("rrf", "weighted", "calibrated"):
+    for method in fusion.METHODS:
         for weight in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
             runs = [documents([p for p in searcher.fuse_paths(bm, vec, depth, method, weight)])
                     for bm, vec in lists]
             results.append({"method": method, "weight": weight, **score_run(runs, queries, qrels)})
     return sorted(results, key=lambda r: (-r["ndcg@10"], r["method"], r["weight"]))
+
+
+def evaluate_store(db: Path | None, queries_path: Path, qrels_path: Path, tune: bool = False,
+                   apply: bool = False) -> dict:
+    """`kb eval`: metrics of each mode the store supports on labelled queries, the fusion in use,
+    and with `tune` every fusion's score, best first; with `apply` too, the best becomes the
+    store's fusion. NotFound if either file cannot be read (checked before the store is opened)."""
+    try:
+        queries, qrels = load_queries(queries_path), load_qrels(qrels_path)
+    except OSError as e:
+        raise NotFound(f"cannot read {e.filename}: {e.strerror}") from e
+    store = Store.open(db)
+    searcher = Searcher(store)
+    modes = ("bm25", "vector", "hybrid") if store.meta("embedding") else ("bm25",)
+    report = {"modes": evaluate(searcher, queries, qrels, modes),
+              "fusion": dict(zip(("method", "weight"), searcher.fusion()))}
+    if tune and "vector" in modes:
+        trials = tune_fusion(searcher, queries, qrels)
+        report["tuning"] = trials
+        if apply:
+            best = {"method": trials[0]["method"], "weight": trials[0]["weight"]}
+            fusion.save(store, best["method"], best["weight"])
+            report["fusion"] = best
+    return report

@@ -1,41 +1,41 @@
-"""Which document chunks each KV block on disk was computed from, so that `kb index` can drop the
-blocks of chunks that are gone. A block's keys and values depend on every token before its end,
-so on each source whose text starts before it. Blocks stay valid across reindexing otherwise:
-they are keyed by their tokens, not by the index's state. No torch here: `kb index` imports it.
+"""Which document chunks each KV block on disk was computed from (kv/sources.db), so that
+`kb index` can drop the blocks of chunks that are gone. A block's keys and values depend on every
+token before its end, so on each source whose text starts before it. Blocks stay valid across
+reindexing otherwise: they are keyed by their tokens, not by the index's state.
+
+A block is named by the hash chain of every token up to its end (`chain` from `ROOT_HASH`, one
+step per block): the prefix cache in memory (kb.rag.radix) and the files on disk share the names.
+No torch here: `kb index` imports it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
 from typing import Callable
 
-from kb.index.store import is_damage, private_dir, private_file
+from kb.common import is_damage, private_dir, private_file
+from kb.errors import StoreIncompatible
+from kb.index.store import migrations
+
+SOURCES_DB = "sources.db"
+ROOT_HASH = b"kb-prefix-v1"
+
+
+def chain(parent: bytes, tokens: tuple[int, ...]) -> bytes:
+    """The digest of a block of `tokens` that follows the prefix whose digest is `parent`."""
+    return hashlib.sha256(parent + b"".join(t.to_bytes(4, "little") for t in tokens)).digest()
 
 
 def block_path(folder: Path, digest: str) -> Path:
     return folder / digest[:2] / f"{digest}.npz"
 
 
-SOURCES_SCHEMA = """CREATE TABLE IF NOT EXISTS block_chunks (
-    fingerprint TEXT NOT NULL, digest TEXT NOT NULL, chunk_id INTEGER NOT NULL,
-    PRIMARY KEY (fingerprint, digest, chunk_id)) WITHOUT ROWID"""
-
-
-def _sources_db(root: Path) -> sqlite3.Connection:
-    private_dir(root)
-    private_file(root / "sources.db")  # SQLite gives its journal files the database's mode
-    conn = sqlite3.connect(root / "sources.db", timeout=30)
-    conn.execute(SOURCES_SCHEMA)
-    return conn
-
-
 def record_sources(folder: Path, block_size: int, sequences: list[tuple[list[int], list[tuple[int, int]]]]) -> None:
     """`folder`: a disk cache's folder (<store>/kv/<model fingerprint>); `sequences`: (token ids,
     [(first token of a source, its chunk id)]) of what was answered."""
-    from kb.rag.radix import ROOT_HASH, chain
-
     rows = set()
     for ids, spans in sequences:
         digest = ROOT_HASH
@@ -43,7 +43,7 @@ def record_sources(folder: Path, block_size: int, sequences: list[tuple[list[int
             digest = chain(digest, tuple(ids[end - block_size:end]))
             rows.update((folder.name, digest.hex(), cid) for start, cid in spans if start < end)
     try:
-        conn = _sources_db(folder.parent)
+        conn = _open(folder.parent)
         try:
             with conn:
                 conn.executemany("INSERT OR IGNORE INTO block_chunks VALUES (?, ?, ?)", sorted(rows))
@@ -66,7 +66,7 @@ def drop_all(root: Path) -> int:
 def prune_sources(root: Path, live: Callable[[list[int]], list[int]]) -> int:
     """Delete the blocks under `root` (a store's kv folder) computed from chunks that `live`
     (chunk ids -> the subset that still exists) no longer knows; returns how many files."""
-    if not (root / "sources.db").is_file():
+    if not (root / SOURCES_DB).is_file():
         return 0
     try:
         return _prune(root, live)
@@ -76,8 +76,34 @@ def prune_sources(root: Path, live: Callable[[list[int]], list[int]]) -> int:
         return drop_all(root)
 
 
+def check(conn: sqlite3.Connection) -> str:
+    """SQLite's quick check of an open sources.db ('ok' if it passes), its table read once."""
+    verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    conn.execute("SELECT count(*) FROM block_chunks").fetchone()
+    return verdict
+
+
+def _open(root: Path) -> sqlite3.Connection:
+    """sources.db under `root` (made private), migrated to this kb's schema."""
+    private_dir(root)
+    private_file(root / SOURCES_DB)  # SQLite gives its journal files the database's mode
+    conn = sqlite3.connect(root / SOURCES_DB, isolation_level=None, timeout=30)
+    try:
+        have = migrations.version(conn)
+        if have > len(migrations.KV_SOURCES):
+            raise StoreIncompatible(f"{root / SOURCES_DB} has schema {have}, newer than this kb understands; "
+                                    "upgrade kb")
+        if have < len(migrations.KV_SOURCES):
+            migrations.apply(conn, migrations.KV_SOURCES)
+    except BaseException:
+        conn.close()
+        raise
+    conn.isolation_level = ""  # `with conn:` below commits each write as one transaction
+    return conn
+
+
 def _prune(root: Path, live: Callable[[list[int]], list[int]]) -> int:
-    conn = _sources_db(root)
+    conn = _open(root)
     try:
         known = [r[0] for r in conn.execute("SELECT DISTINCT chunk_id FROM block_chunks")]
         gone = sorted(set(known) - set(live(known)))

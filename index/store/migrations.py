@@ -1,10 +1,18 @@
-"""Numbered schema migrations. `PRAGMA user_version` holds the number of the last one applied.
+"""Numbered schema migrations of every database kb keeps, applied by one function.
 
-A migration is an SQL script, or a function of the connection where data must be rewritten; all
-run inside one transaction. Append new migrations; never edit one that has shipped.
+Each database has its list: `STORE` for a store's kb.sqlite, `KV_SOURCES` for the provenance of
+`kb ask`'s KV blocks (kv/sources.db). `PRAGMA user_version` holds the number of the last migration
+applied. A migration is an SQL script, or a function of the connection where data must be
+rewritten; all pending ones run inside one transaction. Append new migrations; never edit one that
+has shipped.
 """
 
+from __future__ import annotations
+
 import sqlite3
+from typing import Callable, Iterator, Union
+
+Migration = Union[str, Callable[[sqlite3.Connection], None]]
 
 
 def _postings_per_chunk(conn: sqlite3.Connection) -> None:
@@ -37,7 +45,7 @@ def _postings_per_chunk(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE postings")
 
 
-MIGRATIONS: list = [
+STORE: list[Migration] = [
     # 1: documents, chunks, the BM25 inverted index, metadata and run history.
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,4 +117,51 @@ MIGRATIONS: list = [
     """,
 ]
 
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA_VERSION = len(STORE)
+
+KV_SOURCES: list[Migration] = [
+    # 1: which chunks each KV block on disk was computed from. IF NOT EXISTS: sources.db files made
+    # before it was numbered hold this table at user_version 0.
+    """
+    CREATE TABLE IF NOT EXISTS block_chunks (
+        fingerprint TEXT NOT NULL, digest TEXT NOT NULL, chunk_id INTEGER NOT NULL,
+        PRIMARY KEY (fingerprint, digest, chunk_id)) WITHOUT ROWID;
+    """,
+]
+
+
+def version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def apply(conn: sqlite3.Connection, migrations: list[Migration]) -> None:
+    """Bring `conn` (autocommit mode: isolation_level None) to len(migrations) in one transaction.
+    The caller has checked that the database is not newer than `migrations`."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read under the write lock: another process may have migrated meanwhile.
+        for step in migrations[version(conn):]:
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={len(migrations)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after some errors (a full disk): a second ROLLBACK
+        # would fail and hide the error that matters
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (executescript would commit our transaction)."""
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                yield buf
+            buf = ""

@@ -1,7 +1,7 @@
-"""Reading files into documents (extract text, chunk, tokenise, analyse for BM25), in worker
-processes when there are many: this is most of `kb index`'s CPU time, and each file is independent.
-The main process only writes what the workers return, in the files' order, so a run's result does
-not depend on how many workers read.
+"""The read phase of `kb index`: files into documents (extract text with kb.index.formats, chunk,
+tokenise, analyse for BM25), in worker processes when there are many: this is most of `kb index`'s
+CPU time, and each file is independent. The main process only writes what the workers return, in
+the files' order, so a run's result does not depend on how many workers read.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from kb.index.bm25 import TermBags
 from kb.index.chunker import ChunkConfig, chunk_text
-from kb.index.documents import NewDoc
-from kb.index.readers import Skip, extract
+from kb.index.formats import Skip, extract
+from kb.index.store.documents import NewDoc
 
 PARALLEL_FROM = 32  # files to read before worker processes pay for their start
 
@@ -90,11 +90,6 @@ def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
     return out
 
 
-# Readers run at a lower priority than the process that writes what they read: with a worker per
-# core, that writer is the one serial step, and it should not wait for a core.
-WORKER_NICE = 4
-
-
 def _start_worker(nice: int, owner: int) -> None:
     """A reader process: at a lower priority, and gone as soon as `owner` (the kb process) is.
     A kb killed mid-run (SIGKILL from cron's timeout, the OOM killer) would otherwise leave its
@@ -125,10 +120,11 @@ def _exit_with(owner: int) -> None:
 
 class Reader:
     """`results(jobs)`: their ReadResults in order, read ahead by up to `window` files in `workers`
-    processes (in this process when there is one worker or few files)."""
+    processes (in this process when there is one worker or few files) running `nice` steps below
+    this one (kb.index.indexer.IndexConfig.worker_nice says why)."""
 
-    def __init__(self, cfg: ReadConfig, workers: int = 0, window: int = 256):
-        self.cfg, self.window = cfg, window
+    def __init__(self, cfg: ReadConfig, workers: int = 0, window: int = 256, nice: int = 4):
+        self.cfg, self.window, self.nice = cfg, window, nice
         self.workers = workers or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
 
@@ -154,9 +150,9 @@ class Reader:
         ctx = multiprocessing.get_context("forkserver")
         # The fork server imports the reading code (numpy, tokenizers, the stemmer) once; each
         # worker forks from it instead of importing them again.
-        ctx.set_forkserver_preload(["kb.index.reading", "kb.index.analyzer", "kb.embed.tokenizer"])
+        ctx.set_forkserver_preload(["kb.index.readpool", "kb.index.analyzer", "kb.embed.tokenizer"])
         self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_start_worker,
-                                         initargs=(WORKER_NICE, os.getpid()))
+                                         initargs=(self.nice, os.getpid()))
 
     def _next(self, ahead: deque) -> ReadResult:
         """The first file's result. A reader that dies (killed for its memory, a crash in a native

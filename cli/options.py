@@ -1,0 +1,71 @@
+"""Every option and argument of `kb`, declared once as an `Annotated` alias; the commands in
+kb.cli.commands take them as parameter types. Shared ones first, then by command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Db = Annotated[Optional[Path], typer.Option(
+    "--db", envvar="KB_DB", show_default=False,
+    help="Store directory (default: $KB_DB, else $XDG_DATA_HOME/kb/default).")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object).")]
+JsonLines = Annotated[bool, typer.Option("--json", help="Print JSON (one object; one per line with --file).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")]
+
+# kb index
+Paths = Annotated[list[Path], typer.Argument(help="Files and folders to index.", show_default=False)]
+Wait = Annotated[float, typer.Option(help="Seconds to wait while another kb index writes.")]
+MaxFileMb = Annotated[float, typer.Option(help="Skip (with a warning) files larger than this.")]
+FollowSymlinks = Annotated[bool, typer.Option(help="Follow symlinks that leave the folder.")]
+Rebuild = Annotated[bool, typer.Option(help="Drop the whole index and index PATHS afresh.")]
+VectorIndex = Annotated[Optional[str], typer.Option(
+    help="auto | flat | hnsw | ivf | none (BM25 only: nothing is embedded). Default: what the store "
+         "was indexed with, else auto.", show_default=False)]
+Encoder = Annotated[Optional[str], typer.Option(
+    "--model", help="Local Hugging Face encoder folder (default: all-MiniLM-L6-v2, bundled).",
+    show_default=False)]
+Pooling = Annotated[str, typer.Option(help="auto | mean | cls")]
+QueryPrefix = Annotated[str, typer.Option(help="Prefix for queries, e.g. 'query: ' (E5).")]
+PassagePrefix = Annotated[str, typer.Option(help="Prefix for passages, e.g. 'passage: '.")]
+Devices = Annotated[str, typer.Option(
+    help="GPUs to embed on, e.g. 0,1: one process per GPU (default: the first GPU, else CPU).")]
+
+# kb query
+QueryText = Annotated[Optional[str], typer.Argument(help="What to search for.", show_default=False)]
+Results = Annotated[int, typer.Option("-k", help="Number of results.")]
+Mode = Annotated[str, typer.Option(help="bm25 | vector | hybrid")]
+PathGlob = Annotated[Optional[str], typer.Option(
+    "--path", help="Only documents whose path (relative to the indexed folder) matches this GLOB.")]
+QueryFile = Annotated[Optional[Path], typer.Option(
+    "--file", help="Run each line of this file as a query ('-' for stdin).")]
+
+# kb check
+Repair = Annotated[bool, typer.Option(
+    help="Rebuild the derived files, drop a broken KV cache, delete orphan rows.")]
+
+# kb eval
+Queries = Annotated[Path, typer.Argument(help="BEIR queries JSONL (_id, text).", show_default=False)]
+Qrels = Annotated[Path, typer.Argument(
+    help="BEIR qrels TSV (query-id, corpus-id = path relative to the indexed folder, score).",
+    show_default=False)]
+Tune = Annotated[bool, typer.Option(help="Also try every fusion method and weight.")]
+Apply = Annotated[bool, typer.Option(help="With --tune: store the best fusion for kb query.")]
+
+# kb ask
+Question = Annotated[Optional[str], typer.Argument(help="The question.", show_default=False)]
+Passages = Annotated[int, typer.Option("-k", help="Passages retrieved at most.")]
+Generator = Annotated[Optional[str], typer.Option(
+    "--model", help="A generator: an installed name (kb models list) or a local Hugging Face folder "
+                    "(default: qwen2.5-coder-0.5b).", show_default=False)]
+MaxTokens = Annotated[int, typer.Option(help="Answer length limit in tokens.")]
+Temperature = Annotated[float, typer.Option(help="0: greedy (deterministic).")]
+ContextTokens = Annotated[int, typer.Option(
+    help="Prompt budget in tokens (0: the model's context minus --max-tokens).")]
+QuestionFile = Annotated[Optional[Path], typer.Option(
+    "--file", help="Answer each line of this file ('-' for stdin), all in one generator run.")]
+
+# kb models
+ModelName = Annotated[str, typer.Argument(metavar="NAME", help="A model name (kb models list).", show_default=False)]

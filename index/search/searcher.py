@@ -1,0 +1,115 @@
+"""One query against one store: validate, pick the retrievers the mode needs (falling back from
+hybrid to BM25 where the store has no usable vectors), fuse, and read the hits' rows.
+
+A `Searcher` stays warm across queries (`--file`, evaluations, benchmarks, `kb ask`): its
+retrievers keep the BM25 cache, the encoder and the vector index, and reload what depends on the
+data when the store's data version moves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from kb.errors import StoreIncompatible, UsageError
+from kb.index.search import fusion
+from kb.index.search.bm25 import Bm25Retriever
+from kb.index.search.paths import ChunkPaths
+from kb.index.search.results import Candidates, Hit, QueryResult
+from kb.index.search.vector import VectorRetriever
+from kb.index.store import Store, lookup
+
+MODES = ("bm25", "vector", "hybrid")
+HYBRID_DEPTH = 100  # candidates taken from each retriever before fusion
+
+
+class Searcher:
+    def __init__(self, store: Store):
+        self.store = store
+        self.paths = ChunkPaths(store)
+        self.bm25 = Bm25Retriever(store, self.paths)
+        self.vector = VectorRetriever(store)
+
+    def search(self, query: str, k: int = 10, mode: str = "hybrid",
+               path_glob: str | None = None) -> QueryResult:
+        """The `k` best chunks for `query` by `mode`, only of documents whose relative path
+        matches `path_glob`. UsageError for an empty query, k < 1 or an unknown mode;
+        StoreIncompatible for vector mode in a store without complete vectors."""
+        query = query.strip()
+        _validate(query, k, mode)
+        mode, note = self._usable(mode)
+        timings: dict[str, float] = {}
+        depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
+        t0 = time.perf_counter()
+        lists, terms = self._retrieve(query, mode, depth, path_glob, timings)
+        t1 = time.perf_counter()
+        if mode == "hybrid":
+            ranked = fusion.fuse(lists["bm25"], lists["vector"], k, *self.fusion())
+        else:
+            ranked = list(zip(lists[mode].ids[:k].tolist(), lists[mode].scores[:k].tolist()))
+        hits = self._hits(ranked)
+        t2 = time.perf_counter()
+        timings.update(fuse_fetch=t2 - t1, total=t2 - t0)
+        return QueryResult(query, mode, hits, {n: round(v * 1000, 3) for n, v in timings.items()},
+                           note, terms)
+
+    def _usable(self, mode: str) -> tuple[str, str | None]:
+        """(the mode to run, a note on why it differs): hybrid falls back to bm25 without vectors."""
+        if mode == "bm25" or self.store.meta("embedding") is not None:
+            return mode, None
+        if self.store.vector_setting() == "none":
+            why = ("this store has no vectors (indexed with --vector-index none); run "
+                   "`kb index PATH --vector-index auto` to embed it")
+        else:
+            why = ("this store's vectors are incomplete (a kb index run ended before embedding was "
+                   "done); run `kb index` again to complete them")
+        if mode == "vector":
+            raise StoreIncompatible(why)
+        return "bm25", f"{why}: hybrid fell back to bm25"
+
+    def _retrieve(self, query: str, mode: str, depth: int, path_glob: str | None,
+                  timings: dict[str, float]) -> tuple[dict[str, Candidates], list[str]]:
+        lists: dict[str, Candidates] = {}
+        terms: list[str] = []
+        if mode in ("bm25", "hybrid"):
+            lists["bm25"], terms = self.bm25.candidates(query, depth, path_glob, timings)
+        if mode in ("vector", "hybrid"):
+            allowed = self.paths.matching(path_glob) if path_glob else None
+            lists["vector"] = self.vector.candidates(query, depth, allowed, timings)
+        return lists, terms
+
+    def _hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+        rows = lookup.hit_rows(self.store.conn, [c for c, _ in ranked])
+        hits: list[Hit] = []
+        for chunk_id, score in ranked:
+            if chunk_id not in rows:  # deleted by a concurrent index run since the cache was read
+                continue
+            path, root, start, end, heading, text = rows[chunk_id]
+            hits.append(Hit(len(hits) + 1, round(score, 6), os.path.relpath(path, root),
+                            start, end, heading, text, root, chunk_id))
+        return hits
+
+    def fusion(self) -> tuple[str, float]:
+        """The store's fusion method and vector weight (`kb eval --tune --apply` can set them)."""
+        return fusion.configured(self.store)
+
+    def candidates(self, query: str, depth: int) -> tuple[Candidates, Candidates]:
+        """(bm25, vector) candidates before fusion, for tuning it."""
+        timings: dict[str, float] = {}
+        return (self.bm25.candidates(query, depth, None, timings)[0],
+                self.vector.candidates(query, depth, None, timings))
+
+    def fuse_paths(self, bm25: Candidates, vector: Candidates, k: int, method: str, weight: float) -> list[str]:
+        """Document paths of a fusion of `candidates`, best first."""
+        paths = self.paths.relative()
+        return [paths[c] for c, _ in fusion.fuse(bm25, vector, k, method, weight) if c in paths]
+
+
+def _validate(query: str, k: int, mode: str) -> None:
+    if not query:
+        raise UsageError("empty query")
+    if k < 1:
+        raise UsageError("-k must be at least 1")
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+

@@ -1,0 +1,114 @@
+"""The model runner: the one owner of the device. It resolves the device and dtype, loads the
+decoder, sizes the paged KV pool to the memory there, picks the attention backend (and with it
+the layers' kernels), captures CUDA graphs, and runs a step: the scheduler's plan in, one forward
+over every planned token, a sampled token out for each sequence that reached its last token.
+
+    runner = ModelRunner(EngineConfig(model="path/to/folder"))
+    sampled = runner.run(plan)  # plan: [(sequence, new tokens)] -> [(sequence, token)]
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import torch
+
+from kb.rag.attention import choose_backend
+from kb.rag.batch import Batch
+from kb.rag.config import EngineConfig
+from kb.rag.decoder import CausalLM, ModelConfig, load_model
+from kb.rag.kv_cache import BlockPool, CacheConfig, block_bytes, blocks_that_fit
+from kb.rag.sampling import sample
+from kb.rag.scheduler import Sequence
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    """`auto`: the GPU if there is one, in bf16; else the CPU, in fp32."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                       else ("cpu" if device == "auto" else device))
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    return dev, DTYPES[dtype]
+
+
+def kv_pool(cfg: CacheConfig, mc: ModelConfig, dtype: torch.dtype, device: torch.device) -> BlockPool:
+    """The KV pool: `cfg.num_blocks` blocks, or as many as its share of the memory holds."""
+    per_block = block_bytes(mc.num_layers, cfg.block_size, mc.num_kv_heads, mc.head_dim, dtype)
+    blocks = blocks_that_fit(cfg, per_block, device)
+    return BlockPool(mc.num_layers, blocks, cfg.block_size, mc.num_kv_heads, mc.head_dim, dtype, device)
+
+
+class ModelRunner:
+    def __init__(self, cfg: EngineConfig, model: CausalLM | None = None):
+        """`model`: an already built model (benchmarks on random weights) instead of loading
+        `cfg.model`."""
+        self.cfg = cfg
+        self.device, self.dtype = resolve_device(cfg.device, cfg.dtype)
+        if self.device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.model = (load_model(Path(cfg.model).expanduser(), self.device, self.dtype) if model is None
+                      else model.to(self.device, self.dtype))
+        mc = self.model.cfg
+        self.pool = kv_pool(cfg.cache, mc, self.dtype, self.device)
+        self.token_budget = cfg.token_budget or (8192 if self.device.type == "cuda" else 512)
+        self.attention = choose_backend(cfg.attention, self.device, mc.num_heads, mc.num_kv_heads,
+                                        mc.head_dim ** -0.5)
+        self.model.use_kernels(self.attention.layer_kernels)
+        # decode batches are planned for shared prefixes where the backend reads them once
+        self.prefix_tile = self.attention.prefix_tile if cfg.shared_prefix_decode else 0
+        self.graphs = None
+        if cfg.cuda_graphs and self.device.type == "cuda" and self.attention.name == "triton":
+            from kb.rag.graphs import StepGraphs
+
+            self.graphs = StepGraphs(self)
+
+    def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, int]]:
+        """One step: each planned sequence's next `n` tokens through the model (their keys and
+        values written to its blocks), then a token sampled for each sequence whose tokens the
+        step reaches the end of: [(sequence, token)], in plan order. Sequences are not changed."""
+        ends = [s for s, n in plan if s.computed + n == len(s.tokens)]
+        with torch.inference_mode():
+            logits = self._logits(plan)
+            if not ends:
+                return []
+            tokens = sample(logits, [s.params for s in ends], [s.tokens for s in ends],
+                            [s.generator for s in ends])
+        return list(zip(ends, tokens))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Hidden states (tokens, hidden) of the batch's new tokens (`batch.ids`); their keys and
+        values are written to the pool."""
+        return self.model(batch.ids, batch.positions, self.attend(batch))
+
+    def attend(self, batch: Batch):
+        """The decoder's `attend(layer, qkv, cos, sin)` for `batch`: the backend over that layer's cache."""
+        pool, attention = self.pool, self.attention
+
+        def attend(layer: int, qkv, cos, sin):
+            return attention(pool.k[layer], pool.v[layer], qkv, cos, sin, batch)
+        return attend
+
+    def _logits(self, plan: list[tuple[Sequence, int]]) -> torch.Tensor:
+        """(ends, vocab) float32: the logits after the last new token of each sequence that the
+        step reaches the end of. A decode step replays a CUDA graph, as does one sequence's
+        prefill of a bucket's size; anything else runs eagerly."""
+        q_lens = [n for _, n in plan]
+        ctx = [s.computed + n for s, n in plan]
+        ids = [t for s, n in plan for t in s.tokens[s.computed:s.computed + n]]
+        tables = [s.blocks for s, _ in plan]
+        ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens)]
+        graphs = self.graphs
+        if graphs is not None and len(ids) == len(plan) and graphs.fits(len(plan)):
+            return graphs.decode(ids, ctx, tables)[ends]
+        if graphs is not None and len(plan) == 1 and graphs.prefill_fits(len(ids)):
+            hidden = graphs.prefill(ids, ctx[0], tables[0])
+        else:
+            hidden = self.forward(Batch.build(q_lens, ctx, tables, self.pool.block_size, self.device, ids,
+                                              prefix_tile=self.prefix_tile))
+        last = list(itertools.accumulate(q_lens))
+        rows = [last[i] - 1 for i in ends]
+        return self.model.logits(hidden[rows[0]:rows[0] + 1] if len(rows) == 1 else hidden[rows])
