@@ -1,10 +1,12 @@
 """Helpers every layer shares and that belong to none of them: derived files written atomically
 and privately, what a damaged SQLite file or a broken derived file looks like, and keeping
-third-party libraries quiet and offline. Standard library only: importing it costs nothing.
+third-party libraries quiet and offline, the names of KV blocks. Standard library only:
+importing it costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import zipfile
@@ -64,3 +66,14 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+# The name of a block of KV on disk and in the prefix cache: a hash chain over every token up to
+# the block's end, one step per block, so that a block's name says which prefix it was computed
+# from (the prefix cache in kb.rag and the KV provenance in kb.index.store share it).
+ROOT_HASH = b"kb-prefix-v1"
+
+
+def chain(parent: bytes, tokens: tuple[int, ...]) -> bytes:
+    """The digest of a block of `tokens` that follows the prefix whose digest is `parent`."""
+    return hashlib.sha256(parent + b"".join(t.to_bytes(4, "little") for t in tokens)).digest()

@@ -114,9 +114,10 @@ def read_jobs(files: Path) -> list:
 
 def read_alone(cfg, jobs: list, workers: int = 0) -> dict:
     """Reading only (worker processes extract, tokenise, chunk and analyse; nothing is written)."""
+    from kb.index.indexer import IndexConfig
     from kb.index.readpool import Reader
 
-    reader = Reader(cfg, workers)
+    reader = Reader(cfg, workers, nice=IndexConfig().worker_nice)
     t0, first, tokens = time.perf_counter(), None, 0
     for res in reader.results(jobs):
         first = first or time.perf_counter() - t0

@@ -24,7 +24,6 @@ from kb.index.store import DB_FILE, Store, connect_readonly, default_db_dir, hea
 from kb.index.store.migrations import SCHEMA_VERSION
 
 HEADER = b"SQLite format 3\x00"
-KV_DIR = "kv"
 UNREPAIRABLE = "move the store's folder aside and run `kb index` again, or restore a backup"
 
 
@@ -134,7 +133,7 @@ def _contents(store: Store) -> list[Problem]:
                                             "run `kb index PATH --rebuild`", False)]
     chunk_ids, _, pairs = terms.read_postings(conn)
     found += _unknown_terms(conn, pairs)
-    return found + _bm25(store, chunk_ids, len(pairs)) + _vectors(store, embedding) + _kv(store.path(KV_DIR))
+    return found + _bm25(store, chunk_ids, len(pairs)) + _vectors(store, embedding) + _kv(store.path(kv.KV_DIR))
 
 
 def _orphans(conn: sqlite3.Connection, key: str | None) -> list[Problem]:
@@ -200,7 +199,7 @@ def _kv(root: Path) -> list[Problem]:
     db = root / kv.SOURCES_DB
     if not db.is_file():
         blocks = root.is_dir() and any(root.glob("*/*/*.npz"))
-        return [Problem("kv", f"{KV_DIR}/ holds KV blocks but no sources.db", True)] if blocks else []
+        return [Problem("kv", f"{kv.KV_DIR}/ holds KV blocks but no sources.db", True)] if blocks else []
     try:
         conn = connect_readonly(db)
         try:
@@ -208,8 +207,8 @@ def _kv(root: Path) -> list[Problem]:
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
-        return [Problem("kv", f"{KV_DIR}/sources.db is unreadable ({_line(e)})", True)]
-    return [] if verdict == "ok" else [Problem("kv", f"{KV_DIR}/sources.db is damaged ({_line(verdict)})", True)]
+        return [Problem("kv", f"{kv.KV_DIR}/sources.db is unreadable ({_line(e)})", True)]
+    return [] if verdict == "ok" else [Problem("kv", f"{kv.KV_DIR}/sources.db is damaged ({_line(verdict)})", True)]
 
 
 def _read_npz(path: Path) -> dict | str:
@@ -251,7 +250,7 @@ def _repair(d: Path, found: list[Problem]) -> list[str]:
             if removed or "vectors" in what:
                 done += _rebuild_vectors(store)
             if "kv" in what:
-                done.append(f"kv: dropped the KV cache ({kv.drop_all(store.path(KV_DIR))} block file(s))")
+                done.append(f"kv: dropped the KV cache ({kv.drop_all(store.path(kv.KV_DIR))} block file(s))")
             return done
     finally:
         store.close()

@@ -123,7 +123,7 @@ class Reader:
     processes (in this process when there is one worker or few files) running `nice` steps below
     this one (kb.index.indexer.IndexConfig.worker_nice says why)."""
 
-    def __init__(self, cfg: ReadConfig, workers: int = 0, window: int = 256, nice: int = 4):
+    def __init__(self, cfg: ReadConfig, workers: int, nice: int, window: int = 256):
         self.cfg, self.window, self.nice = cfg, window, nice
         self.workers = workers or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None

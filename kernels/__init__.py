@@ -1,5 +1,5 @@
-"""kb's own Triton kernels, each module beside its plain-torch reference (`<module>_ref.py`, same
-functions, same arguments; tests compare them on random inputs):
+"""kb's own Triton kernels, each beside the plain-torch reference it is checked against on random
+inputs (tests/test_kernels.py, tests/test_packed_encoder.py):
 
 - `encoder_layers`: the packed sentence encoder's layers (kb.embed.packed);
 - `paged_attention`, `paged_decode`: the generator's attention over its paged KV cache (store,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from kb.errors import UsageError
+from kb.index.store.kv import KV_DIR
 from kb.rag import provenance
 from kb.rag.answer import Answer, Prepared, answered, declined
 from kb.rag.catalog import DEFAULT as DEFAULT_MODEL
@@ -31,6 +32,7 @@ class AskConfig:
     context_tokens: int = 0  # prompt budget; 0: the model's positions minus the answer's budget
     system: str = SYSTEM_PROMPT
     min_score: float = MIN_SCORE
+    source_floor: float = SOURCE_FLOOR  # passages under this share of min_score are not given to the model
     device: str = "auto"
     cache_bytes: int = 1 << 30  # cap of the KV blocks kept on disk under the store
 
@@ -54,7 +56,7 @@ class Asker:
             from kb.rag.engine import Engine, EngineConfig
 
             self._engine = Engine(EngineConfig(model=str(self.folder), device=self.cfg.device,
-                                               disk_cache=str(self.store.path("kv")),
+                                               disk_cache=str(self.store.path(KV_DIR)),
                                                disk_cache_bytes=self.cfg.cache_bytes))
             if self._engine.tokenizer.chat_template is None:
                 raise UsageError(f"{self.folder} has no chat template: kb ask needs an instruction-tuned model")
@@ -79,7 +81,7 @@ class Asker:
         budget = self.cfg.context_tokens or (self.engine.model.cfg.max_positions - self.cfg.max_tokens)
         fixed = len(self._encode(self._prompt([], out.question)))
         cost = lambda h: len(self._encode(source_block(0, h.path, h.start_line, h.end_line, h.text)))  # noqa: E731
-        out.sources = pack(hits, cost, budget, fixed, self.cfg.min_score * SOURCE_FLOOR)
+        out.sources = pack(hits, cost, budget, fixed, self.cfg.min_score * self.cfg.source_floor)
         out.prompt = self._prompt(out.sources, out.question)
         out.ids = self._encode(out.prompt)
         return out

@@ -98,6 +98,11 @@ class Engine:
         """Write the prefix cache's blocks to the disk cache (then trim it to its size cap)."""
         return self.radix.persist()
 
+    @property
+    def disk_folder(self):
+        """Where the disk cache keeps this model's blocks (None without a disk cache)."""
+        return self.radix.disk.folder if self.radix.disk is not None else None
+
     # -- one step ---------------------------------------------------------------------------------
     def step(self) -> None:
         """Schedule, run the model over the plan, then post-process what it sampled."""

@@ -30,7 +30,7 @@ def keep(engine, sequences: list[tuple[list[int], list[tuple[int, int]]]]) -> No
     sequence hold; `sequences`: (prompt and answer token ids, `spans` of its prompt)."""
     try:
         engine.persist()
-        record_sources(engine.radix.disk.folder, engine.pool.block_size, sequences)
+        record_sources(engine.disk_folder, engine.pool.block_size, sequences)
     except OSError as e:
         if e.errno not in _CACHE_ONLY:
             raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from kb.index.store.kv import ROOT_HASH, chain
+from kb.common import ROOT_HASH, chain
 from kb.rag.kv_cache import BlockPool, OutOfBlocks
 from kb.rag.prefix_cache import DiskTier, Match
 

@@ -67,6 +67,8 @@ def test_models_is_a_group_whose_bare_form_lists(monkeypatch, tmp_path):
     assert listing["models_dir"] == str(tmp_path / "none") and listing["default"] == "qwen2.5-coder-0.5b"
     bare = runner.invoke(cli.app, ["models"])
     assert bare.exit_code == 0 and bare.stdout == runner.invoke(cli.app, ["models", "list"]).stdout
+    bare_json = runner.invoke(cli.app, ["models", "--json"])  # the spelling from before the group
+    assert bare_json.exit_code == 0 and json.loads(bare_json.stdout) == listing
     assert "qwen2.5-coder-0.5b (default): not installed" in bare.stdout
 
 

@@ -313,3 +313,25 @@ def test_kv_sources_of_an_older_kb_are_migrated_and_pruned(corpus, db):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations.KV_SOURCES)
     assert conn.execute("SELECT chunk_id FROM block_chunks").fetchall() == [(live,)]
     conn.close()
+
+
+def test_kv_sources_of_a_newer_kb_are_left_alone(corpus, db):
+    """A sources.db from a newer kb (a schema this kb does not know) costs neither a `kb index`
+    run nor an answer: this kb neither prunes nor records there, and drops nothing."""
+    from kb.index.store.kv import record_sources
+
+    index_paths([corpus], db, BM25)
+    block = db / "kv" / "m" / "ab" / ("ab" + "0" * 62 + ".npz")
+    block.parent.mkdir(parents=True)
+    block.write_bytes(b"a cached block")
+    conn = sqlite3.connect(db / "kv" / "sources.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    (corpus / "tech" / "sqlite-wal.md").unlink()  # chunks go: a prune would look at the sources
+    report = index_paths([corpus], db, BM25)
+    assert report.errors == [] and report.removed == 1 and block.exists()
+    record_sources(db / "kv" / "m", 4, [([1, 2, 3, 4, 5], [(0, 1)])])  # after an answer
+    assert block.exists()
+    conn = sqlite3.connect(db / "kv" / "sources.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 99
+    conn.close()

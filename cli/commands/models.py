@@ -12,9 +12,9 @@ app = typer.Typer(invoke_without_command=True, help="Generator models for kb ask
 
 
 @app.callback()
-def models(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        listing()
+def models(ctx: typer.Context, json_out: options.Json = False) -> None:
+    if ctx.invoked_subcommand is None:  # `kb models [--json]` lists, as it always did
+        listing(json_out)
 
 
 @app.command("list")

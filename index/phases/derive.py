@@ -17,9 +17,8 @@ from kb.index.bm25 import Bm25Cache
 from kb.index.phases import Events, PhaseEvent
 from kb.index.store import DB_FILE, Store, documents
 from kb.index.store.connect import checkpoint
-from kb.index.store.kv import prune_sources
+from kb.index.store.kv import KV_DIR, prune_sources
 
-KV_DIR = "kv"
 
 
 def start_bm25(pool: ThreadPoolExecutor, store: Store) -> Future:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from kb.errors import StoreIncompatible, UsageError
 from kb.index.search import fusion
@@ -20,15 +21,20 @@ from kb.index.search.vector import VectorRetriever
 from kb.index.store import Store, lookup
 
 MODES = ("bm25", "vector", "hybrid")
-HYBRID_DEPTH = 100  # candidates taken from each retriever before fusion
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    hybrid_depth: int = 100  # candidates taken from each retriever before fusion
+    filter_depth: int = 8  # with --path, this many times the depth of vector neighbours read before filtering
 
 
 class Searcher:
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, cfg: SearchConfig = SearchConfig()):
+        self.store, self.cfg = store, cfg
         self.paths = ChunkPaths(store)
         self.bm25 = Bm25Retriever(store, self.paths)
-        self.vector = VectorRetriever(store)
+        self.vector = VectorRetriever(store, cfg.filter_depth)
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid",
                path_glob: str | None = None) -> QueryResult:
@@ -39,7 +45,7 @@ class Searcher:
         _validate(query, k, mode)
         mode, note = self._usable(mode)
         timings: dict[str, float] = {}
-        depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
+        depth = k if mode != "hybrid" else max(k, self.cfg.hybrid_depth)
         t0 = time.perf_counter()
         lists, terms = self._retrieve(query, mode, depth, path_glob, timings)
         t1 = time.perf_counter()

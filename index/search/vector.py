@@ -14,12 +14,10 @@ from kb.index.search.fusion import keyword_style
 from kb.index.search.results import Candidates
 from kb.index.store import Store, lookup
 
-FILTER_DEPTH = 8  # with --path, this many times `depth` neighbours are read before filtering
-
-
 class VectorRetriever:
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, filter_depth: int):
+        """`filter_depth`: with --path, this many times `depth` neighbours are read before filtering."""
+        self.store, self.filter_depth = store, filter_depth
         self._encoder = None
         self._index = None  # (tag, index) of the store's data version
         self._background = None  # background.Background, with the encoder
@@ -70,7 +68,7 @@ class VectorRetriever:
         t0 = time.perf_counter()
         q = encoder.embed_query(query)
         t1 = time.perf_counter()
-        ids, scores = index.search(q, depth * (FILTER_DEPTH if allowed is not None else 1))
+        ids, scores = index.search(q, depth * (self.filter_depth if allowed is not None else 1))
         if allowed is not None:
             keep = np.isin(ids, allowed)
             ids, scores = ids[keep][:depth], scores[keep][:depth]

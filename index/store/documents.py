@@ -143,7 +143,10 @@ def existing_chunks(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[int]
 
 def counts(conn: sqlite3.Connection) -> dict:
     """{"documents", "skipped_documents" (recorded without chunks), "chunks", "roots" (sorted)}."""
-    documents, skipped = conn.execute("SELECT count(*), count(note) FROM documents").fetchone()
-    return {"documents": documents, "skipped_documents": skipped,
-            "chunks": conn.execute("SELECT count(*) FROM chunks").fetchone()[0],
+    import sqlite_utils  # the card's SQLite toolkit; only `kb status` needs it, so imported here
+
+    db = sqlite_utils.Database(conn)
+    return {"documents": db.table("documents").count,
+            "skipped_documents": db.table("documents").count_where("note IS NOT NULL"),
+            "chunks": db.table("chunks").count,
             "roots": [r[0] for r in conn.execute("SELECT root FROM documents GROUP BY root ORDER BY root")]}

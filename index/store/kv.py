@@ -10,23 +10,17 @@ No torch here: `kb index` imports it.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
 from typing import Callable
 
-from kb.common import is_damage, private_dir, private_file
+from kb.common import ROOT_HASH, chain, is_damage, private_dir, private_file
 from kb.errors import StoreIncompatible
 from kb.index.store import migrations
 
 SOURCES_DB = "sources.db"
-ROOT_HASH = b"kb-prefix-v1"
-
-
-def chain(parent: bytes, tokens: tuple[int, ...]) -> bytes:
-    """The digest of a block of `tokens` that follows the prefix whose digest is `parent`."""
-    return hashlib.sha256(parent + b"".join(t.to_bytes(4, "little") for t in tokens)).digest()
+KV_DIR = "kv"  # a store's KV cache: <store>/kv/sources.db and <store>/kv/<model fingerprint>/
 
 
 def block_path(folder: Path, digest: str) -> Path:
@@ -49,6 +43,8 @@ def record_sources(folder: Path, block_size: int, sequences: list[tuple[list[int
                 conn.executemany("INSERT OR IGNORE INTO block_chunks VALUES (?, ?, ?)", sorted(rows))
         finally:
             conn.close()
+    except StoreIncompatible:
+        return  # a newer kb's cache: its blocks are unknown to this kb, and left to it
     except sqlite3.DatabaseError as e:
         if not is_damage(e):
             raise
@@ -70,6 +66,8 @@ def prune_sources(root: Path, live: Callable[[list[int]], list[int]]) -> int:
         return 0
     try:
         return _prune(root, live)
+    except StoreIncompatible:
+        return 0  # a newer kb's cache: left to it
     except sqlite3.DatabaseError as e:
         if not is_damage(e):
             raise
