@@ -70,6 +70,7 @@ class IndexReport:
     skipped: int = 0  # files recorded without chunks: binary, too large, empty, unreadable PDF
     errors: list[str] = field(default_factory=list)  # files that could not be read; old entries kept
     warnings: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of each phase that ran (kb.index.phases)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -108,8 +109,13 @@ def index_paths(paths: list[str | Path], db: str | Path | None = None, cfg: Inde
 
 class _Run:
     def __init__(self, store: Store, cfg: IndexConfig, progress: Progress, events: Events):
-        self.store, self.cfg, self.progress, self.events = store, cfg, progress, events
+        self.store, self.cfg, self.progress = store, cfg, progress
         self.report = IndexReport()
+
+        def heard(event: PhaseEvent) -> None:  # the report keeps each phase's time, then the caller hears it
+            self.report.phases[event.phase] = event.seconds
+            events(event)
+        self.events = heard
         self.embed = (Embed(store, cfg.embed, self.report, progress, cfg.embed_batch, cfg.known_bytes)
                       if cfg.vector_index != "none" else None)
 

@@ -14,7 +14,7 @@ from conftest import SAMPLE, damage
 from inprocess import kb_run, kb_run_json
 
 INDEX_KEYS = {"added", "updated", "unchanged", "removed", "chunks_added", "chunks_removed", "seconds",
-              "embedded", "vector_index", "skipped", "errors", "warnings"}
+              "embedded", "vector_index", "skipped", "errors", "warnings", "phases"}
 QUERY_KEYS = {"query", "mode", "results", "timings_ms"}
 HIT_KEYS = {"rank", "score", "path", "start_line", "end_line", "heading", "text"}
 
@@ -34,6 +34,8 @@ def test_index_embeds_every_chunk(indexed):
     assert report.keys() == INDEX_KEYS and report["added"] >= 30
     assert report["embedded"] == report["chunks_added"] > report["added"]
     assert report["vector_index"] == "flat" and report["errors"] == report["warnings"] == []
+    assert set(report["phases"]) == {"plan", "read", "write", "feed", "embed", "derive"}
+    assert all(s >= 0 for s in report["phases"].values())
 
 
 def test_status_counts_what_was_indexed(indexed):
