@@ -79,7 +79,7 @@ def inspect(d: Path) -> list[Problem]:
             raise UsageError(f"cannot open {db}: {_line(e)}") from e
         return [Problem("integrity", _line(e), False)]
     try:
-        conn.execute("BEGIN")  # one snapshot: a concurrent `kb index` shows all or nothing
+        health.begin_snapshot(conn)
         return _integrity(conn) or _contents(Store(d.resolve(), conn))
     except sqlite3.DatabaseError as e:
         if not is_damage(e):

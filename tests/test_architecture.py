@@ -43,3 +43,12 @@ def test_functions_are_short():
                 if n > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(REPO)}:{node.name}"] = n
     assert not long, long
+
+
+def test_sql_lives_in_the_data_layer():
+    """Every SQL statement of the library is in kb.index.store: nothing else calls a connection."""
+    store = REPO / "index" / "store"
+    calls = (".execute(", ".executemany(", ".executescript(")
+    outside = [str(p.relative_to(REPO)) for p in _library_files()
+               if store not in p.parents and any(c in p.read_text() for c in calls)]
+    assert not outside, outside

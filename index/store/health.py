@@ -14,6 +14,12 @@ ORPHANS = {
 }
 
 
+def begin_snapshot(conn: sqlite3.Connection) -> None:
+    """Start one read transaction on `conn`, so that every check after it sees the same store (a
+    concurrent `kb index` shows all or nothing); it ends when the connection closes."""
+    conn.execute("BEGIN")
+
+
 def integrity(conn: sqlite3.Connection, limit: int = 20) -> list[str]:
     """SQLite's full integrity check: ['ok'], or up to `limit` complaints."""
     return [r[0] for r in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
