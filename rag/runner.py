@@ -70,14 +70,15 @@ class ModelRunner:
         """One step: each planned sequence's next `n` tokens through the model (their keys and
         values written to its blocks), then a token sampled for each sequence whose tokens the
         step reaches the end of: [(sequence, token)], in plan order. Sequences are not changed."""
-        ends = [s for s, n in plan if s.computed + n == len(s.tokens)]
+        ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens)]
         with torch.inference_mode():
-            logits = self._logits(plan)
+            logits = self._logits(plan, ends)
             if not ends:
                 return []
-            tokens = sample(logits, [s.params for s in ends], [s.tokens for s in ends],
-                            [s.generator for s in ends])
-        return list(zip(ends, tokens))
+            done = [plan[i][0] for i in ends]
+            tokens = sample(logits, [s.params for s in done], [s.tokens for s in done],
+                            [s.generator for s in done])
+        return list(zip(done, tokens))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Hidden states (tokens, hidden) of the batch's new tokens (`batch.ids`); their keys and
@@ -92,15 +93,14 @@ class ModelRunner:
             return attention(pool.k[layer], pool.v[layer], qkv, cos, sin, batch)
         return attend
 
-    def _logits(self, plan: list[tuple[Sequence, int]]) -> torch.Tensor:
+    def _logits(self, plan: list[tuple[Sequence, int]], ends: list[int]) -> torch.Tensor:
         """(ends, vocab) float32: the logits after the last new token of each sequence that the
-        step reaches the end of. A decode step replays a CUDA graph, as does one sequence's
+        step reaches the end of (`ends`: their indices in `plan`). A decode step replays a CUDA graph, as does one sequence's
         prefill of a bucket's size; anything else runs eagerly."""
         q_lens = [n for _, n in plan]
         ctx = [s.computed + n for s, n in plan]
         ids = [t for s, n in plan for t in s.tokens[s.computed:s.computed + n]]
         tables = [s.blocks for s, _ in plan]
-        ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens)]
         graphs = self.graphs
         if graphs is not None and len(ids) == len(plan) and graphs.fits(len(plan)):
             return graphs.decode(ids, ctx, tables)[ends]

@@ -20,7 +20,6 @@ from kb.index.store.connect import checkpoint
 from kb.index.store.kv import KV_DIR, prune_sources
 
 
-
 def start_bm25(pool: ThreadPoolExecutor, store: Store) -> Future:
     """The BM25 cache, built on `pool` (a connection of its own: it runs in a thread)."""
 
