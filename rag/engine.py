@@ -42,6 +42,7 @@ class Output:
     finish_reason: str  # "stop" (end of sequence or a stop string) | "length"
     ttft_s: float
     decode_tokens_per_s: float
+    logprobs: list[float] | None = None  # of the params' `logprobs_of` ids, at the first answer token
 
 
 class Engine:
@@ -113,16 +114,16 @@ class Engine:
         sampled = self.runner.run(plan)
         self._postprocess(plan, sampled)
 
-    def _postprocess(self, plan: list[tuple[Sequence, int]], sampled: list[tuple[Sequence, int]]) -> None:
+    def _postprocess(self, plan: list[tuple[Sequence, int]], sampled: list[tuple[Sequence, int, list | None]]) -> None:
         now = time.perf_counter()  # the tokens exist: a first one's time, before the bookkeeping
-        for seq, _ in sampled:
+        for seq, _, logprobs in sampled:
             if seq.first_token is None:
-                seq.first_token = now
+                seq.first_token, seq.logprobs = now, logprobs
         for s, n in plan:
             s.computed += n
             if s.computed >= s.prompt_len and s.computed - n < s.prompt_len:
                 self.scheduler.prefilled(s)
-        for seq, token in sampled:
+        for seq, token, _ in sampled:
             self._append(seq, token)
 
     def _append(self, seq: Sequence, token: int) -> None:
@@ -164,7 +165,8 @@ class Engine:
             toks = toks[:-1]
         decode_s = (seq.finished or seq.first_token) - seq.first_token
         return Output(seq.id, seq.prompt_len, seq.cached, toks, seq.text, seq.finish_reason,
-                      seq.first_token - seq.arrived, (len(seq.output) - 1) / decode_s if decode_s > 0 else 0.0)
+                      seq.first_token - seq.arrived, (len(seq.output) - 1) / decode_s if decode_s > 0 else 0.0,
+                      seq.logprobs)
 
 
 def _tokenizer(folder: Path):

@@ -4,7 +4,7 @@ the layers' kernels), captures CUDA graphs, and runs a step: the scheduler's pla
 over every planned token, a sampled token out for each sequence that reached its last token.
 
     runner = ModelRunner(EngineConfig(model="path/to/folder"))
-    sampled = runner.run(plan)  # plan: [(sequence, new tokens)] -> [(sequence, token)]
+    sampled = runner.run(plan)  # plan: [(sequence, new tokens)] -> [(sequence, token, log-probs)]
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ class ModelRunner:
 
             self.graphs = StepGraphs(self)
 
-    def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, int]]:
+    def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, int, list[float] | None]]:
         """One step: each planned sequence's next `n` tokens through the model (their keys and
         values written to its blocks), then a token sampled for each sequence whose tokens the
-        step reaches the end of: [(sequence, token)], in plan order. Sequences are not changed."""
+        step reaches the end of: [(sequence, token, log-probabilities of its params' `logprobs_of`
+        or None)], in plan order. Sequences are not changed."""
         ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens)]
         with torch.inference_mode():
             logits = self._logits(plan, ends)
@@ -78,7 +79,8 @@ class ModelRunner:
             done = [plan[i][0] for i in ends]
             tokens = sample(logits, [s.params for s in done], [s.tokens for s in done],
                             [s.generator for s in done])
-        return list(zip(done, tokens))
+            picked = [_logprobs(row, s.params.logprobs_of) for row, s in zip(logits, done)]
+        return list(zip(done, tokens, picked))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Hidden states (tokens, hidden) of the batch's new tokens (`batch.ids`); their keys and
@@ -112,3 +114,10 @@ class ModelRunner:
         last = list(itertools.accumulate(q_lens))
         rows = [last[i] - 1 for i in ends]
         return self.model.logits(hidden[rows[0]:rows[0] + 1] if len(rows) == 1 else hidden[rows])
+
+
+def _logprobs(logits: torch.Tensor, ids: tuple[int, ...]) -> list[float] | None:
+    """log-softmax of one row of logits at `ids` (None without ids)."""
+    if not ids:
+        return None
+    return logits.float().log_softmax(-1)[list(ids)].tolist()

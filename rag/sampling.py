@@ -22,6 +22,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()  # besides the model's end-of-sequence tokens
     ignore_eos: bool = False
     seed: int | None = None
+    logprobs_of: tuple[int, ...] = ()  # token ids whose log-probabilities at the first sampled position are reported
 
     def __post_init__(self):
         if self.max_tokens < 1:

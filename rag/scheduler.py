@@ -41,6 +41,7 @@ class Sequence:
     text: str = ""  # decoded when needed: stop strings, streaming, the end
     streamed: bool = False
     preemptions: int = 0
+    logprobs: list[float] | None = None  # of `params.logprobs_of`, at the first sampled position
 
     @property
     def output(self) -> list[int]:
