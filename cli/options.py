@@ -41,6 +41,13 @@ PathGlob = Annotated[Optional[str], typer.Option(
     "--path", help="Only documents whose path (relative to the indexed folder) matches this GLOB.")]
 QueryFile = Annotated[Optional[Path], typer.Option(
     "--file", help="Run each line of this file as a query ('-' for stdin).")]
+Rerank = Annotated[Optional[bool], typer.Option(
+    "--rerank/--no-rerank", help="Judge the best hybrid hits with a local language model and reorder them "
+                                 "(default: off on the CPU, on with a GPU).", show_default=False)]
+RerankModel = Annotated[Optional[str], typer.Option(
+    help="The reranking model: an installed name (kb models list) or a local folder "
+         "(default: qwen2.5-coder-0.5b).", show_default=False)]
+RerankDepth = Annotated[int, typer.Option(help="Hybrid hits the reranker judges.")]
 
 # kb check
 Repair = Annotated[bool, typer.Option(

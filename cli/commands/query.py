@@ -14,6 +14,9 @@ def query(
     path: options.PathGlob = None,
     json_out: options.JsonLines = False,
     file: options.QueryFile = None,
+    rerank: options.Rerank = None,
+    rerank_model: options.RerankModel = None,
+    rerank_depth: options.RerankDepth = 20,
 ) -> None:
     """Search the index: best passages for TEXT."""
     from rich.text import Text
@@ -22,11 +25,16 @@ def query(
     from kb.index.store import Store
 
     queries = inputs.texts(text, file, "query")
-    searcher = Searcher(Store.open(db))
+    store = Store.open(db)
+    searcher = Searcher(store)
+    reranker = _reranker(store, rerank, rerank_model, rerank_depth, mode)
     out = render.console()
     noted = False
     for q in queries:
-        result = searcher.search(q, k=k, mode=mode, path_glob=path and path_text(path))
+        depth = max(k, rerank_depth) if reranker else k
+        result = searcher.search(q, k=depth, mode=mode, path_glob=path and path_text(path))
+        if reranker:
+            result = reranker.rerank(result, k)
         if json_out:
             render.print_json(result.to_json())
             continue
@@ -36,3 +44,15 @@ def query(
         if file is not None:
             out.print(Text("query: " + one_line(q)))
         render.query_result(result, out)
+
+
+def _reranker(store, rerank: bool | None, model: str | None, depth: int, mode: str):
+    """The reranker `--rerank` asks for (by default where it pays: kb.rag.rerank.default_on), or None."""
+    from kb.errors import UsageError
+    from kb.rag.rerank import Reranker, RerankConfig, default_on
+
+    if rerank is False or (rerank is None and (mode != "hybrid" or not default_on())):
+        return None
+    if mode != "hybrid":
+        raise UsageError("--rerank reorders hybrid results: use it with --mode hybrid")
+    return Reranker(store, RerankConfig(model=model, depth=depth))

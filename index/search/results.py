@@ -40,6 +40,7 @@ class QueryResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     note: str | None = None  # e.g. why hybrid fell back to bm25
     terms: list[str] = field(default_factory=list)  # the query's indexed terms (for highlighting)
+    rerank: dict | None = None  # model, depth and weight, where a reranker reordered the hits
 
     def to_json(self) -> dict:
         out = {"query": self.query, "mode": self.mode,
@@ -47,4 +48,6 @@ class QueryResult:
                "timings_ms": self.timings_ms}
         if self.note:
             out["note"] = self.note
+        if self.rerank:
+            out["rerank"] = self.rerank
         return out
