@@ -1,5 +1,13 @@
 """Text analysis for BM25: accent folding, lower-casing, English stop words and Snowball stemming,
 and Chinese segmented with jieba. Documents and queries go through the same function.
+
+Identifiers are terms of their own beside the words they split into: `CMAKE_BUILD_TYPE`,
+`os.path.join`, `std::vector`, `C++` and `C#` give the whole name (folded, not stemmed) as well as
+"cmake", "build", "type"..., so a query naming one finds it exactly while its words still match;
+a CamelCase word also gives its parts ("SentenceTransformer": "sentence", "transform").
+
+A chunk's terms (`chunk_terms`) add a title field, FIELD_WEIGHT times: its file's name and its
+heading path, so a document named like the query, or a section headed so, ranks first.
 """
 
 from __future__ import annotations
@@ -10,12 +18,19 @@ import unicodedata
 from functools import lru_cache
 
 # Bump when analysis changes: it is part of the store's fingerprint, so old indexes are detected.
-ANALYZER_VERSION = "lucene-stop+snowball-en+jieba-search/1"
+ANALYZER_VERSION = "lucene-stop+snowball-en+jieba-search+identifiers+title2/2"
+FIELD_WEIGHT = 2  # a title term counts as this many occurrences in the chunk
 
 # Runs of CJK ideographs go to jieba; everything else splits on word characters.
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
 _CJK_RUN = re.compile(rf"[{_CJK}]")
+
+# Joined names (snake_case, dotted, ::), C++ / C#, and CamelCase words (a lower-case letter before a capital).
+_JOINED = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:(?:\.|::)[A-Za-z_]\w*)+|(?<![\w.])\w*[A-Za-z]\w*_\w+")
+_PLUS = re.compile(r"(?<![\w+#])[A-Za-z](?:\+\+|#)(?![\w+#])")
+_CAMEL = re.compile(r"\b[A-Za-z]*[a-z][A-Z]\w*")
+_CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 # Lucene's English stop set. A longer list (125 words) was measured worse on bench/bm25.py
 # (MRR@10 0.434 against 0.480): words like "between" or "only" carry meaning in queries.
@@ -51,6 +66,27 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+def identifiers(text: str) -> list[str]:
+    """The extra terms of `text`'s identifiers: whole joined names and C++/C# (folded), CamelCase parts
+    (stemmed). Empty for text without any, which is most prose."""
+    joined = (m.strip("_") for m in _JOINED.findall(text))
+    wholes = [fold(m) for m in joined if len(m) >= 4 and ("_" in m or "." in m or ":" in m)]
+    wholes += [fold(m) for m in _PLUS.findall(text)]
+    parts = [fold(p) for word in _CAMEL.findall(text) for p in _CAMEL_PART.findall(word)]
+    parts = [p for p in parts if p not in STOP_WORDS]
+    return wholes + (_stemmer().stemWords(parts) if parts else [])
+
+
+def chunk_terms(text: str, title: str, heading: str) -> list[str]:
+    """A chunk's BM25 terms: its text's, then FIELD_WEIGHT times those of its title field (the
+    file's name without its extension, and the heading path; a code heading path also as a dotted
+    name, `Console > print` as `Console.print`)."""
+    field = f"{title}\n{heading}"
+    if " > " in heading:
+        field += "\n" + heading.replace(" > ", ".")
+    return analyze(text) + analyze(field) * FIELD_WEIGHT
+
+
 def analyze_query(text: str, known) -> tuple[list[str], int]:
     """(the distinct terms of a query that are in the index, how many of its words are not);
     `known(terms)` returns those of `terms` that are in the index.
@@ -70,6 +106,7 @@ def analyze_query(text: str, known) -> tuple[list[str], int]:
     stems = list(dict.fromkeys(_stemmer().stemWords(words))) if words else []
     terms = known(stems)
     missing = len(stems) - len(terms)
+    terms += known([t for t in dict.fromkeys(identifiers(text)) if t not in terms])
     for run in runs:
         grams = {run[i:j]: i for i in range(len(run)) for j in range(i + 2, min(len(run), i + 8) + 1)}
         found = known(list(grams))
@@ -85,7 +122,7 @@ def analyze(text: str) -> list[str]:
     folded = fold(text)
     if folded.isascii():  # no CJK run: one findall instead of a match per token
         words = [w for w in _TOKEN.findall(folded) if w not in STOP_WORDS]
-        return _stemmer().stemWords(words) if words else words
+        return (_stemmer().stemWords(words) if words else words) + identifiers(text)
     words: list[str] = []
     for match in _TOKEN.finditer(folded):
         token = match.group()
@@ -93,6 +130,4 @@ def analyze(text: str) -> list[str]:
             words.extend(w for w in _jieba().cut_for_search(token) if w.strip())
         elif token not in STOP_WORDS:
             words.append(token)
-    if not words:
-        return words
-    return _stemmer().stemWords(words)
+    return (_stemmer().stemWords(words) if words else words) + identifiers(text)

@@ -90,10 +90,15 @@ def text_hash(text: str) -> str:
 _ATX = re.compile(r" {0,3}(#{1,6})\s")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
+# A code symbol's definition: Python, JavaScript/TypeScript, Go, Rust, Java/C#/Kotlin-style keywords.
+_SYMBOL = re.compile(r"([ \t]*)(?:(?:export|default|pub(?:\([\w ]+\))?|async|static|public|private|protected|"
+                     r"abstract|final|unsafe)\s+)*(?:def|class|function|func|fn|struct|interface|trait|enum|impl)"
+                     r"\s+(?:\([^)]*\)\s*)?([A-Za-z_$][\w$]*)")
 
 
 def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
-    """(line index, level, title) of each heading, for markdown/HTML (ATX) and reST (underlines)."""
+    """(line index, level, title) of each heading, for markdown/HTML (ATX), reST (underlines) and
+    code (a class's or function's definition, its level by indentation, its name as the title)."""
     found: list[tuple[int, int, str]] = []
     if kind in ("markdown", "html"):
         fenced = False
@@ -112,6 +117,10 @@ def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
                 if m.group(1) not in levels:
                     levels.append(m.group(1))
                 found.append((i - 1, levels.index(m.group(1)) + 1, title[:MAX_TITLE_CHARS]))
+    elif kind == "code":
+        for i, line in enumerate(lines):
+            if m := _SYMBOL.match(line):
+                found.append((i, len(m.group(1).expandtabs(4)) // 4 + 1, m.group(2)[:MAX_TITLE_CHARS]))
     return found
 
 

@@ -51,7 +51,7 @@ class ReadConfig:
 
 def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
     from kb.embed.tokenizer import load_tokenizer
-    from kb.index.analyzer import analyze
+    from kb.index.analyzer import chunk_terms
 
     out = ReadResult(None)
     note, chunks, digest, terms = None, [], "", TermBags.of([])
@@ -71,7 +71,8 @@ def read_document(job: ReadJob, cfg: ReadConfig) -> ReadResult:
             text, warnings = extract(data, job.kind)
             out.warnings += [f"{job.path}: {w}" for w in warnings]
             chunks = chunk_text(text, job.kind, tokenizer, cfg.chunk)
-            terms = TermBags.of([analyze(c.text) for c in chunks])
+            title = Path(job.path).stem
+            terms = TermBags.of([chunk_terms(c.text, title, c.heading) for c in chunks])
             if not chunks:
                 note = "empty file"
         except Skip as e:

@@ -1,4 +1,4 @@
-from kb.index.analyzer import analyze, analyze_query, fold
+from kb.index.analyzer import analyze, analyze_query, chunk_terms, fold, identifiers
 
 
 def test_fold_stem_and_stop_words():
@@ -46,4 +46,25 @@ def test_ascii_fast_path_agrees_with_the_general_path():
         words = [m.group() for m in analyzer._TOKEN.finditer(slow_fold(text))]
         if text.isascii():
             expected = [w for w in words if w not in analyzer.STOP_WORDS]
-            assert analyze(text) == (analyzer._stemmer().stemWords(expected) if expected else []), text
+            stems = analyzer._stemmer().stemWords(expected) if expected else []
+            assert analyze(text) == stems + analyzer.identifiers(text), text
+
+
+def test_identifiers_are_terms_of_their_own_beside_their_words():
+    assert analyze("Set CMAKE_BUILD_TYPE to Release") == ["set", "cmake", "build", "type", "releas", "cmake_build_type"]
+    assert identifiers("use os.path.join, std::vector, C++ and C# (e.g. here)") == [
+        "os.path.join", "std::vector", "c++", "c#"]
+    assert identifiers("SentenceTransformer and __init__") == ["sentenc", "transform"]
+    assert identifiers("Plain prose, nothing joined. Version 3.14 of a_b.") == []
+
+
+def test_a_query_naming_an_identifier_looks_for_it_whole():
+    index = set(analyze("CMAKE_BUILD_TYPE selects the build type; C++ and C are languages"))
+    terms, missing = analyze_query("What does CMAKE_BUILD_TYPE do in C++?", lambda ts: [t for t in ts if t in index])
+    assert "cmake_build_type" in terms and "c++" in terms and missing == 3  # what, does, do
+
+
+def test_a_chunk_counts_its_file_name_and_heading_twice():
+    terms = chunk_terms("Body text.", "CMAKE_BUILD_TYPE", "Console > print")
+    assert terms[:2] == ["bodi", "text"]
+    assert terms.count("cmake_build_type") == 2 and terms.count("console.print") == 2 and terms.count("print") == 4

@@ -1,5 +1,6 @@
-"""kb's BM25 against bm25s (method="lucene", k1=1.2, b=0.75) on the same analysed terms:
-same scores for every chunk within 1e-4, same top-10."""
+"""kb's BM25 against bm25s (method="lucene", k1=1.2, b=0.75) on the same analysed terms (a chunk's
+text, file name and heading: kb.index.analyzer.chunk_terms): same scores for every chunk within
+1e-4, same top-10 before the results are spread over documents."""
 
 import json
 import random
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE
-from kb.index.analyzer import analyze
+from pathlib import Path
+
+from kb.index.analyzer import analyze, chunk_terms
 from kb.index.bm25 import Bm25Cache, top_k
 from kb.index.indexer import IndexConfig, index_paths
 from kb.index.search import Searcher
@@ -33,14 +36,15 @@ def compare(db, queries):
     store = Store.open(db)
     searcher = Searcher(store)
     cache = Bm25Cache.build(store)
-    texts = dict(store.conn.execute("SELECT id, text FROM chunks"))
-    corpus = [analyze(texts[int(c)]) for c in cache.chunk_ids]
+    rows = {r[0]: r[1:] for r in store.conn.execute(
+        "SELECT c.id, c.text, d.path, c.heading FROM chunks c JOIN documents d ON d.id = c.doc_id")}
+    corpus = [chunk_terms(text, Path(path).stem, heading) for text, path, heading in map(rows.get, map(int, cache.chunk_ids))]
     ref = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
     ref.index(corpus, show_progress=False)
     checked = 0
     for q in queries:
         result = searcher.search(q, k=10, mode="bm25")
-        terms = [t for t in dict.fromkeys(analyze(q)) if t in ref.vocab_dict]
+        terms = [t for t in dict.fromkeys(analyze(q)) if t in ref.vocab_dict]  # (no identifiers in these queries)
         if not terms:
             assert result.results == []
             continue
@@ -53,7 +57,9 @@ def compare(db, queries):
         want = top_k(np.round(expected, 4), 10)
         have = top_k(np.round(got, 4), 10)
         assert list(want) == list(have), q
-        assert [h.chunk_id for h in result.results] == [int(cache.chunk_ids[r]) for r in top_k(got, 10)]
+        # spreading over documents reorders, never replaces the best hit nor reaches past 3 x k
+        best = [int(cache.chunk_ids[r]) for r in top_k(got, 30)]
+        assert result.results[0].chunk_id == best[0] and {h.chunk_id for h in result.results} <= set(best)
         checked += 1
     store.close()
     return checked

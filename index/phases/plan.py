@@ -5,6 +5,7 @@ list of files."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,9 +73,12 @@ def check_after_bad_end(store: Store) -> None:
 
 def check_settings(store: Store, wanted: dict, rebuild: bool, vector_index: str) -> None:
     """Refuse a store whose chunks were made otherwise (`wanted`: fingerprint()) unless this run
-    rebuilds it (it is emptied here); remember the settings of this run."""
+    rebuilds it (it is emptied here); remember the settings of this run. A store analysed for BM25
+    otherwise (an older kb) is not refused: its documents are read again, by this run and later
+    ones until each is (`reread_before`: documents written before then are stale)."""
     have = store.fingerprint()
-    if have is not None and have != wanted and documents.has_documents(store.conn) and not rebuild:
+    indexed = have is not None and documents.has_documents(store.conn)
+    if indexed and _settings(have) != _settings(wanted) and not rebuild:
         changed = sorted(k for k in wanted if have.get(k) != wanted[k])
         raise StoreIncompatible(
             f"store {store.dir} was built with other settings ({', '.join(changed)}); "
@@ -84,10 +88,17 @@ def check_settings(store: Store, wanted: dict, rebuild: bool, vector_index: str)
             documents.clear_all(conn)
     if have != wanted:
         with store.transaction(data=False):
+            if indexed and have.get("analyzer") != wanted["analyzer"]:
+                store.set_meta("reread_before", repr(time.time()))
             store.set_meta("fingerprint", json.dumps(wanted, sort_keys=True))
     if store.meta("vector_index") != vector_index:
         with store.transaction(data=False):
             store.set_meta("vector_index", vector_index)
+
+
+def _settings(fingerprint: dict) -> dict:
+    """What a store cannot change without being rebuilt: all but the BM25 analysis."""
+    return {k: v for k, v in fingerprint.items() if k != "analyzer"}
 
 
 def walk_targets(targets: list[Target], follow_symlinks: bool) -> Plan:

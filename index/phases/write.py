@@ -33,6 +33,8 @@ class Write:
         self.store, self.reader, self.sink = store, reader, sink
         self.report, self.progress, self.batch_files = report, progress, batch_files
         self.terms = TermIds(store.conn)
+        # documents written before then were analysed by an older kb: read again (kb.index.phases.plan)
+        self.stale_before = float(store.meta("reread_before") or 0)
         self.read_wait = Stopwatch()  # the writer waiting for the readers
         self.files_read = 0
         self._reads = iter(())
@@ -60,7 +62,7 @@ class Write:
         root = str(target.root)
         self._reads = self.reader.results(
             ReadJob(str(f.path), root, f.kind, f.stat.st_size, f.stat.st_mtime_ns) for f in files
-            if not _unchanged(existing.get(path_text(f.path)), f))
+            if not _unchanged(existing.get(path_text(f.path)), f, self.stale_before))
         # The first transactions are small, so that the GPU feed (and anyone reading the store)
         # gets the first chunks early; then batch_files per transaction.
         i, size = 0, min(8, self.batch_files)
@@ -92,7 +94,7 @@ class Write:
         """Bring one file's entry up to date; the tokens of its chunks if it was read (for the
         progress display's rate), else 0."""
         root, st = path_text(target.root), f.stat
-        if _unchanged(old, f):
+        if _unchanged(old, f, self.stale_before):
             if old.root != root:
                 documents.touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
             self.report.unchanged += 1
@@ -101,7 +103,7 @@ class Write:
         if doc is None:
             return 0
         tokens = sum(len(c.token_ids) for c in doc.chunks)
-        if old and old.hash == doc.hash:
+        if old and old.hash == doc.hash and old.indexed_at >= self.stale_before:
             documents.touch_document(conn, old.id, root, st.st_size, st.st_mtime_ns)
             self.report.unchanged += 1
             return tokens
@@ -133,6 +135,7 @@ class Write:
         return doc
 
 
-def _unchanged(old: DocRow | None, f: Found) -> bool:
-    """Same size and modification time as when it was indexed: not read again."""
-    return old is not None and old.size == f.stat.st_size and old.mtime_ns == f.stat.st_mtime_ns
+def _unchanged(old: DocRow | None, f: Found, stale_before: float) -> bool:
+    """Same size and modification time as when it was indexed, by today's analysis: not read again."""
+    return (old is not None and old.size == f.stat.st_size and old.mtime_ns == f.stat.st_mtime_ns
+            and old.indexed_at >= stale_before)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kb.index.store.terms import TermIds, delete_postings, insert_postings
+from kb.index.store.terms import TermIds, delete_postings, insert_postings, update_postings
 
 if TYPE_CHECKING:  # what a reader process makes (kb.index.readpool); only their attributes are read here
     from kb.index.bm25 import TermBags
@@ -25,12 +25,13 @@ class DocRow:
     size: int
     mtime_ns: int
     hash: str
+    indexed_at: float  # when its chunks were written
 
 
 def docs_under(conn: sqlite3.Connection, root: str) -> dict[str, DocRow]:
     """Documents whose path is `root` or lies below it ('/' < '0' makes the range exact)."""
     rows = conn.execute(
-        "SELECT id, path, root, size, mtime_ns, hash FROM documents "
+        "SELECT id, path, root, size, mtime_ns, hash, indexed_at FROM documents "
         "WHERE path = ? OR (path >= ? AND path < ?)", (root, root + "/", root + "0"))
     return {r[1]: DocRow(*r) for r in rows}
 
@@ -65,28 +66,32 @@ def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, old_id
         old = {}
         for chunk_id, h in conn.execute("SELECT id, hash FROM chunks WHERE doc_id = ?", (doc_id,)):
             old.setdefault(h, []).append(chunk_id)
+    blobs, n_terms = doc.terms.blobs(terms.array(doc.terms.vocab))
     moved, fresh = [], []
     for i, c in enumerate(doc.chunks):
         reused = old.get(c.hash)
-        if reused:
-            moved.append((c.seq, c.start_line, c.end_line, c.heading, reused.pop()))
+        if reused:  # the same text (its vector is kept); its heading, and so its terms, may differ
+            moved.append((c.seq, c.start_line, c.end_line, c.heading, n_terms[i], reused.pop(), blobs[i]))
         else:
             fresh.append(i)
-    conn.executemany("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=? WHERE id=?", moved)
+    conn.executemany("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=?, n_terms=? WHERE id=?",
+                     [m[:6] for m in moved])
+    update_postings(conn, [(m[5], m[6]) for m in moved])
     if fresh:
-        _insert_chunks(conn, terms, doc, doc_id, fresh, added_rows)
+        _insert_chunks(conn, doc, doc_id, fresh, (blobs, n_terms), added_rows)
     stale = [i for ids in old.values() for i in ids]
     _delete_chunks(conn, stale)
     return len(fresh), len(stale)
 
 
-def _insert_chunks(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, doc_id: int, fresh: list[int],
-                   added_rows: list | None) -> None:
-    """The chunks `fresh` (indices into doc.chunks) of document `doc_id`, with their postings."""
+def _insert_chunks(conn: sqlite3.Connection, doc: NewDoc, doc_id: int, fresh: list[int],
+                   postings_of: tuple[list[bytes], list[int]], added_rows: list | None) -> None:
+    """The chunks `fresh` (indices into doc.chunks) of document `doc_id`, with their postings
+    (`postings_of`: every chunk's blob and length in terms)."""
     # Ids are handed out here, so that the chunks and their postings go in as two bulk inserts;
     # `kb index` holds the store's write lock, and this runs inside its transaction.
     first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
-    blobs, n_terms = doc.terms.blobs(terms.array(doc.terms.vocab))
+    blobs, n_terms = postings_of
     rows, postings = [], []
     for chunk_id, i in enumerate(fresh, first):
         c = doc.chunks[i]

@@ -43,6 +43,11 @@ def insert_postings(conn: sqlite3.Connection, rows: list[tuple[int, bytes]]) -> 
     conn.executemany("INSERT INTO chunk_terms VALUES (?, ?)", rows)
 
 
+def update_postings(conn: sqlite3.Connection, rows: list[tuple[int, bytes]]) -> None:
+    """(chunk id, its new (term id, tf) blob) of chunks kept with new terms."""
+    conn.executemany("UPDATE chunk_terms SET terms = ? WHERE chunk_id = ?", [(b, c) for c, b in rows])
+
+
 def delete_postings(conn: sqlite3.Connection, chunk_ids: list[int]) -> None:
     conn.executemany("DELETE FROM chunk_terms WHERE chunk_id = ?", ((c,) for c in chunk_ids))
 
