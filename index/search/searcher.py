@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from kb.errors import StoreIncompatible, UsageError
-from kb.index.search import fusion
+from kb.index.search import exact, fusion
 from kb.index.search.bm25 import Bm25Retriever
 from kb.index.search.paths import ChunkPaths
 from kb.index.search.results import Candidates, Hit, QueryResult
@@ -45,15 +45,17 @@ class Searcher:
         _validate(query, k, mode)
         mode, note = self._usable(mode)
         timings: dict[str, float] = {}
-        depth = k if mode != "hybrid" else max(k, self.cfg.hybrid_depth)
+        wanted = exact.phrases(query)
+        pool = exact.PHRASE_POOL if wanted else k * exact.DIVERSITY_POOL
+        depth = pool if mode != "hybrid" else max(pool, self.cfg.hybrid_depth)
         t0 = time.perf_counter()
         lists, terms = self._retrieve(query, mode, depth, path_glob, timings)
         t1 = time.perf_counter()
         if mode == "hybrid":
-            ranked = fusion.fuse(lists["bm25"], lists["vector"], k, *self.fusion())
+            ranked = fusion.fuse(lists["bm25"], lists["vector"], pool, *self.fusion())
         else:
-            ranked = list(zip(lists[mode].ids[:k].tolist(), lists[mode].scores[:k].tolist()))
-        hits = self._hits(ranked)
+            ranked = list(zip(lists[mode].ids[:pool].tolist(), lists[mode].scores[:pool].tolist()))
+        hits = exact.spread(exact.with_phrases(self._hits(ranked), wanted), k)
         t2 = time.perf_counter()
         timings.update(fuse_fetch=t2 - t1, total=t2 - t0)
         return QueryResult(query, mode, hits, {n: round(v * 1000, 3) for n, v in timings.items()},
