@@ -183,6 +183,12 @@ def answer(a, out, streamed: bool = False, header: bool = False) -> None:
         sys.stdout.write("\n")
         if a.declined:
             out.print(Text(safe(a.answer)))
+        elif dropped := [n for n in a.model_cited if n not in a.cited]:  # streamed as the model wrote them
+            out.print(Text("not backed by their source: " + " ".join(f"[{n}]" for n in dropped), style="dim"))
+    if a.flag:
+        from kb.rag.grounding import FLAGS
+
+        out.print(Text(f"warning: {FLAGS[a.flag]}", style="yellow"))
     shown = [s for s in a.sources if s.n in a.cited] or a.sources
     if shown:
         out.print(Text("sources:" if a.cited else "sources (none cited):", style="dim"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kb.rag import grounding
 from kb.rag.cite import check, model_citations
 from kb.rag.sources import Source
 
@@ -35,10 +36,17 @@ class Answer:
     stats: dict
     declined: bool = False
     model_cited: list[int] = field(default_factory=list)  # the model's own [n] markers, unchecked
+    raw_answer: str = ""  # the model's text as written (`answer` drops the markers the check rejected)
+    flag: str | None = None  # why the answer is not grounded (kb.rag.grounding), or None
+
+    @property
+    def grounded(self) -> bool:
+        return not self.declined and self.flag is None
 
     def to_json(self) -> dict:
         return {"question": self.question, "answer": self.answer, "sources": [s.to_json() for s in self.sources],
                 "cited": self.cited, "model_cited": self.model_cited, "declined": self.declined,
+                "grounded": self.grounded, "flag": self.flag, "raw_answer": self.raw_answer,
                 "model": self.model, "prompt": self.prompt, "prompt_token_ids": self.prompt_token_ids,
                 "stats": self.stats}
 
@@ -49,8 +57,10 @@ def answered(p: Prepared, out, model: str) -> Answer:
     stats = {"prompt_tokens": out.prompt_tokens, "cached_tokens": out.cached_tokens,
              "new_tokens": len(out.token_ids), "retrieval_ms": round(p.retrieval_ms, 2),
              "ttft_ms": round(out.ttft_s * 1000, 2), "decode_tokens_per_s": round(out.decode_tokens_per_s, 2)}
-    return Answer(p.question, text, p.sources, check(text, [s.text for s in p.sources]), model, p.prompt,
-                  p.ids, stats, model_cited=model_citations(text, len(p.sources)))
+    cited = check(text, [s.text for s in p.sources])
+    return Answer(p.question, grounding.shown(text, cited), p.sources, cited, model, p.prompt, p.ids, stats,
+                  model_cited=model_citations(text, len(p.sources)), raw_answer=text,
+                  flag=grounding.flag(text, p.question, cited))
 
 
 def declined(p: Prepared, model: str) -> Answer:
