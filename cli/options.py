@@ -25,9 +25,12 @@ VectorIndex = Annotated[Optional[str], typer.Option(
     help="auto | flat | hnsw | ivf | none (BM25 only: nothing is embedded). Default: what the store "
          "was indexed with, else auto.", show_default=False)]
 Encoder = Annotated[Optional[str], typer.Option(
-    "--model", help="Local Hugging Face encoder folder (default: all-MiniLM-L6-v2, bundled).",
+    "--model", help="Encoder: a local Hugging Face folder, or an installed name (kb models list: "
+                    "embeddinggemma-300m). Default: all-MiniLM-L6-v2, bundled.",
     show_default=False)]
 Pooling = Annotated[str, typer.Option(help="auto | mean | cls")]
+Dims = Annotated[int, typer.Option(help="Keep the first N dimensions of each vector (Matryoshka models such "
+                                        "as embeddinggemma-300m: 512, 256, 128); 0: all.")]
 QueryPrefix = Annotated[str, typer.Option(help="Prefix for queries, e.g. 'query: ' (E5).")]
 PassagePrefix = Annotated[str, typer.Option(help="Prefix for passages, e.g. 'passage: '.")]
 Devices = Annotated[str, typer.Option(

@@ -205,7 +205,7 @@ def models(rows: list[dict], where: str, out) -> None:
     for r in rows:
         mark = "installed" if r["installed"] else "not installed"
         default = " (default)" if r["default"] else ""
-        out.print(Text(f"  {r['name']}{default}: {mark}; {r['note']}"))
+        out.print(Text(f"  {r['name']}{default} ({r['kind']}): {mark}; {r['note']}"))
 
 
 def check_report(report: dict, out) -> None:

@@ -32,8 +32,9 @@ class EmbedConfig:
     model: str | None = None  # a local model folder; None = all-MiniLM-L6-v2 from its package
     pooling: str = "auto"  # auto reads sentence-transformers' 1_Pooling/config.json, else mean
     normalize: bool = True
-    query_prefix: str = ""  # e.g. "query: " for E5, "Represent this sentence ...: " for BGE
-    passage_prefix: str = ""  # e.g. "passage: " for E5
+    query_prefix: str = ""  # e.g. "query: " for E5; "": the folder's own query prompt (sentence-transformers)
+    passage_prefix: str = ""  # e.g. "passage: " for E5; "": the folder's own document prompt
+    dims: int = 0  # Matryoshka: keep the first `dims` of each vector (then normalise); 0: all
     batch_tokens: int = 4096  # padded tokens per forward pass (measured best on a 2-core CPU)
     gpu_batch_tokens: int = 262144  # tokens per packed GPU batch (bench/embed_gpu.py: best of 16K-256K)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -55,6 +56,8 @@ class EmbedConfig:
             raise UsageError("batch_tokens must be at least 256 (gpu_batch_tokens 1024)")
         if self.feed_tokens < 1024 or self.feed_depth < 1:
             raise UsageError("feed_tokens must be at least 1024 and feed_depth at least 1")
+        if self.dims < 0:
+            raise UsageError("--dims must be 0 (all) or a positive number")
 
     def stored(self) -> dict:
         """The settings a store keeps with its vectors (meta `embedding`, read back by search);
@@ -110,18 +113,27 @@ class EmbedSpec:
 def describe(cfg: EmbedConfig) -> EmbedSpec:
     from kb.embed.tokenizer import load_tokenizer
 
+    from kb.embed import modules
+
     folder = cfg.folder()
     raw = (folder / "config.json").read_bytes()
     config = json.loads(raw)
+    query, document = modules.prompts(folder)
+    dense = modules.dense(folder)
+    width = dense[-1][2] if dense else config["hidden_size"]
+    if cfg.dims > width:
+        raise UsageError(f"--dims {cfg.dims} is more than the model's {width}")
     fingerprint = {
         "model": DEFAULT_MODEL if cfg.model is None else folder.name,
         "model_sha256": hashlib.sha256(raw + load_tokenizer(cfg.model).sha256.encode()).hexdigest()[:16],
-        "dims": config["hidden_size"], "pooling": _pooling(folder, cfg.pooling),
-        "normalize": cfg.normalize, "query_prefix": cfg.query_prefix,
-        "passage_prefix": cfg.passage_prefix, "max_tokens": _max_tokens(folder, config),
+        "dims": cfg.dims or width, "pooling": _pooling(folder, cfg.pooling),
+        "normalize": cfg.normalize, "query_prefix": cfg.query_prefix or query,
+        "passage_prefix": cfg.passage_prefix or document, "max_tokens": _max_tokens(folder, config),
     }
+    if dense:  # (kept out of older stores' fingerprints, which had none)
+        fingerprint["dense"] = [d[0] for d in dense]
     key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    return EmbedSpec(fingerprint, key, config["hidden_size"])
+    return EmbedSpec(fingerprint, key, fingerprint["dims"])
 
 
 class Encoder:
@@ -140,7 +152,9 @@ class Encoder:
                                    else ("cpu" if cfg.device == "auto" else cfg.device))
         # fp16 rather than bf16 on a GPU: three more bits of mantissa, and BERT-family activations
         # stay far inside its range (bench/embed_gpu.py checks the cosine to fp32 on every chunk)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        # (Gemma's activations overflow fp16: bf16 there)
+        gemma = json.loads((folder / "config.json").read_text()).get("model_type", "").startswith("gemma")
+        self.dtype = (torch.bfloat16 if gemma else torch.float16) if self.device.type == "cuda" else torch.float32
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype,
@@ -148,13 +162,20 @@ class Encoder:
         self.tokenizer = load_tokenizer(cfg.model)
         self.pad_id = self.model.config.pad_token_id or 0
         self.head, self.tail = self.tokenizer.special_tokens()
-        self._passage = self.tokenizer.encode(cfg.passage_prefix).ids if cfg.passage_prefix else []
+        self.query_prefix, passage = spec.fingerprint["query_prefix"], spec.fingerprint["passage_prefix"]
+        self._passage = self.tokenizer.encode(passage).ids if passage else []
+        # A prompt ending in a space ("title: none | text: ") that SentencePiece joins to the text's
+        # first word when both are tokenised together, as sentence-transformers does: kb glues them so
+        self._glue = passage if passage and _joins(self.tokenizer, passage) else ""
+        from kb.embed.modules import load_dense
+
+        self.dense = load_dense(folder, self.device, self.dtype) if "dense" in spec.fingerprint else None
         self._tail = np.asarray(self.tail, np.int32)
         self.packed = None
         if self.device.type == "cuda":
             from kb.embed.packed import PackedEncoder, supported
 
-            if supported(self.model.config):
+            if supported(self.model.config) and self.dense is None and not cfg.dims:
                 self.packed = PackedEncoder(self.model, gemm="lt")  # measured fastest, cosine 0.99999
 
     def _framing(self, prefix: list[int]) -> tuple[list[int], int]:
@@ -166,6 +187,9 @@ class Encoder:
 
     def _inputs(self, ids, prefix: list[int]) -> np.ndarray:
         """The model's input for a text's token ids."""
+        if self._glue and prefix is self._passage and len(ids):
+            k, word = _first_word(self.tokenizer, ids)
+            prefix, ids = self.tokenizer.encode(self._glue + word).ids, ids[k:]
         head, room = self._framing(prefix)
         return np.concatenate((np.asarray(head, np.int32), np.asarray(ids, np.int32)[:room], self._tail))
 
@@ -174,7 +198,7 @@ class Encoder:
         return self._embed(id_lists, self._passage)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([self.tokenizer.encode(self.cfg.query_prefix + text).ids], [])[0]
+        return self._embed([self.tokenizer.encode(self.query_prefix + text).ids], [])[0]
 
     def _embed(self, id_lists, prefix: list[int]) -> np.ndarray:
         if self.packed is None:
@@ -227,6 +251,25 @@ class Encoder:
             else:
                 m = mask.unsqueeze(-1).float()
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            if self.dense is not None:
+                pooled = self.dense(pooled.to(self.dtype)).float()
+            pooled = pooled[:, :self.dims]  # Matryoshka: the first dims carry the most
             if self.cfg.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled.cpu().numpy()
+
+
+def _joins(tokenizer, prompt: str) -> bool:
+    """Whether `prompt` tokenised with a text differs from the two tokenised apart."""
+    return tokenizer.encode(prompt + "Word").ids != tokenizer.encode(prompt).ids + tokenizer.encode("Word").ids
+
+
+def _first_word(tokenizer, ids) -> tuple[int, str]:
+    """(k, text): the most leading tokens (8 at most, 1 at least) that spell text without whitespace."""
+    best = (1, tokenizer.decode(ids[:1]))
+    for k in range(2, min(len(ids), 8) + 1):
+        text = tokenizer.decode(ids[:k])
+        if any(c.isspace() for c in text):
+            break
+        best = (k, text)
+    return best

