@@ -171,8 +171,12 @@ class Encoder:
 
         self.dense = load_dense(folder, self.device, self.dtype) if "dense" in spec.fingerprint else None
         self._tail = np.asarray(self.tail, np.int32)
-        self.packed = None
+        self.packed = self.gemma = None
         if self.device.type == "cuda":
+            from kb.embed import gemma
+
+            if gemma.supported(self.model.config) and self.pooling == "mean":
+                self.gemma = gemma.PackedGemma(self.model)
             from kb.embed.packed import PackedEncoder, supported
 
             if supported(self.model.config) and self.dense is None and not cfg.dims:
@@ -220,9 +224,17 @@ class Encoder:
                             depth=depth, graph_tokens=graph_tokens)
 
     def embed_inputs(self, inputs: list[np.ndarray]) -> np.ndarray:
-        """Vectors of model inputs (special tokens included) through transformers, length-sorted."""
+        """Vectors of model inputs (special tokens included): Gemma packed on a GPU (kb.embed.gemma)
+        where they fit its window, the rest through transformers, length-sorted."""
         out = np.zeros((len(inputs), self.dims), dtype=np.float32)
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        rest = list(range(len(inputs)))
+        if self.gemma is not None:
+            short = [i for i in rest if self.gemma.fits([inputs[i]])]
+            if short:
+                pooled = self.gemma.pool([inputs[i] for i in short], self.cfg.gpu_batch_tokens)
+                out[short] = self._finish(pooled).cpu().numpy()
+            rest = [i for i in rest if not self.gemma.fits([inputs[i]])]
+        order = sorted(rest, key=lambda i: len(inputs[i]))
         start = 0
         while start < len(order):
             # The longest input of a length-sorted batch is its last: grow while the padded size fits.
@@ -251,12 +263,19 @@ class Encoder:
             else:
                 m = mask.unsqueeze(-1).float()
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            return self._finish(pooled).cpu().numpy()
+
+    def _finish(self, pooled):
+        """Pooled vectors (n, hidden) float32 -> the Dense layers, Matryoshka's cut, normalised."""
+        import torch
+
+        with torch.inference_mode():
             if self.dense is not None:
                 pooled = self.dense(pooled.to(self.dtype)).float()
             pooled = pooled[:, :self.dims]  # Matryoshka: the first dims carry the most
             if self.cfg.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return pooled.cpu().numpy()
+        return pooled
 
 
 def _joins(tokenizer, prompt: str) -> bool:
