@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.embed import modules
 from kb.embed.tokenizer import DEFAULT_MODEL, default_model_dir
 from kb.common import quiet_transformers
 from kb.errors import NotFound, UsageError
@@ -113,8 +114,6 @@ class EmbedSpec:
 def describe(cfg: EmbedConfig) -> EmbedSpec:
     from kb.embed.tokenizer import load_tokenizer
 
-    from kb.embed import modules
-
     folder = cfg.folder()
     raw = (folder / "config.json").read_bytes()
     config = json.loads(raw)
@@ -150,11 +149,7 @@ class Encoder:
         self.pooling, self.max_tokens = spec.fingerprint["pooling"], spec.fingerprint["max_tokens"]
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if cfg.device == "auto" else cfg.device))
-        # fp16 rather than bf16 on a GPU: three more bits of mantissa, and BERT-family activations
-        # stay far inside its range (bench/embed_gpu.py checks the cosine to fp32 on every chunk)
-        # (Gemma's activations overflow fp16: bf16 there)
-        gemma = json.loads((folder / "config.json").read_text()).get("model_type", "").startswith("gemma")
-        self.dtype = (torch.bfloat16 if gemma else torch.float16) if self.device.type == "cuda" else torch.float32
+        self.dtype = _dtype(folder, self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype,
@@ -166,21 +161,22 @@ class Encoder:
         self._passage = self.tokenizer.encode(passage).ids if passage else []
         # A prompt ending in a space ("title: none | text: ") that SentencePiece joins to the text's
         # first word when both are tokenised together, as sentence-transformers does: kb glues them so
-        self._glue = passage if passage and _joins(self.tokenizer, passage) else ""
-        from kb.embed.modules import load_dense
-
-        self.dense = load_dense(folder, self.device, self.dtype) if "dense" in spec.fingerprint else None
+        self._glue = passage if passage and modules.prompt_joins(self.tokenizer, passage) else ""
+        self.dense = modules.load_dense(folder, self.device, self.dtype) if "dense" in spec.fingerprint else None
         self._tail = np.asarray(self.tail, np.int32)
         self.packed = self.gemma = None
         if self.device.type == "cuda":
-            from kb.embed import gemma
+            self._gpu_runners()
 
-            if gemma.supported(self.model.config) and self.pooling == "mean":
-                self.gemma = gemma.PackedGemma(self.model)
-            from kb.embed.packed import PackedEncoder, supported
+    def _gpu_runners(self) -> None:
+        """kb's packed runners where they run this model: BERT-family (kb.embed.packed), Gemma 3 (kb.embed.gemma)."""
+        from kb.embed import gemma
+        from kb.embed.packed import PackedEncoder, supported
 
-            if supported(self.model.config) and self.dense is None and not cfg.dims:
-                self.packed = PackedEncoder(self.model, gemm="lt")  # measured fastest, cosine 0.99999
+        if gemma.supported(self.model.config) and self.pooling == "mean":
+            self.gemma = gemma.PackedGemma(self.model)
+        if supported(self.model.config) and self.dense is None and not self.cfg.dims:
+            self.packed = PackedEncoder(self.model, gemm="lt")  # measured fastest, cosine 0.99999
 
     def _framing(self, prefix: list[int]) -> tuple[list[int], int]:
         """(ids before a text's own: special tokens and the prefix, room left for the text's ids):
@@ -192,7 +188,7 @@ class Encoder:
     def _inputs(self, ids, prefix: list[int]) -> np.ndarray:
         """The model's input for a text's token ids."""
         if self._glue and prefix is self._passage and len(ids):
-            k, word = _first_word(self.tokenizer, ids)
+            k, word = modules.first_word(self.tokenizer, ids)
             prefix, ids = self.tokenizer.encode(self._glue + word).ids, ids[k:]
         head, room = self._framing(prefix)
         return np.concatenate((np.asarray(head, np.int32), np.asarray(ids, np.int32)[:room], self._tail))
@@ -278,17 +274,13 @@ class Encoder:
         return pooled
 
 
-def _joins(tokenizer, prompt: str) -> bool:
-    """Whether `prompt` tokenised with a text differs from the two tokenised apart."""
-    return tokenizer.encode(prompt + "Word").ids != tokenizer.encode(prompt).ids + tokenizer.encode("Word").ids
+def _dtype(folder: Path, device):
+    """fp32 on the CPU. On a GPU fp16 rather than bf16: three more bits of mantissa, and BERT-family
+    activations stay far inside its range (bench/embed_gpu.py checks the cosine to fp32 on every
+    chunk); but Gemma's overflow fp16: bf16 there."""
+    import torch
 
-
-def _first_word(tokenizer, ids) -> tuple[int, str]:
-    """(k, text): the most leading tokens (8 at most, 1 at least) that spell text without whitespace."""
-    best = (1, tokenizer.decode(ids[:1]))
-    for k in range(2, min(len(ids), 8) + 1):
-        text = tokenizer.decode(ids[:k])
-        if any(c.isspace() for c in text):
-            break
-        best = (k, text)
-    return best
+    if device.type != "cuda":
+        return torch.float32
+    gemma = json.loads((folder / "config.json").read_text()).get("model_type", "").startswith("gemma")
+    return torch.bfloat16 if gemma else torch.float16

@@ -1,6 +1,7 @@
 """What a sentence-transformers folder adds around its transformer, read from its files: the
-prompts it was trained with for queries and documents, and the Dense layers after pooling
-(EmbeddingGemma projects 768 -> 3072 -> 768 so). No torch until the layers are loaded.
+prompts it was trained with for queries and documents (and how a prompt joins the text's first
+word when the two are tokenised together), and the Dense layers after pooling (EmbeddingGemma
+projects 768 -> 3072 -> 768 so). No torch until the layers are loaded.
 """
 
 from __future__ import annotations
@@ -56,3 +57,19 @@ def load_dense(folder: Path, device, dtype):
             x = torch.nn.functional.linear(x.to(w.dtype), w, b)
         return x
     return apply
+
+
+def prompt_joins(tokenizer, prompt: str) -> bool:
+    """Whether `prompt` tokenised with a text differs from the two tokenised apart."""
+    return tokenizer.encode(prompt + "Word").ids != tokenizer.encode(prompt).ids + tokenizer.encode("Word").ids
+
+
+def first_word(tokenizer, ids) -> tuple[int, str]:
+    """(k, text): the most leading tokens (8 at most, 1 at least) that spell text without whitespace."""
+    best = (1, tokenizer.decode(ids[:1]))
+    for k in range(2, min(len(ids), 8) + 1):
+        text = tokenizer.decode(ids[:k])
+        if any(c.isspace() for c in text):
+            break
+        best = (k, text)
+    return best
