@@ -2,8 +2,8 @@
 
     python bench/identifiers.py [--modes bm25,hybrid] [--keep]
 
-Corpus: CMake's reST help (Debian's cmake-data, fetched with `apt-get download`: variables,
-commands, properties, modules, one page each) and the Python sources of rich, typer and click
+Corpus: CMake's whole reST help (Debian's cmake-data, fetched with `apt-get download`: a page per
+variable, command, property and module, and the manuals, guides and release notes that mention them) and the Python sources of rich, typer and click
 (kb's own dependencies, copied from site-packages). Queries, made from the corpus with a fixed seed:
 - a CMake page's name as a user would type it (`CMAKE_BUILD_TYPE`, `target_link_libraries`);
   the page named so is the one that defines it;
@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, machine  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "identifiers"
-CMAKE_DIRS = ("variable", "command", "prop_tgt", "prop_dir", "prop_sf", "module", "policy", "envvar")
 
 
 def build() -> Path:
@@ -43,8 +42,7 @@ def build() -> Path:
         deb = next(Path(tmp).glob("cmake-data_*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(deb), f"{tmp}/x"], check=True)
         help_dir = next(Path(tmp, "x/usr/share").glob("cmake-*/Help"))
-        for d in CMAKE_DIRS:
-            shutil.copytree(help_dir / d, DATA / "cmake" / d)
+        shutil.copytree(help_dir, DATA / "cmake")  # manuals, guides and release notes too: they mention names
     import click
     import rich
     import typer

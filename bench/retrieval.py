@@ -1,9 +1,12 @@
 """Retrieval quality and speed: kb's three modes against bm25s, sentence-transformers exact search
 and plain reciprocal rank fusion, in one process on the same corpus.
 
-    python bench/retrieval.py [--docs 12000] [--queries 500]
+    python bench/retrieval.py [--docs 12000] [--queries 500] [--set pydocs|man-en|man-fr+de+es]
+                              [--model NAME|DIR] [--no-st]
 
-Corpus: docstrings of the standard library and installed packages, one file each (bench/corpus.py).
+Corpus (pydocs): docstrings of the standard library and installed packages, one file each
+(bench/corpus.py). The man-* sets are Debian's manual pages (bench/manpages.py: 11,294 English
+pages; 3,141 French, German and Spanish ones) with their NAME line's summary as the query.
 Labelled queries, two kinds, --queries of each (no labelled set installs offline, so they are made):
 - keyword: 3 words of a document and 1 of another (known-item search, what BM25 is built for);
 - summary: a document's one-line summary, cut out of the indexed file (the inverse cloze task: a
@@ -55,15 +58,17 @@ def quality(runs: list[list[str]], queries: list[dict]) -> dict:
     return out
 
 
-def run_kb(folder: Path, queries: list[dict], work: Path) -> tuple[dict, dict]:
+def run_kb(folder: Path, queries: list[dict], work: Path, model: str | None = None) -> tuple[dict, dict]:
+    from kb.embed.encoder import EmbedConfig
     from kb.index.indexer import IndexConfig, index_paths
+    from kb.rag.catalog import encoder_folder
     from kb.index.search import Searcher
     from kb.index.store import Store
 
     docs = work / "docs"
     shutil.copytree(folder, docs)
     t0 = time.perf_counter()
-    report = index_paths([docs], work / "kb", IndexConfig())
+    report = index_paths([docs], work / "kb", IndexConfig(embed=EmbedConfig(model=encoder_folder(model))))
     index_s = time.perf_counter() - t0
     store = Store.open(work / "kb")
     tokens = store.conn.execute("SELECT sum(length(token_ids) / 4 + 2) FROM chunks").fetchone()[0]
@@ -79,6 +84,8 @@ def run_kb(folder: Path, queries: list[dict], work: Path) -> tuple[dict, dict]:
     lists = [searcher.candidates(q["text"], 100) for q in queries]
     runs = [searcher.fuse_paths(bm, vec, DEPTH, "rrf", 0.5) for bm, vec in lists]
     results["plain RRF (kb's lists)"] = quality(runs, queries)
+    runs = [searcher.fuse_paths(bm, vec, DEPTH, "weighted", 0.5) for bm, vec in lists]
+    results["plain min-max (kb's lists)"] = quality(runs, queries)
     results["kb hybrid, tuned (2-fold)"], chosen = cross_tuned(searcher, lists, queries)
 
     times = []
@@ -150,17 +157,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=12_000)
     ap.add_argument("--queries", type=int, default=500, help="of each kind")
+    ap.add_argument("--set", default="pydocs", help="pydocs | man-en | man-fr+de+es | man-fr ...")
+    ap.add_argument("--model", default=None, help="the encoder: an installed name or a folder (default MiniLM)")
+    ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers (it embeds everything again)")
     args = ap.parse_args()
-    folder, summary = bench_corpus.build_held_out(args.docs, args.queries)
-    keyword = [{**q, "type": "keyword"} for q in bench_corpus.known_item_queries(folder, args.queries, seed=1)]
-    queries = keyword + summary
-    files = sorted(folder.rglob("*.txt"))
+    if args.set == "pydocs":
+        folder, summary = bench_corpus.build_held_out(args.docs, args.queries)
+        keyword = [{**q, "type": "keyword"} for q in bench_corpus.known_item_queries(folder, args.queries, seed=1)]
+        queries = keyword + summary
+    else:
+        import manpages
+
+        folder, queries = manpages.build(args.set.removeprefix("man-"))
+        queries = queries[:args.queries]
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     paths = [f.relative_to(folder).as_posix() for f in files]
     texts = [f.read_text() for f in files]
     with tempfile.TemporaryDirectory() as tmp:
-        results, speed, chunks = run_kb(folder, queries, Path(tmp))
+        results, speed, chunks = run_kb(folder, queries, Path(tmp), args.model)
     results["bm25s"] = run_bm25s(paths, texts, queries)
-    results["sentence-transformers exact"], st_speed = run_st(chunks, queries)
+    st_speed = {"st_encode_s": float("nan"), "st_tokens": 0}
+    if not args.no_st:
+        results["sentence-transformers exact"], st_speed = run_st(chunks, queries)
     speed.update(st_speed)
 
     kinds = sorted({q["type"] for q in queries})
@@ -184,8 +202,13 @@ def main() -> None:
     named = {f"{n.split(' (')[0].replace(' ', '_').replace('-', '_')}_{k}": v
              for n, r in results.items() for k, v in r.items()}
     emit("retrieval", docs=len(files), queries=len(queries), **named, hybrid_minus_rrf=round(gain, 4),
-         tuned_minus_rrf=round(tuned, 4), **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in speed.items()},
-         kb_over_st_docs_per_s=round(kb_dps / st_dps, 3), kb_over_st_tokens_per_s=round(kb_tps / st_tps, 3))
+         tuned_minus_rrf=round(tuned, 4), **{k: _num(v) for k, v in speed.items()}, set=args.set, model=args.model,
+         kb_over_st_docs_per_s=_num(kb_dps / st_dps), kb_over_st_tokens_per_s=_num(kb_tps / st_tps))
+
+
+def _num(v):
+    """Floats rounded, NaN (a system not run) as null."""
+    return (None if v != v else round(v, 3)) if isinstance(v, float) else v
 
 
 if __name__ == "__main__":
