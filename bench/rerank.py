@@ -39,10 +39,11 @@ def judge_all(store, model: str, depth: int, hit_lists, queries) -> tuple[list[l
 
     rr = Reranker(store, RerankConfig(model=model, depth=depth))
     judged, cold, warm = [], [], []
-    for q, hits in zip(queries, hit_lists):
+    for i, (q, hits) in enumerate(zip(queries, hit_lists)):
         t0 = time.perf_counter()
         judged.append(rr.judge(q["text"], hits))
         cold.append(time.perf_counter() - t0)
+        print(f"{model}: query {i + 1}/{len(queries)} judged in {cold[-1]:.1f} s", file=sys.stderr, flush=True)
     for q, hits in list(zip(queries, hit_lists))[:20]:
         t0 = time.perf_counter()
         rr.judge("find: " + q["text"], hits)

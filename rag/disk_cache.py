@@ -24,6 +24,7 @@ class DiskCache:
         self.folder = Path(folder) / fingerprint
         self.max_bytes = max_bytes
         self.written = self.loaded = 0
+        self._bytes: int | None = None  # the folder's size as of the last scan, plus what this process wrote
 
     def _path(self, digest: bytes) -> Path:
         return block_path(self.folder, digest.hex())
@@ -41,6 +42,8 @@ class DiskCache:
             np.savez(f, tokens=np.asarray(tokens, dtype=np.int64), k=as_np(k), v=as_np(v), dtype=np.array(dtype))
         os.replace(tmp, path)
         self.written += 1
+        if self._bytes is not None:
+            self._bytes += path.stat().st_size
 
     def load(self, digest: bytes, tokens: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
         path = self._path(digest)
@@ -59,9 +62,14 @@ class DiskCache:
         return k, v
 
     def trim(self) -> int:
-        """Delete least recently used files beyond `max_bytes`; returns how many."""
+        """Delete least recently used files beyond `max_bytes`; returns how many. The folder is
+        scanned on a process's first call and then only when what it wrote may pass the cap (a
+        scan stats every file: thousands for a reranker's passages)."""
+        if self._bytes is not None and self._bytes <= self.max_bytes:
+            return 0
         files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.folder.glob("*/*.npz")]
         total = sum(size for _, size, _ in files)
+        self._bytes = total
         removed = 0
         for _, size, path in sorted(files):
             if total <= self.max_bytes:
@@ -69,6 +77,7 @@ class DiskCache:
             path.unlink(missing_ok=True)
             total -= size
             removed += 1
+        self._bytes = total
         return removed
 
 
