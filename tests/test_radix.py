@@ -132,6 +132,24 @@ def test_damaged_disk_block_is_computed_again(tmp_path):
     assert disk.load(b"\x01" * 16, (1, 2, 3, 4)) is None
 
 
+def test_disk_trim_keeps_the_cap_and_the_most_recent_blocks(tmp_path):
+    import os
+
+    k = v = torch.zeros(4, 2, 8)
+    disk = DiskCache(tmp_path, "m")
+    disk.save(bytes([0]) * 16, (0,), k, v)
+    size = disk._path(bytes([0]) * 16).stat().st_size
+    disk.max_bytes = 3 * size
+    assert disk.trim() == 0  # the first call scans the folder
+    for i in range(1, 6):
+        disk.save(bytes([i]) * 16, (i,), k, v)
+        os.utime(disk._path(bytes([i]) * 16), (1000 + i, 1000 + i))  # saved in this order
+    os.utime(disk._path(bytes([0]) * 16), (999, 999))
+    assert disk.trim() == 3  # over the cap by what it wrote: scanned again, the oldest removed
+    assert sorted(p.stem[:2] for p in tmp_path.glob("m/*/*.npz")) == ["03", "04", "05"]
+    assert disk.trim() == 0 and DiskCache(tmp_path, "m", 3 * size).trim() == 0  # a new process agrees
+
+
 def test_evicted_blocks_are_written_to_disk(tmp_path):
     pool, radix = make(blocks=4, disk=DiskCache(tmp_path, "m"))
     tokens = list(range(1, 9))
