@@ -32,7 +32,9 @@ _MARK = "\x00KB-QUERY\x00"
 class RerankConfig:
     model: str | None = None  # a catalogue name or a local folder; None: kb.rag.catalog.DEFAULT
     depth: int = 20  # candidates judged
-    weight: float = 0.5  # the judgement's share of the blended score (min-max scaled over the candidates)
+    # the judgement's share of the blended score (min-max scaled over the candidates): 0.3-0.4 were
+    # best with both models (bench/rerank.py), 0.5 and above fell below hybrid alone
+    weight: float = 0.3
     passage_tokens: int = 384  # a passage's text is cut to this many tokens
     device: str = "auto"
     cache_bytes: int = 1 << 30  # cap of the KV blocks kept on disk under the store
@@ -123,15 +125,6 @@ class Reranker:
             from kb.rag import provenance
 
             provenance.keep(self.engine, sequences)
-
-
-def default_on() -> bool:
-    """Whether `kb query` reranks unless told: where an NVIDIA GPU is visible (a cheap check: no torch
-    import), since on the 2-core CPU judging 20 passages costs seconds (docs/performance.md)."""
-    from pathlib import Path
-
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
 
 
 def blend(fused: list[float], judged: list[float], weight: float) -> list[float]:

@@ -14,7 +14,7 @@ def query(
     path: options.PathGlob = None,
     json_out: options.JsonLines = False,
     file: options.QueryFile = None,
-    rerank: options.Rerank = None,
+    rerank: options.Rerank = False,
     rerank_model: options.RerankModel = None,
     rerank_depth: options.RerankDepth = 20,
 ) -> None:
@@ -46,12 +46,13 @@ def query(
         render.query_result(result, out)
 
 
-def _reranker(store, rerank: bool | None, model: str | None, depth: int, mode: str):
-    """The reranker `--rerank` asks for (by default where it pays: kb.rag.rerank.default_on), or None."""
+def _reranker(store, rerank: bool, model: str | None, depth: int, mode: str):
+    """The reranker `--rerank` asks for, or None. Off unless asked: with the small models that install
+    offline it did not pay (bench/rerank.py, docs/performance.md)."""
     from kb.errors import UsageError
-    from kb.rag.rerank import Reranker, RerankConfig, default_on
+    from kb.rag.rerank import Reranker, RerankConfig
 
-    if rerank is False or (rerank is None and (mode != "hybrid" or not default_on())):
+    if not rerank:
         return None
     if mode != "hybrid":
         raise UsageError("--rerank reorders hybrid results: use it with --mode hybrid")
