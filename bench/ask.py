@@ -83,7 +83,7 @@ def exact(asker, questions: list[dict], max_tokens: int) -> dict:
         a = asker.ask(q["question"])
         with torch.inference_mode():
             out = hf.generate(torch.tensor([a.prompt_token_ids]), max_new_tokens=max_tokens, do_sample=False)
-        same += tok.decode(out[0, len(a.prompt_token_ids):], skip_special_tokens=True).strip() == a.answer
+        same += tok.decode(out[0, len(a.prompt_token_ids):], skip_special_tokens=True).strip() == a.raw_answer
     return {"greedy_equal_hf": f"{same}/{len(picked)}"}
 
 
