@@ -54,7 +54,7 @@ def build() -> Path:
     return DATA
 
 
-_DEF = re.compile(r"^(\s*)(class|def)\s+([A-Za-z_]\w*)", re.M)
+_DEF = re.compile(r"^([ \t]*)(class|def)[ \t]+([A-Za-z_]\w*)", re.M)
 
 
 def queries(folder: Path, n_cmake: int, n_python: int, seed: int = 0) -> list[dict]:
