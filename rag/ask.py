@@ -33,6 +33,9 @@ class AskConfig:
     system: str = SYSTEM_PROMPT
     min_score: float = MIN_SCORE
     source_floor: float = SOURCE_FLOOR  # passages under this share of min_score are not given to the model
+    # decline too when the model judges none of the 3 best passages relevant with this probability
+    # (kb.rag.rerank's judgement, on the generator itself; 0: off)
+    judge_floor: float = 0.0
     device: str = "auto"
     cache_bytes: int = 1 << 30  # cap of the KV blocks kept on disk under the store
 
@@ -76,7 +79,8 @@ class Asker:
     def prepare(self, question: str) -> Prepared:
         """`retrieve`, then the sources that fit the prompt budget and the prompt's token ids."""
         out, hits = self.retrieve(question)
-        if out.declined:
+        if out.declined or (self.cfg.judge_floor > 0 and self._judged(out.question, hits) < self.cfg.judge_floor):
+            out.declined = True
             return out
         budget = self.cfg.context_tokens or (self.engine.model.cfg.max_positions - self.cfg.max_tokens)
         fixed = len(self._encode(self._prompt([], out.question)))
@@ -111,6 +115,15 @@ class Asker:
         if live:
             self._keep([(p, by_id[id(p)].token_ids) for p in live])
         return answers
+
+    def _judged(self, question: str, hits) -> float:
+        """The highest probability the generator gives that one of the 3 best passages is relevant."""
+        import math
+
+        from kb.rag.rerank import Reranker, RerankConfig
+
+        judge = Reranker(self.store, RerankConfig(model=str(self.folder)), engine=self.engine)
+        return max(1 / (1 + math.exp(-x)) for x in judge.judge(question, hits[:3]))
 
     def _prompt(self, sources, question: str) -> str:
         return chat_prompt(self.engine.tokenizer, self.cfg.system, sources, question)

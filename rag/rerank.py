@@ -42,7 +42,8 @@ class RerankConfig:
 
 
 class Reranker:
-    def __init__(self, store, cfg: RerankConfig = RerankConfig()):
+    def __init__(self, store, cfg: RerankConfig = RerankConfig(), engine=None):
+        """`engine`: a loaded generator to judge with (kb ask's), instead of loading `cfg.model`."""
         from kb.rag.catalog import DEFAULT, resolve
 
         if cfg.depth < 1 or not 0 <= cfg.weight <= 1:
@@ -50,6 +51,8 @@ class Reranker:
         self.store, self.cfg = store, cfg
         self.folder = resolve(cfg.model or DEFAULT)
         self._engine = None
+        if engine is not None:
+            self._setup(engine)
         self.last: dict = {}  # the last batch's prompt and cached token counts, and its seconds
 
     @property
@@ -62,17 +65,20 @@ class Reranker:
             # On a GPU, judging 20 passages from scratch (18 ms on an H200) is faster than reading
             # their KV back from disk (~86 MB): the disk tier is for the CPU, where it saves seconds
             cpu = resolve_device(self.cfg.device, "auto")[0].type == "cpu"
-            self._engine = Engine(EngineConfig(model=str(self.folder), device=self.cfg.device,
-                                               disk_cache=str(self.store.path(KV_DIR)) if cpu else None,
-                                               disk_cache_bytes=self.cfg.cache_bytes,
-                                               token_budget=self.cfg.token_budget))
-            tok = self._engine.tokenizer
-            if tok.chat_template is None:
-                raise UsageError(f"{self.folder} has no chat template: reranking needs an instruction-tuned model")
-            head, self._tail = _template(tok)
-            self._head = self._encode(head)
-            self._yes, self._no = _answer_ids(tok, "yes"), _answer_ids(tok, "no")
+            self._setup(Engine(EngineConfig(model=str(self.folder), device=self.cfg.device,
+                                            disk_cache=str(self.store.path(KV_DIR)) if cpu else None,
+                                            disk_cache_bytes=self.cfg.cache_bytes,
+                                            token_budget=self.cfg.token_budget)))
         return self._engine
+
+    def _setup(self, engine) -> None:
+        tok = engine.tokenizer
+        if tok.chat_template is None:
+            raise UsageError(f"{self.folder} has no chat template: reranking needs an instruction-tuned model")
+        self._engine = engine
+        head, self._tail = _template(tok)
+        self._head = self._encode(head)
+        self._yes, self._no = _answer_ids(tok, "yes"), _answer_ids(tok, "no")
 
     def rerank(self, result: QueryResult, k: int) -> QueryResult:
         """`result` (hybrid hits, best first) with its first `depth` hits judged and reordered by

@@ -119,3 +119,18 @@ def test_reindex_drops_cached_blocks_of_removed_chunks(store, smollm2):
     assert after < before  # blocks computed from the removed file's chunks are gone, others kept
     again = ask(db, smollm2, "What does git rebase --abort do?")
     assert again["stats"]["cached_tokens"] > 0  # the system prompt's blocks are still on disk
+
+
+def test_the_generators_own_judgement_can_decline(store, smollm2):
+    """AskConfig.judge_floor: declined when the model judges none of the best passages relevant with
+    that probability (off by default: bench/grounding.py measures it)."""
+    from kb.index.store import Store
+    from kb.rag.ask import AskConfig, Asker
+
+    corpus, db = store
+    q = "How many pages does the SQLite WAL file reach before a checkpoint?"
+    strict = Asker(Store.open(db), AskConfig(model=str(smollm2), judge_floor=0.999999))
+    assert strict.prepare(q).declined
+    lenient = Asker(Store.open(db), AskConfig(model=str(smollm2), judge_floor=1e-9))
+    p = lenient.prepare(q)
+    assert not p.declined and p.ids
