@@ -225,11 +225,12 @@ class Encoder:
         out = np.zeros((len(inputs), self.dims), dtype=np.float32)
         rest = list(range(len(inputs)))
         if self.gemma is not None:
-            short = [i for i in rest if self.gemma.fits([inputs[i]])]
+            fits = [self.gemma.fits([x]) for x in inputs]
+            short = [i for i in rest if fits[i]]
             if short:
                 pooled = self.gemma.pool([inputs[i] for i in short], self.cfg.gpu_batch_tokens)
                 out[short] = self._finish(pooled).cpu().numpy()
-            rest = [i for i in rest if not self.gemma.fits([inputs[i]])]
+            rest = [i for i in rest if not fits[i]]
         order = sorted(rest, key=lambda i: len(inputs[i]))
         start = 0
         while start < len(order):

@@ -72,7 +72,9 @@ class PackedGemma:
         lengths = torch.tensor([len(x) for x in inputs])
         ids = torch.from_numpy(np.concatenate(inputs).astype(np.int64)).to(device, non_blocking=True)
         cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(device, torch.int32)
-        pos = torch.cat([torch.arange(n) for n in lengths.tolist()]).to(device)
+        lengths = lengths.to(device)
+        segment = torch.repeat_interleave(torch.arange(len(inputs), device=device), lengths)  # each token's text
+        pos = torch.arange(len(ids), device=device) - cu[:-1].long()[segment]  # restarting at 0 per text
         rope = {t: _rotary(pos, self.head_dim, base, self.model.embed_tokens.weight.dtype)
                 for t, base in self.bases.items()}
         h = self.model.embed_tokens(ids)
@@ -84,9 +86,8 @@ class PackedGemma:
             m = self._norm(layer.post_feedforward_layernorm, layer.mlp(x))
             x, h = self._add_norm(m, h, layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm)
         h = x.float()
-        segment = torch.repeat_interleave(torch.arange(len(inputs), device=device), lengths.to(device))
         sums = torch.zeros((len(inputs), h.shape[1]), device=device).index_add_(0, segment, h)
-        return sums / lengths.to(device).unsqueeze(1)
+        return sums / lengths.unsqueeze(1)
 
     def _norm(self, module, x: torch.Tensor) -> torch.Tensor:
         """`module` (a Gemma3RMSNorm) of x, over its last dimension."""
