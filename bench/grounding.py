@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -55,7 +54,7 @@ def main() -> None:
     for model in args.models.split(","):
         rr = Reranker(store, RerankConfig(model=model, depth=args.depth))
         t0 = time.perf_counter()
-        best = {k: [max(map(_p, rr.judge(q, h))) if h else 0.0 for q, h in zip(asked[k], hs)] for k, hs in hits.items()}
+        best = {k: [max(rr.relevance(q, h)) if h else 0.0 for q, h in zip(asked[k], hs)] for k, hs in hits.items()}
         seconds = (time.perf_counter() - t0) / sum(map(len, asked.values()))
         for cut in CUTS:
             rows[f"{model} p<{cut}"] = {k: sum(p < cut for p in ps) / len(ps) for k, ps in best.items()}
@@ -72,10 +71,6 @@ def main() -> None:
         else:
             print(f"{name:45}{r:22.2f}")
     emit("grounding", machine=machine(), rows=rows)
-
-
-def _p(log_odds: float) -> float:
-    return 1 / (1 + math.exp(-log_odds))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class Asker:
         self.folder = resolve(cfg.model or DEFAULT_MODEL)
         self.searcher = Searcher(store)
         self._engine = None
+        self._judge = None  # kb.rag.rerank.Reranker on the same engine, made on first use (judge_floor)
 
     @property
     def engine(self):
@@ -118,12 +119,11 @@ class Asker:
 
     def _judged(self, question: str, hits) -> float:
         """The highest probability the generator gives that one of the 3 best passages is relevant."""
-        import math
+        if self._judge is None:
+            from kb.rag.rerank import Reranker, RerankConfig
 
-        from kb.rag.rerank import Reranker, RerankConfig
-
-        judge = Reranker(self.store, RerankConfig(model=str(self.folder)), engine=self.engine)
-        return max(1 / (1 + math.exp(-x)) for x in judge.judge(question, hits[:3]))
+            self._judge = Reranker(self.store, RerankConfig(model=str(self.folder)), engine=self.engine)
+        return max(self._judge.relevance(question, hits[:3]))
 
     def _prompt(self, sources, question: str) -> str:
         return chat_prompt(self.engine.tokenizer, self.cfg.system, sources, question)

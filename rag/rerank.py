@@ -77,7 +77,7 @@ class Reranker:
             raise UsageError(f"{self.folder} has no chat template: reranking needs an instruction-tuned model")
         self._engine = engine
         head, self._tail = _template(tok)
-        self._head = self._encode(head)
+        self._head, self._newline = self._encode(head), self._encode("\n")
         self._yes, self._no = _answer_ids(tok, "yes"), _answer_ids(tok, "no")
 
     def rerank(self, result: QueryResult, k: int) -> QueryResult:
@@ -100,24 +100,36 @@ class Reranker:
         """Log-odds of "yes" over "no" for each hit, in one engine batch."""
         from kb.rag.sampling import SamplingParams
 
-        prompts = [self.prompt(query, h) for h in hits]
+        engine = self.engine  # loaded first: the prompts need its tokenizer and template
+        suffix = self.suffix(query)
+        prompts = [self.prefix(h) + suffix for h in hits]
         params = SamplingParams(max_tokens=1, logprobs_of=self._yes + self._no)
         t0 = time.perf_counter()
-        outputs = self.engine.generate(prompts, params)
+        outputs = engine.generate(prompts, params)
         self.last = {"prompt_tokens": sum(o.prompt_tokens for o in outputs),
                      "cached_tokens": sum(o.cached_tokens for o in outputs), "seconds": time.perf_counter() - t0}
         self._keep([(ids, [(len(self._head), h.chunk_id)]) for ids, h in zip(prompts, hits)])
         n = len(self._yes)
         return [_logsumexp(o.logprobs[:n]) - _logsumexp(o.logprobs[n:]) for o in outputs]
 
+    def relevance(self, query: str, hits: list[Hit]) -> list[float]:
+        """The probability of "yes" against "no" for each hit (`judge` as probabilities)."""
+        return [1 / (1 + math.exp(-x)) for x in self.judge(query, hits)]
+
     def prompt(self, query: str, hit: Hit) -> list[int]:
-        """The token ids judged for one hit: the instruction, the passage and the question, padded
-        with line breaks to whole KV blocks (the prefix a later query reuses), then the query."""
-        text = self.engine.tokenizer.decode(self._encode(hit.text)[:self.cfg.passage_tokens])
+        """The token ids judged for one hit: `prefix`, then `suffix`."""
+        return self.prefix(hit) + self.suffix(query)
+
+    def prefix(self, hit: Hit) -> list[int]:
+        """The instruction, the passage (cut to `passage_tokens`) and the question, padded with line
+        breaks to whole KV blocks: what every query that retrieves the passage reuses."""
+        text = hit.text
+        ids = self._encode(text)
+        if len(ids) > self.cfg.passage_tokens:
+            text = self.engine.tokenizer.decode(ids[:self.cfg.passage_tokens])
         ids = self._head + self._encode(
             f"Passage from {quote_path(hit.path)}:\n{OPEN}\n{quote_text(text)}\n{CLOSE}\n\n{QUESTION}\n")
-        ids += self._encode("\n") * (-len(ids) % self.engine.pool.block_size)
-        return ids + self.suffix(query)
+        return ids + self._newline * (-len(ids) % self.engine.pool.block_size)
 
     def suffix(self, query: str) -> list[int]:
         """What a query adds after each passage's prefix: the query, then the turn's end."""
