@@ -30,7 +30,16 @@ def phrases(query: str) -> list[str]:
 
 
 def with_phrases(hits: list[Hit], wanted: list[str]) -> list[Hit]:
-    return [h for h in hits if all(p in _norm(h.text) for p in wanted)] if wanted else hits
+    """The hits whose text holds every phrase of `wanted` (all of them when none is wanted)."""
+    if not wanted:
+        return hits
+    return [h for h, text in ((h, _norm(h.text)) for h in hits) if all(p in text for p in wanted)]
+
+
+def pool(k: int, wanted: list[str]) -> int:
+    """How many ranked candidates to read for `k` results: enough to spread over documents, and
+    with phrases to wanted, PHRASE_POOL at least."""
+    return max(k * DIVERSITY_POOL, PHRASE_POOL if wanted else 0)
 
 
 def spread(hits: list[Hit], k: int) -> list[Hit]:

@@ -46,7 +46,7 @@ class Searcher:
         mode, note = self._usable(mode)
         timings: dict[str, float] = {}
         wanted = exact.phrases(query)
-        pool = exact.PHRASE_POOL if wanted else k * exact.DIVERSITY_POOL
+        pool = exact.pool(k, wanted)
         depth = pool if mode != "hybrid" else max(pool, self.cfg.hybrid_depth)
         t0 = time.perf_counter()
         lists, terms = self._retrieve(query, mode, depth, path_glob, timings)

@@ -67,16 +67,17 @@ def write_document(conn: sqlite3.Connection, terms: TermIds, doc: NewDoc, old_id
         for chunk_id, h in conn.execute("SELECT id, hash FROM chunks WHERE doc_id = ?", (doc_id,)):
             old.setdefault(h, []).append(chunk_id)
     blobs, n_terms = doc.terms.blobs(terms.array(doc.terms.vocab))
-    moved, fresh = [], []
+    moved, moved_terms, fresh = [], [], []
     for i, c in enumerate(doc.chunks):
         reused = old.get(c.hash)
         if reused:  # the same text (its vector is kept); its heading, and so its terms, may differ
-            moved.append((c.seq, c.start_line, c.end_line, c.heading, n_terms[i], reused.pop(), blobs[i]))
+            chunk_id = reused.pop()
+            moved.append((c.seq, c.start_line, c.end_line, c.heading, n_terms[i], chunk_id))
+            moved_terms.append((chunk_id, blobs[i]))
         else:
             fresh.append(i)
-    conn.executemany("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=?, n_terms=? WHERE id=?",
-                     [m[:6] for m in moved])
-    update_postings(conn, [(m[5], m[6]) for m in moved])
+    conn.executemany("UPDATE chunks SET seq=?, start_line=?, end_line=?, heading=?, n_terms=? WHERE id=?", moved)
+    update_postings(conn, moved_terms)
     if fresh:
         _insert_chunks(conn, doc, doc_id, fresh, (blobs, n_terms), added_rows)
     stale = [i for ids in old.values() for i in ids]
