@@ -13,8 +13,9 @@ Labelled queries, two kinds, --queries of each (no labelled set installs offline
   description of what the rest of the text explains, mostly in other words).
 Each query has one relevant document; chunk results are collapsed to documents.
 
-Systems: kb bm25, vector and hybrid (its default fusion); kb hybrid with the fusion `kb eval --tune`
-picks for this store (chosen on one half of the queries, scored on the other); plain RRF (k=60)
+Systems: kb bm25, vector and hybrid (its default fusion); kb hybrid with the title weight and fusion
+`kb eval --tune` picks for this store, per query language where that pays (chosen on one half of
+the queries, scored on the other); plain RRF (k=60)
 over kb's very same BM25 and vector candidates; bm25s on whole documents; sentence-transformers
 `encode` with the same model (all-MiniLM-L6-v2) of kb's own chunk texts and exact cosine search
 (chunks collapsed to documents, as for kb). Whole documents would be cut at 256 word pieces.
@@ -86,7 +87,7 @@ def run_kb(folder: Path, queries: list[dict], work: Path, model: str | None = No
     results["plain RRF (kb's lists)"] = quality(runs, queries)
     runs = [searcher.fuse_paths(bm, vec, DEPTH, "weighted", 0.5) for bm, vec in lists]
     results["plain min-max (kb's lists)"] = quality(runs, queries)
-    results["kb hybrid, tuned (2-fold)"], chosen = cross_tuned(searcher, lists, queries)
+    results["kb hybrid, tuned (2-fold)"], chosen = cross_tuned(searcher, queries)
 
     times = []
     for q in queries:
@@ -102,20 +103,28 @@ def run_kb(folder: Path, queries: list[dict], work: Path, model: str | None = No
     return results, speed, chunks
 
 
-def cross_tuned(searcher, lists, queries: list[dict]) -> tuple[dict, list[str]]:
-    """What `kb eval --tune --apply` gives: the fusion (method, weight) chosen on one half of the
-    queries, scored on the other half, and the other way round."""
+def cross_tuned(searcher, queries: list[dict]) -> tuple[dict, list[str]]:
+    """What `kb eval --tune --apply` gives: the title weight and fusion (per query language where
+    that pays) chosen on one half of the queries, scored on the other half, and the other way round."""
+    from kb.index.search.evaluate import Query, chosen, tune_fusion
+    from kb.index.search.language import guess
+
+    labelled = [Query(str(i), q["text"], q["type"]) for i, q in enumerate(queries)]
+    qrels = {str(i): {q["doc"]: 1} for i, q in enumerate(queries)}
     folds = [list(range(0, len(queries), 2)), list(range(1, len(queries), 2))]
     runs: list[list[str]] = [[] for _ in queries]
-    chosen = []
+    picks = []
     for tune, test in (folds, folds[::-1]):
-        best = max(((m, w) for m in ("rrf", "weighted", "calibrated") for w in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
-                   key=lambda mw: quality([searcher.fuse_paths(*lists[i], DEPTH, *mw) for i in tune],
-                                          [queries[i] for i in tune])["ndcg@10_all"])
-        chosen.append("%s %.1f" % best)
+        best = chosen(tune_fusion(searcher, [labelled[i] for i in tune], qrels, depth=100))
+        picks.append("title %g, %s %.1f%s" % (best["title_weight"], best["method"], best["weight"], "".join(
+            f", {lang} {g['method']} {g['weight']:.1f}" for lang, g in sorted(best.get("languages", {}).items()))))
+        searcher.bm25.weigh_title(best["title_weight"])
         for i in test:
-            runs[i] = searcher.fuse_paths(*lists[i], DEPTH, *best)
-    return quality(runs, queries), chosen
+            fusion = best.get("languages", {}).get(guess(queries[i]["text"]), best)
+            runs[i] = searcher.fuse_paths(*searcher.candidates(queries[i]["text"], 100), DEPTH,
+                                          fusion["method"], fusion["weight"])
+        searcher.bm25.weigh_title(None)
+    return quality(runs, queries), picks
 
 
 def run_bm25s(paths: list[str], texts: list[str], queries: list[dict]) -> dict:
@@ -194,7 +203,7 @@ def main() -> None:
     kb_dps, st_dps = speed["kb_docs"] / speed["kb_index_s"], len(texts) / speed["st_encode_s"]  # same chunks
     tuned = results["kb hybrid, tuned (2-fold)"]["ndcg@10_all"] - results["plain RRF (kb's lists)"]["ndcg@10_all"]
     print(f"kb hybrid ({speed['fusion']}) - plain RRF: {gain:+.4f} nDCG@10; tuned per store "
-          f"({', '.join(speed['tuned_fusion'])}): {tuned:+.4f}")
+          f"({'; '.join(speed['tuned_fusion'])}): {tuned:+.4f}")
     print(f"hybrid query, warm, k=10: p50 {speed['hybrid_p50_ms']:.1f} ms, p95 {speed['hybrid_p95_ms']:.1f} ms")
     print(f"indexing: kb index {speed['kb_index_s']:.0f} s ({kb_dps:.0f} docs/s, {kb_tps:.0f} tokens/s embedded), "
           f"sentence-transformers encode {speed['st_encode_s']:.0f} s ({st_dps:.0f} docs/s, {st_tps:.0f} tokens/s); "

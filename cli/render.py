@@ -146,7 +146,7 @@ def _vectors(v: dict | None) -> str:
     if not v["complete"]:
         state += f"; {done} (`kb index` completes them)"
     return (f"{v['count']} x {v['dims']} ({v['model']}), index {v['kind']}{state}; "
-            f"fusion {v['fusion']['method']} (vector weight {v['fusion']['weight']:g})")
+            f"{_fusion_line(v['fusion'])}")
 
 
 def evaluation(report: dict, out) -> None:
@@ -159,10 +159,15 @@ def evaluation(report: dict, out) -> None:
     out.print(table)
     if "tuning" in report:
         best = report["tuning"][0]
-        out.print(f"best fusion: {best['method']} with vector weight {best['weight']:g} "
-                  f"(nDCG@10 {best['ndcg@10']:.4f})")
-    f = report["fusion"]
-    out.print(f"fusion used by kb query: {f['method']} (vector weight {f['weight']:g})")
+        out.print(f"best: {_fusion_line(report['chosen'])} (nDCG@10 {best['ndcg@10']:.4f})")
+    out.print(f"used by kb query: {_fusion_line(report['fusion'])}")
+
+
+def _fusion_line(f: dict) -> str:
+    line = f"{f['method']} fusion, vector weight {f['weight']:g}, title weight {f['title_weight']:g}"
+    for lang, g in sorted(f.get("languages", {}).items()):
+        line += f"; {lang} queries: {g['method']}, vector weight {g['weight']:g}"
+    return line
 
 
 def stream(piece: str) -> None:

@@ -6,8 +6,10 @@ Identifiers are terms of their own beside the words they split into: `CMAKE_BUIL
 "cmake", "build", "type"..., so a query naming one finds it exactly while its words still match;
 a CamelCase word also gives its parts ("SentenceTransformer": "sentence", "transform").
 
-A chunk's terms (`chunk_terms`) add a title field, FIELD_WEIGHT times: its file's name and its
-heading path, so a document named like the query, or a section headed so, ranks first.
+A chunk's terms (`chunk_terms`) come in two fields: its text's, and a title field, its file's name
+and its heading path, so that a document named like the query, or a section headed so, ranks
+first. The title's weight is applied when the BM25 cache is built (kb.index.bm25), so `kb eval
+--tune` can choose it per store without reading a document again.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import unicodedata
 from functools import lru_cache
 
 # Bump when analysis changes: it is part of the store's fingerprint, so old indexes are detected.
-ANALYZER_VERSION = "lucene-stop+snowball-en+jieba-search+identifiers+title2/2"
-FIELD_WEIGHT = 2  # a title term counts as this many occurrences in the chunk
+ANALYZER_VERSION = "lucene-stop+snowball-en+jieba-search+identifiers+title-field/3"
 
 # Runs of CJK ideographs go to jieba; everything else splits on word characters.
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -86,14 +87,14 @@ def _snake(word: str) -> bool:
     return last > 0 and _LETTER.search(word, 0, last) is not None
 
 
-def chunk_terms(text: str, title: str, heading: str) -> list[str]:
-    """A chunk's BM25 terms: its text's, then FIELD_WEIGHT times those of its title field (the
-    file's name without its extension, and the heading path; a code heading path also as a dotted
-    name, `Console > print` as `Console.print`)."""
+def chunk_terms(text: str, title: str, heading: str) -> tuple[list[str], list[str]]:
+    """A chunk's BM25 terms: (its text's, its title field's: the file's name without its
+    extension, and the heading path; a code heading path also as a dotted name, `Console > print`
+    as `Console.print`)."""
     field = f"{title}\n{heading}"
     if " > " in heading:
         field += "\n" + heading.replace(" > ", ".")
-    return analyze(text) + analyze(field) * FIELD_WEIGHT
+    return analyze(text), analyze(field)
 
 
 def analyze_query(text: str, known) -> tuple[list[str], int]:

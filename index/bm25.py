@@ -2,11 +2,15 @@
 
 The source of truth is two SQLite tables (kb.index.store.terms): `terms(id, term)`, and
 `chunk_terms(chunk_id, terms)`, a forward index holding each chunk's (term id, tf) pairs as one
-int32 blob. A chunk's postings are written and deleted with its row, one row per chunk instead of
+int32 blob; a tf packs the term's count in the chunk's text (low 16 bits) and in its title field
+(file name and heading path, the bits above), BM25F's two fields. A chunk's postings are written and deleted with its row, one row per chunk instead of
 one per (term, chunk), which is what keeps `kb index` off SQLite's B-trees. Queries read a derived cache (`bm25.npz`), the
 inverted index: for each term, the rows of its postings and their precomputed Lucene BM25 weights
 
     idf(t) * tf / (tf + k1 * (1 - b + b * dl / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
+
+with tf = text count + title_weight * title count, and dl the sum of a chunk's tf. The title's
+weight is the store's (`kb eval --tune --apply` stores one), else TITLE_WEIGHT;
 
 in CSC layout, so that a query is a few slices, one bincount and an argpartition (as bm25s does).
 The cache is tagged with the store's data_version and rebuilt from SQLite whenever it is stale.
@@ -26,6 +30,9 @@ from kb.index.store import Store, terms
 
 K1 = 1.2
 B = 0.75
+TITLE_WEIGHT = 2.0  # a title term counts as this many occurrences of it in the text
+TITLE_SHIFT = 16  # a packed tf: text count | title count << TITLE_SHIFT
+_COUNT = (1 << TITLE_SHIFT) - 1
 CACHE_FILE = "bm25.npz"
 
 
@@ -39,28 +46,46 @@ class TermBags:
     offsets: np.ndarray  # (chunks + 1,) int64
 
     @classmethod
-    def of(cls, chunk_terms: list[list[str]]) -> "TermBags":
+    def of(cls, chunk_terms: list[tuple[list[str], list[str]]]) -> "TermBags":
+        """From each chunk's (text terms, title terms)."""
         vocab: dict[str, int] = {}
-        lengths = np.fromiter(map(len, chunk_terms), np.int64, len(chunk_terms))
-        index = np.fromiter((vocab.setdefault(t, len(vocab)) for terms in chunk_terms for t in terms),
+        fields = [f for pair in chunk_terms for f in pair]  # chunk i's text is field 2i, its title 2i + 1
+        lengths = np.fromiter(map(len, fields), np.int64, len(fields))
+        index = np.fromiter((vocab.setdefault(t, len(vocab)) for terms in fields for t in terms),
                             np.int64, int(lengths.sum()))
-        # One sort for the document: (chunk, term) keys, counted; a chunk's pairs by vocab index.
+        field = np.repeat(np.arange(len(fields)), lengths)
+        # One sort for the document: (chunk, term) keys, counted per field; a chunk's pairs by vocab index.
         width = max(len(vocab), 1)
-        keys, tf = np.unique(np.repeat(np.arange(len(chunk_terms)), lengths) * width + index,
-                             return_counts=True)
+        keys, at = np.unique((field // 2) * width + index, return_inverse=True)
+        at, title = at.reshape(-1), field % 2
+        text_tf = np.bincount(at, weights=1 - title, minlength=len(keys)).astype(np.int64)
+        title_tf = np.bincount(at, weights=title, minlength=len(keys)).astype(np.int64)
+        tf = np.minimum(text_tf, _COUNT) | np.minimum(title_tf, _COUNT >> 1) << TITLE_SHIFT
         pairs = np.stack((keys % width, tf), axis=1).astype(np.int32)
         offsets = np.searchsorted(keys // width, np.arange(len(chunk_terms) + 1)).astype(np.int64)
         return cls(list(vocab), pairs.reshape(-1, 2), offsets)
 
     def blobs(self, term_ids: np.ndarray) -> tuple[list[bytes], list[int]]:
         """Each chunk's `chunk_terms` blob under the store's `term_ids` (by vocab index), and its
-        length in terms (the BM25 document length)."""
+        length in terms (the BM25 document length under the default title weight)."""
         mapped = self.pairs.copy()
         mapped[:, 0] = term_ids[self.pairs[:, 0]]
         raw, at = mapped.tobytes(), (self.offsets * 8).tolist()
-        tf_sums = np.concatenate(([0], np.cumsum(self.pairs[:, 1], dtype=np.int64)))
+        tf_sums = np.concatenate(([0], np.cumsum(weighted_tf(self.pairs[:, 1], TITLE_WEIGHT), dtype=np.int64)))
         lengths = (tf_sums[self.offsets[1:]] - tf_sums[self.offsets[:-1]]).tolist()
         return [raw[at[i]:at[i + 1]] for i in range(len(at) - 1)], lengths
+
+
+def weighted_tf(packed: np.ndarray, title_weight: float) -> np.ndarray:
+    """Term frequencies of packed (text, title) counts, a title occurrence counting `title_weight`."""
+    packed = packed.astype(np.int64)
+    return (packed & _COUNT) + title_weight * (packed >> TITLE_SHIFT)
+
+
+def title_weight(store: Store) -> float:
+    """The store's title weight: what `kb eval --tune --apply` stored, else TITLE_WEIGHT."""
+    raw = store.meta("title_weight")
+    return float(raw) if raw else TITLE_WEIGHT
 
 
 @dataclass
@@ -70,15 +95,18 @@ class Bm25Cache:
     rows: np.ndarray       # (nnz,) int32, row into chunk_ids
     weights: np.ndarray    # (nnz,) float32, BM25 weight of the posting
     chunk_ids: np.ndarray  # (n_chunks,) int64, sorted
+    title_weight: float = TITLE_WEIGHT
 
     @classmethod
-    def build(cls, store: Store) -> "Bm25Cache":
+    def build(cls, store: Store, title: float | None = None) -> "Bm25Cache":
+        """From SQLite, with the title field weighted `title` (default: the store's weight)."""
+        title = title_weight(store) if title is None else title
         with store.snapshot() as conn:
             version = store.data_version
             chunk_ids, rows, pairs = terms.read_postings(conn)
             max_term = terms.max_term_id(conn)
         order = np.argsort(pairs[:, 0], kind="stable")  # CSC: by term, then by chunk (rows ascend)
-        term, rows, tf = pairs[order, 0].astype(np.int64), rows[order], pairs[order, 1].astype(np.float64)
+        term, rows, tf = pairs[order, 0].astype(np.int64), rows[order], weighted_tf(pairs[order, 1], title)
         dl = np.bincount(rows, weights=tf, minlength=len(chunk_ids))
         df = np.bincount(term, minlength=max_term + 1)
         indptr = np.zeros(max_term + 2, dtype=np.int64)
@@ -88,11 +116,16 @@ class Bm25Cache:
         idf = np.log1p((n - df + 0.5) / (df + 0.5))
         norm = K1 * (1 - B + B * dl / max(avgdl, 1e-9))
         weights = idf[term] * tf / (tf + norm[rows])
-        return cls(version, indptr, rows.astype(np.int32), weights.astype(np.float32), chunk_ids)
+        return cls(version, indptr, rows.astype(np.int32), weights.astype(np.float32), chunk_ids, title)
+
+    @staticmethod
+    def tag(version: int, title: float) -> dict:
+        """What a cache file must say to be current."""
+        return {"version": version, "analyzer": ANALYZER_VERSION, "k1": K1, "b": B, "title": title}
 
     def save(self, store: Store) -> None:
         buf = io.BytesIO()
-        tag = json.dumps({"version": self.version, "analyzer": ANALYZER_VERSION, "k1": K1, "b": B})
+        tag = json.dumps(self.tag(self.version, self.title_weight))
         np.savez(buf, tag=np.array(tag), indptr=self.indptr, rows=self.rows,
                  weights=self.weights, chunk_ids=self.chunk_ids)
         write_atomic(store.path(CACHE_FILE), buf.getvalue())
@@ -102,10 +135,10 @@ class Bm25Cache:
         """The cache file if it reflects `version` and today's analysis; None if stale or broken."""
         try:
             with np.load(store.path(CACHE_FILE), allow_pickle=False) as f:
-                tag = json.loads(str(f["tag"]))
-                if tag != {"version": version, "analyzer": ANALYZER_VERSION, "k1": K1, "b": B}:
+                title = title_weight(store)
+                if json.loads(str(f["tag"])) != cls.tag(version, title):
                     return None
-                return cls(version, f["indptr"], f["rows"], f["weights"], f["chunk_ids"])
+                return cls(version, f["indptr"], f["rows"], f["weights"], f["chunk_ids"], title)
         except BROKEN_FILE:  # missing, torn, damaged or foreign: rebuild
             return None
 

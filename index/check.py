@@ -18,8 +18,7 @@ import numpy as np
 
 from kb.common import BROKEN_FILE, is_damage
 from kb.errors import NotFound, StoreIncompatible, UsageError
-from kb.index.analyzer import ANALYZER_VERSION
-from kb.index.bm25 import B, CACHE_FILE, K1, Bm25Cache
+from kb.index.bm25 import CACHE_FILE, Bm25Cache, title_weight
 from kb.index.store import DB_FILE, Store, connect_readonly, default_db_dir, health, kv, migrations, terms
 from kb.index.store.migrations import SCHEMA_VERSION
 
@@ -162,7 +161,7 @@ def _bm25(store: Store, chunk_ids: np.ndarray, nnz: int) -> list[Problem]:
     arrays = _read_npz(store.path(CACHE_FILE))
     if isinstance(arrays, str):
         return [Problem("bm25", f"{CACHE_FILE} is {arrays}", True)]
-    want = {"version": store.data_version, "analyzer": ANALYZER_VERSION, "k1": K1, "b": B}
+    want = Bm25Cache.tag(store.data_version, title_weight(store))
     stale = _differences(arrays, want)
     if stale:
         return [Problem("bm25", f"{CACHE_FILE} is stale ({stale})", True)]

@@ -32,7 +32,7 @@ def status(store: Store) -> dict:
 
 def _vectors(store: Store) -> dict | None:
     from kb.index import vectors
-    from kb.index.search.fusion import DEFAULT_FUSION
+    from kb.index.search import fusion
 
     raw = store.meta("embedding")
     if raw is None and store.vector_setting() == "none":
@@ -43,12 +43,11 @@ def _vectors(store: Store) -> dict | None:
         return {"kind": None, "count": 0, "up_to_date": False, "complete": False, **progress}
     meta = json.loads(raw)
     tag = vectors.peek(store) or {}
-    fusion = json.loads(store.meta("fusion") or "null") or dict(zip(("method", "weight"), DEFAULT_FUSION))
     current = tag.get("version") == store.data_version and tag.get("key") == meta["key"]
     return {"kind": tag.get("kind"), "count": tag.get("count", 0), "up_to_date": current,
             "complete": embedded == texts, **progress,
             "model": meta["fingerprint"]["model"], "dims": meta["fingerprint"]["dims"],
-            "fingerprint": meta["fingerprint"], "fusion": fusion,
+            "fingerprint": meta["fingerprint"], "fusion": fusion.settings(store),
             "bytes": _size(store, vectors.FILE)}
 
 

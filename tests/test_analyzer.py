@@ -64,7 +64,7 @@ def test_a_query_naming_an_identifier_looks_for_it_whole():
     assert "cmake_build_type" in terms and "c++" in terms and missing == 3  # what, does, do
 
 
-def test_a_chunk_counts_its_file_name_and_heading_twice():
-    terms = chunk_terms("Body text.", "CMAKE_BUILD_TYPE", "Console > print")
-    assert terms[:2] == ["bodi", "text"]
-    assert terms.count("cmake_build_type") == 2 and terms.count("console.print") == 2 and terms.count("print") == 4
+def test_a_chunk_keeps_its_file_name_and_heading_as_a_field_of_their_own():
+    text, title = chunk_terms("Body text.", "CMAKE_BUILD_TYPE", "Console > print")
+    assert text == ["bodi", "text"]
+    assert title.count("cmake_build_type") == 1 and title.count("console.print") == 1 and title.count("print") == 2

@@ -12,7 +12,7 @@ from conftest import SAMPLE
 from pathlib import Path
 
 from kb.index.analyzer import analyze, chunk_terms
-from kb.index.bm25 import Bm25Cache, top_k
+from kb.index.bm25 import TITLE_WEIGHT, Bm25Cache, top_k
 from kb.index.indexer import IndexConfig, index_paths
 from kb.index.search import Searcher
 from kb.index.store import Store
@@ -38,7 +38,8 @@ def compare(db, queries):
     cache = Bm25Cache.build(store)
     rows = {r[0]: r[1:] for r in store.conn.execute(
         "SELECT c.id, c.text, d.path, c.heading FROM chunks c JOIN documents d ON d.id = c.doc_id")}
-    corpus = [chunk_terms(text, Path(path).stem, heading) for text, path, heading in map(rows.get, map(int, cache.chunk_ids))]
+    fields = [chunk_terms(text, Path(path).stem, heading) for text, path, heading in map(rows.get, map(int, cache.chunk_ids))]
+    corpus = [body + title * int(TITLE_WEIGHT) for body, title in fields]  # BM25F with whole weights is BM25 on repeats
     ref = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
     ref.index(corpus, show_progress=False)
     checked = 0

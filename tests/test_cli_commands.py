@@ -89,8 +89,10 @@ def test_eval_hands_tune_and_apply_to_the_library(monkeypatch, tmp_path):
     calls = []
     report = {"modes": {"bm25": {"ndcg@10": 0.5, "recall@10": 0.6, "recall@100": 0.7, "mrr@10": 0.4,
                                  "queries_per_s": 100.0}},
-              "tuning": [{"method": "rrf", "weight": 0.3, "ndcg@10": 0.55}],
-              "fusion": {"method": "rrf", "weight": 0.3}}
+              "tuning": [{"title_weight": 1.0, "method": "rrf", "weight": 0.3, "ndcg@10": 0.55}],
+              "chosen": {"title_weight": 1.0, "method": "rrf", "weight": 0.3,
+                         "languages": {"fr": {"method": "calibrated", "weight": 0.2}}},
+              "fusion": {"title_weight": 1.0, "method": "rrf", "weight": 0.3}}
 
     def fake(db, queries, qrels, tune, apply):
         calls.append((db, queries.name, qrels.name, tune, apply))
@@ -99,8 +101,9 @@ def test_eval_hands_tune_and_apply_to_the_library(monkeypatch, tmp_path):
     monkeypatch.setattr("kb.index.search.evaluate.evaluate_store", fake)
     result = runner.invoke(cli.app, ["eval", "q.jsonl", "r.tsv", "--db", str(tmp_path), "--tune", "--apply"])
     assert result.exit_code == 0 and calls == [(tmp_path, "q.jsonl", "r.tsv", True, True)]
-    assert "best fusion: rrf with vector weight 0.3" in result.stdout
-    assert "fusion used by kb query: rrf (vector weight 0.3)" in result.stdout
+    assert ("best: rrf fusion, vector weight 0.3, title weight 1; fr queries: calibrated, vector weight 0.2 "
+            "(nDCG@10 0.5500)") in result.stdout
+    assert "used by kb query: rrf fusion, vector weight 0.3, title weight 1" in result.stdout
     assert json.loads(runner.invoke(cli.app, ["eval", "q.jsonl", "r.tsv", "--json"]).stdout) == report
 
 

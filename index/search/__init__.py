@@ -4,7 +4,7 @@
 - `vector`: the query embedded by the store's encoder -> its vector index, with the query's
   background similarity for calibration.
 - `fusion`: the two candidate lists -> one ranking (rrf, weighted, calibrated), and the store's
-  chosen method.
+  chosen method; `language`: a query's language, for weights per language.
 - `searcher`: validation, the mode's retrievers, fusion and the hits' rows (`Searcher`).
 - `evaluate`: retrieval metrics over labelled queries, and tuning the fusion (`kb eval`).
 

@@ -18,13 +18,21 @@ class Bm25Retriever:
     def __init__(self, store: Store, paths: ChunkPaths):
         self.store, self.paths = store, paths
         self._cache: Bm25Cache | None = None
+        self._title: float | None = None
 
     def cache(self) -> Bm25Cache:
         """The score cache of the store's current data."""
         version = self.store.data_version
         if self._cache is None or self._cache.version != version:
-            self._cache = Bm25Cache.current(self.store)
+            self._cache = (Bm25Cache.current(self.store) if self._title is None
+                           else Bm25Cache.build(self.store, self._title))
         return self._cache
+
+    def weigh_title(self, weight: float | None) -> None:
+        """Score with the title field weighted `weight` (None: the store's), for tuning: the cache
+        is then built in memory, not saved."""
+        if weight != self._title:
+            self._title, self._cache = weight, None
 
     def candidates(self, query: str, depth: int, path_glob: str | None,
                    timings: dict[str, float]) -> tuple[Candidates, list[str]]:

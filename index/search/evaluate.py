@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kb.errors import NotFound, UsageError
-from kb.index.search import fusion
+from kb.index.search import fusion, language
 from kb.index.search.searcher import Searcher
 from kb.index.store import Store
 
@@ -102,16 +102,65 @@ def evaluate(searcher: Searcher, queries: list[Query], qrels, modes=("bm25", "ve
     return out
 
 
+TITLE_WEIGHTS = (0.0, 1.0, 2.0, 4.0)
+FUSION_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+LANGUAGE_QUERIES = 20  # a language gets weights of its own from this many labelled queries up
+
+
+def per_query_ndcg(runs: list[list[str]], queries: list[Query], qrels) -> list[float]:
+    return [ndcg_at(r, qrels[q.id]) for r, q in zip(runs, queries)]
+
+
 def tune_fusion(searcher: Searcher, queries: list[Query], qrels, depth: int = 300) -> list[dict]:
-    """nDCG@10 of hybrid for each fusion method and vector weight, best first."""
+    """nDCG@10 of hybrid for each title weight, fusion method and vector weight, best first; each
+    trial also holds `by_language`: its nDCG@10 over the queries of each language guessed."""
+    queries = [q for q in queries if q.id in qrels]
+    if not queries:
+        raise UsageError("no query has a judgement in the qrels file")
+    vectors = [searcher.vector.candidates(q.text, depth, None, {}) for q in queries]
+    groups = _language_groups(queries)
     results = []
-    lists = [(searcher.candidates(q.text, depth)) for q in queries]
-    for method in fusion.METHODS:
-        for weight in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-            runs = [documents([p for p in searcher.fuse_paths(bm, vec, depth, method, weight)])
-                    for bm, vec in lists]
-            results.append({"method": method, "weight": weight, **score_run(runs, queries, qrels)})
-    return sorted(results, key=lambda r: (-r["ndcg@10"], r["method"], r["weight"]))
+    try:
+        for title in TITLE_WEIGHTS:
+            searcher.bm25.weigh_title(title)
+            bm25 = [searcher.bm25.candidates(q.text, depth, None, {})[0] for q in queries]
+            for method in fusion.METHODS:
+                for weight in FUSION_WEIGHTS:
+                    runs = [documents(searcher.fuse_paths(bm, vec, depth, method, weight))
+                            for bm, vec in zip(bm25, vectors)]
+                    ndcg = per_query_ndcg(runs, queries, qrels)
+                    results.append({"title_weight": title, "method": method, "weight": weight,
+                                    **score_run(runs, queries, qrels),
+                                    "by_language": {g: _mean(ndcg, rows) for g, rows in groups.items()}})
+    finally:
+        searcher.bm25.weigh_title(None)
+    return sorted(results, key=lambda r: (-r["ndcg@10"], r["title_weight"] != 2.0, r["method"], r["weight"]))
+
+
+def _language_groups(queries: list[Query]) -> dict[str, list[int]]:
+    """Positions of the queries of each language with enough of them to tune on."""
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(language.guess(q.text), []).append(i)
+    return {g: rows for g, rows in groups.items() if g and len(rows) >= LANGUAGE_QUERIES}
+
+
+def _mean(values: list[float], rows: list[int]) -> float:
+    return round(sum(values[i] for i in rows) / len(rows), 4)
+
+
+def chosen(trials: list[dict]) -> dict:
+    """The best trial's title weight and fusion, and per language the fusion that is best for its
+    queries under that title weight where it beats the store-wide one there."""
+    best = trials[0]
+    same_title = [t for t in trials if t["title_weight"] == best["title_weight"]]
+    languages = {}
+    for lang, score in best["by_language"].items():
+        top = max(same_title, key=lambda t: t["by_language"][lang])
+        if top["by_language"][lang] > score:
+            languages[lang] = {"method": top["method"], "weight": top["weight"]}
+    return {"title_weight": best["title_weight"], "method": best["method"], "weight": best["weight"],
+            **({"languages": languages} if languages else {})}
 
 
 def evaluate_store(db: Path | None, queries_path: Path, qrels_path: Path, tune: bool = False,
@@ -127,12 +176,18 @@ def evaluate_store(db: Path | None, queries_path: Path, qrels_path: Path, tune: 
     searcher = Searcher(store)
     modes = ("bm25", "vector", "hybrid") if store.meta("embedding") else ("bm25",)
     report = {"modes": evaluate(searcher, queries, qrels, modes),
-              "fusion": dict(zip(("method", "weight"), searcher.fusion()))}
+              "fusion": fusion.settings(store)}
     if tune and "vector" in modes:
-        trials = tune_fusion(searcher, queries, qrels)
-        report["tuning"] = trials
+        report["tuning"] = tune_fusion(searcher, queries, qrels)
+        report["chosen"] = chosen(report["tuning"])
         if apply:
-            best = {"method": trials[0]["method"], "weight": trials[0]["weight"]}
-            fusion.save(store, best["method"], best["weight"])
-            report["fusion"] = best
+            apply_tuning(store, report["chosen"])
+            report["fusion"] = report["chosen"]
     return report
+
+
+def apply_tuning(store: Store, best: dict) -> None:
+    """Make `best` (from `chosen`) the store's title weight and fusion."""
+    fusion.save(store, best["method"], best["weight"], best.get("languages"))
+    with store.transaction(data=False):
+        store.set_meta("title_weight", repr(float(best["title_weight"])))

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kb.index.analyzer import STOP_WORDS, fold
+from kb.index.search import language
 
 if TYPE_CHECKING:
     from kb.index.search.results import Candidates
@@ -116,16 +117,38 @@ def fuse(bm25: Candidates, vector: Candidates, k: int, method: str, weight: floa
     return top(fused, k)
 
 
-def configured(store: Store) -> tuple[str, float]:
-    """The store's fusion method and vector weight: what `kb eval --tune --apply` stored, else the default."""
+def configured(store: Store, query: str = "") -> tuple[str, float]:
+    """The fusion method and vector weight for `query`: what `kb eval --tune --apply` stored for
+    its language (kb.index.search.language), else for the store, else the default."""
     raw = store.meta("fusion")
-    if raw:
-        cfg = json.loads(raw)
-        return cfg["method"], float(cfg["weight"])
-    return DEFAULT_FUSION
+    if not raw:
+        return DEFAULT_FUSION
+    cfg = json.loads(raw)
+    languages = cfg.get("languages") or {}
+    if languages and query:
+        cfg = languages.get(language.guess(query), cfg)
+    return cfg["method"], float(cfg["weight"])
 
 
-def save(store: Store, method: str, weight: float) -> None:
-    """Make (method, weight) the fusion that `kb query` uses in this store."""
+def languages(store: Store) -> dict:
+    """The fusion stored per query language, if any."""
+    raw = store.meta("fusion")
+    return (json.loads(raw).get("languages") or {}) if raw else {}
+
+
+def settings(store: Store) -> dict:
+    """The store's BM25 title weight and fusion: {"title_weight", "method", "weight"[, "languages"]}."""
+    from kb.index.bm25 import title_weight
+
+    method, weight = configured(store)
+    per_language = languages(store)
+    return {"title_weight": title_weight(store), "method": method, "weight": weight,
+            **({"languages": per_language} if per_language else {})}
+
+
+def save(store: Store, method: str, weight: float, languages: dict | None = None) -> None:
+    """Make (method, weight) the fusion that `kb query` uses in this store, with `languages`
+    ({"fr": {"method": ..., "weight": ...}}) for queries in those languages."""
+    cfg = {"method": method, "weight": weight, **({"languages": languages} if languages else {})}
     with store.transaction(data=False):
-        store.set_meta("fusion", json.dumps({"method": method, "weight": weight}))
+        store.set_meta("fusion", json.dumps(cfg))

@@ -52,7 +52,7 @@ class Searcher:
         lists, terms = self._retrieve(query, mode, depth, path_glob, timings)
         t1 = time.perf_counter()
         if mode == "hybrid":
-            ranked = fusion.fuse(lists["bm25"], lists["vector"], pool, *self.fusion())
+            ranked = fusion.fuse(lists["bm25"], lists["vector"], pool, *self.fusion(query))
         else:
             ranked = list(zip(lists[mode].ids[:pool].tolist(), lists[mode].scores[:pool].tolist()))
         hits = exact.spread(exact.with_phrases(self._hits(ranked), wanted), k)
@@ -97,9 +97,9 @@ class Searcher:
                             start, end, heading, text, root, chunk_id))
         return hits
 
-    def fusion(self) -> tuple[str, float]:
-        """The store's fusion method and vector weight (`kb eval --tune --apply` can set them)."""
-        return fusion.configured(self.store)
+    def fusion(self, query: str = "") -> tuple[str, float]:
+        """The store's fusion method and vector weight for `query` (`kb eval --tune --apply` can set them)."""
+        return fusion.configured(self.store, query)
 
     def candidates(self, query: str, depth: int) -> tuple[Candidates, Candidates]:
         """(bm25, vector) candidates before fusion, for tuning it."""
