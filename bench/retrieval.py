@@ -67,7 +67,7 @@ def run_kb(folder: Path, queries: list[dict], work: Path, model: str | None = No
     from kb.index.store import Store
 
     docs = work / "docs"
-    shutil.copytree(folder, docs)
+    shutil.copytree(folder, docs, dirs_exist_ok=True)
     t0 = time.perf_counter()
     report = index_paths([docs], work / "kb", IndexConfig(embed=EmbedConfig(model=encoder_folder(model))))
     index_s = time.perf_counter() - t0
@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500, help="of each kind")
     ap.add_argument("--set", default="pydocs", help="pydocs | man-en | man-fr+de+es | man-fr ...")
     ap.add_argument("--model", default=None, help="the encoder: an installed name or a folder (default MiniLM)")
+    ap.add_argument("--store", default="", help="keep kb's copy and store here (reused by a later run)")
     ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers (it embeds everything again)")
     args = ap.parse_args()
     if args.set == "pydocs":
@@ -182,8 +183,12 @@ def main() -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     paths = [f.relative_to(folder).as_posix() for f in files]
     texts = [f.read_text() for f in files]
-    with tempfile.TemporaryDirectory() as tmp:
-        results, speed, chunks = run_kb(folder, queries, Path(tmp), args.model)
+    if args.store:  # kept: a later run with the same --store embeds nothing again
+        Path(args.store).mkdir(parents=True, exist_ok=True)
+        results, speed, chunks = run_kb(folder, queries, Path(args.store), args.model)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results, speed, chunks = run_kb(folder, queries, Path(tmp), args.model)
     results["bm25s"] = run_bm25s(paths, texts, queries)
     st_speed = {"st_encode_s": float("nan"), "st_tokens": 0}
     if not args.no_st:

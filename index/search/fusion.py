@@ -13,9 +13,9 @@
   English all-MiniLM-L6-v2, the best hit stands a median 2.1 deviations out on French text and 4.6
   to 4.9 on English (README). Below Z_LOW the vectors' vote is dropped, above Z_HIGH it counts fully.
   And it is scaled by the query's shape: a query written as keywords, without a single function
-  word ("sqlite wal checkpoint"), asks for those words, and BM25 finds them; a query written as a
-  sentence ("how do I make sqlite checkpoint its log") asks for a meaning. A keyword-style query
-  whose words BM25 finds together (its best hit scores at least BM25_FOUND of what the query
+  word of English, French, German or Spanish ("sqlite wal checkpoint"), asks for those words, and
+  BM25 finds them; a query written as a sentence ("how do I make sqlite checkpoint its log") asks
+  for a meaning. A keyword-style query whose words BM25 finds together (its best hit scores at least BM25_FOUND of what the query
   could score) gives the vectors only KEYWORD_SHARE of their weight; one whose words BM25 barely
   finds ("making cutlery keen again", a paraphrase) keeps it all, with a ramp between. Measured:
   bench/retrieval.py's keyword queries have their best BM25 hit at 0.32 or more of the maximum in
@@ -73,8 +73,9 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def keyword_style(query: str) -> bool:
-    """True for a query of content words only: none of the analyzer's stop words."""
-    return not any(w in STOP_WORDS for w in _WORD.findall(fold(query)))
+    """True for a query of content words only: none of the analyzer's stop words, nor a
+    function word of the other languages kb tells apart (a French sentence is not keywords)."""
+    return not any(w in STOP_WORDS or w in language.ANY_FUNCTION_WORD for w in _WORD.findall(fold(query)))
 
 
 def vector_confidence(top: float, background: float, spread: float) -> float:

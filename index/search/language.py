@@ -18,6 +18,7 @@ FUNCTION_WORDS = {
               "sich aus bei zum zur werden wird".split()),
     "es": set("el la los las de del y es un una en para por con que se al o como sus su lo".split()),
 }
+ANY_FUNCTION_WORD = frozenset().union(*FUNCTION_WORDS.values())
 _WORD = re.compile(r"[^\W\d_]+")
 
 
