@@ -43,7 +43,9 @@ def kb(*args) -> subprocess.CompletedProcess:
 
 
 def quality(asker, questions: list[dict]) -> dict:
+    t0 = time.perf_counter()
     answers = asker.ask_many([q["question"] for q in questions])
+    seconds = (time.perf_counter() - t0) / len(questions)
     fact = cited = model_cited = declined = answerable = 0
     rows = []
     for q, a in zip(questions, answers):
@@ -53,7 +55,8 @@ def quality(asker, questions: list[dict]) -> dict:
             continue
         answerable += 1
         low = a.answer.lower()
-        has = any(e.lower() in low for e in q["expect"])
+        # an answer that echoes the prompt or restates the question does not count, fact or not
+        has = any(e.lower() in low for e in q["expect"]) and a.flag not in ("echo", "restates")
         def holds(numbers):
             return any(e.lower() in s.text.lower() for e in q["expect"] for s in a.sources if s.n in numbers)
         cites, own = holds(a.cited), holds(a.model_cited)
@@ -65,10 +68,10 @@ def quality(asker, questions: list[dict]) -> dict:
     for question, verdict, answer in rows:
         print(f"- {question}\n  {verdict}: {' '.join(answer.split())[:160]}")
     unanswerable = len(questions) - answerable
-    return {"answerable": answerable, "fact_rate": round(fact / answerable, 3),
+    return {"answerable": answerable, "s_per_question": round(seconds, 1), "fact_rate": round(fact / answerable, 3),
             "cited_rate": round(cited / answerable, 3), "model_cited_rate": round(model_cited / answerable, 3),
             "unanswerable": unanswerable,
-            "declined_rate": round(declined / unanswerable, 3)}
+            "declined_rate": round(declined / unanswerable, 3) if unanswerable else None}
 
 
 def exact(asker, questions: list[dict], max_tokens: int) -> dict:
@@ -181,12 +184,26 @@ def decline(big: int) -> dict:
     return {"decline": r}
 
 
+def question_set(name: str, split: str) -> tuple[Path, list[dict]]:
+    """(the folder to index, the questions): sample_corpus's, or the manual pages' (even positions
+    for tuning, odd ones held out for final scoring)."""
+    if name == "sample":
+        return REPO / "sample_corpus", [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    import manpages
+
+    folder, questions = manpages.ask_set()
+    return folder, {"tune": questions[0::2], "held-out": questions[1::2], "all": questions}[split]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--only", default="quality,exact,reuse,batch,decline")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--big", type=int, default=0, help="decline: also N docstrings + sample_corpus")
+    ap.add_argument("--set", default="sample", help="sample (sample_corpus) | man (manual pages, bench/manpages.py)")
+    ap.add_argument("--split", default="held-out", help="with --set man: tune | held-out | all")
+    ap.add_argument("-k", type=int, default=0, help="passages per question (0: kb ask's default)")
     args = ap.parse_args()
     if args.only == "decline":  # no generator needed
         r = decline(args.big)
@@ -197,11 +214,14 @@ def main() -> None:
     from kb.rag.catalog import DEFAULT
 
     model = args.model or DEFAULT
-    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    corpus, questions = question_set(args.set, args.split)
     work = Path(tempfile.mkdtemp(prefix="kb-ask-bench-"))
     db = work / "store"
-    kb("index", REPO / "sample_corpus", "--db", db, "--quiet")
-    asker = Asker(Store.open(db), AskConfig(model=model, max_tokens=args.max_tokens))
+    t0 = time.perf_counter()
+    kb("index", corpus, "--db", db, "--quiet")
+    print(f"[index {corpus.name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
+    cfg = AskConfig(model=model, max_tokens=args.max_tokens, **({"k": args.k} if args.k else {}))
+    asker = Asker(Store.open(db), cfg)
     r: dict = {"model": str(asker.folder), "max_tokens": args.max_tokens}
     for name, fn in (("quality", lambda: quality(asker, questions)),
                      ("exact", lambda: exact(asker, questions, args.max_tokens)),
@@ -213,7 +233,8 @@ def main() -> None:
             r.update(fn())
             print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
-    print(f"\nkb ask on sample_corpus, {r['model']}, CPU, greedy, --max-tokens {args.max_tokens}")
+    print(f"\nkb ask on {corpus.name} ({len(questions)} questions), {r['model']}, CPU, greedy, "
+          f"--max-tokens {args.max_tokens}")
     for k, v in r.items():
         if k not in ("model", "max_tokens"):
             print(f"  {k:24} {v}")

@@ -31,6 +31,24 @@ CUTS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 HERE = Path(__file__).resolve().parent
 
 
+def ask_rows(store, asked: dict[str, list[str]], model: str) -> dict:
+    """kb ask's own outcome per question set: declined, answered with a flag, either (and the flags seen)."""
+    from kb.rag.ask import AskConfig, Asker
+
+    asker = Asker(store, AskConfig(model=model, max_tokens=96))
+    t0 = time.perf_counter()
+    answers = {k: asker.ask_many(qs) for k, qs in asked.items()}
+    rows = {f"kb ask {model} seconds per question": (time.perf_counter() - t0) / sum(map(len, asked.values()))}
+    for name, test in (("declined", lambda a: a.declined), ("flagged", lambda a: a.flag is not None),
+                       ("declined or flagged", lambda a: a.declined or a.flag is not None)):
+        rows[f"kb ask {model}: {name}"] = {k: sum(map(test, a)) / len(a) for k, a in answers.items()}
+    for k, a in answers.items():
+        for q, x in zip(asked[k], a):
+            if k == "unanswerable" and not x.declined:
+                print(f"- {q}\n  {x.flag or 'GROUNDED'}: {' '.join(x.answer.split())[:140]}")
+    return rows
+
+
 def main() -> None:
     from kb.index.indexer import IndexConfig, index_paths
     from kb.index.search import Searcher
@@ -41,6 +59,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="qwen2.5-coder-0.5b,smollm2-135m")
     ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--ask", default="", help="also answer every question with kb ask and this model: "
+                                               "declined, flagged (not grounded), either")
     args = ap.parse_args()
     folder = identifiers.build()
     store_dir = HERE / "data" / "identifiers-kb"
@@ -62,6 +82,8 @@ def main() -> None:
                 k: sum(not h or h[0].score < MIN_SCORE or p < cut for h, p in zip(hits[k], best[k])) / len(best[k])
                 for k in best}
         rows[f"{model} seconds per question"] = seconds
+    if args.ask:
+        rows.update(ask_rows(store, asked, args.ask))
     store.close()
     print(f"\n{len(asked['answerable'])} answerable, {len(asked['unanswerable'])} unanswerable questions, "
           f"{machine()}\n{'gate':45}{'answerable declined':>22}{'unanswerable declined':>24}")

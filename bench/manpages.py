@@ -139,6 +139,92 @@ def build(lang: str, n_queries: int = 1000, seed: int = 0, cap: int = 1200) -> t
     return folder, queries
 
 
+ASK_SECTIONS = ("man1", "man2", "man5", "man7")
+_OPTION = re.compile(r"^--?[A-Za-z][\w-]*(?:[=\[ ]\S*)?(?:, --?[A-Za-z][\w-]*(?:[=\[ ]\S*)?)*$")
+_LONG = re.compile(r"--[A-Za-z][\w-]*")
+
+
+def _names(md: str) -> tuple[list[str], str] | None:
+    """(the names, the summary) of a page's NAME line."""
+    lines = md.splitlines()
+    for i, line in enumerate(lines[:-2]):
+        if line.startswith("# ") and line[2:].strip().upper() in NAME_HEADINGS:
+            names, dash, summary = lines[i + 2 if not lines[i + 1].strip() else i + 1].partition(" - ")
+            return ([n.strip() for n in names.split(",") if n.strip()], " ".join(summary.split())) if dash else None
+    return None
+
+
+def _options(md: str) -> list[tuple[list[str], str]]:
+    """(long option names, description) for each option whose description is one whole sentence
+    on the line after it, followed by a blank line."""
+    lines = md.splitlines() + [""]
+    out = []
+    for i in range(len(lines) - 2):
+        desc = lines[i + 1].strip()
+        if (_OPTION.match(lines[i].strip()) and not lines[i + 2].strip() and desc[:1].isupper()
+                and desc.endswith(".") and desc.count(".") == 1 and 6 <= len(desc.split()) <= 25):
+            longs = _LONG.findall(lines[i])
+            if longs:
+                out.append((longs, desc))
+    return out
+
+
+def ask_set(n: int = 60, seed: int = 0, cap: int = 6000) -> tuple[Path, list[dict]]:
+    """(a corpus folder, questions with known answers), built once under bench/data/man-ask-<cap>:
+    the English pages of sections 1, 2, 5 and 7, each cut to about `cap` characters. Half the
+    questions ask which page a NAME line's summary describes ("Which command or function is
+    described as \"create a child process\"?": fork), half which option of a command does what
+    its description says (git log's "--follow"); each summary or description is unique in the
+    corpus, and each answer a name of 4 characters or more. Shuffled with a fixed seed: even
+    positions for tuning, odd ones held out for final scoring."""
+    folder = DATA / f"man-ask-{cap}"
+    if (folder / ".complete").exists():
+        return folder, json.loads((folder / ".questions.json").read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    docs = {}
+    for rel, troff in _pages(["en"]).items():
+        md = to_markdown(troff) if rel.split("/")[1] in ASK_SECTIONS else None
+        if md is not None and len(md.split()) >= 20:
+            docs[rel] = md[:md.find("\n", cap) + 1 or None] if len(md) > cap else md
+    rng = random.Random(seed)
+    questions = _name_questions(docs, rng, n // 2) + _option_questions(docs, rng, n - n // 2)
+    rng.shuffle(questions)
+    for rel, md in docs.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(md, encoding="utf-8")
+    (folder / ".questions.json").write_text(json.dumps(questions, ensure_ascii=False))
+    (folder / ".complete").write_text(str(len(docs)))
+    return folder, questions
+
+
+def _name_questions(docs: dict[str, str], rng: random.Random, n: int) -> list[dict]:
+    named = {rel: got for rel, md in docs.items() if (got := _names(md))}
+    counts: dict[str, int] = {}
+    for _, summary in named.values():
+        counts[summary.lower()] = counts.get(summary.lower(), 0) + 1
+    usable = sorted(rel for rel, (names, summary) in named.items()
+                    if counts[summary.lower()] == 1 and len(summary.split()) >= 4 and min(map(len, names)) >= 4)
+    return [{"question": f'Which command or function is described as "{named[rel][1]}"?',
+             "expect": named[rel][0] + [x.replace("-", " ") for x in named[rel][0] if "-" in x], "doc": rel,
+             "kind": "name"} for rel in rng.sample(usable, n)]
+
+
+def _option_questions(docs: dict[str, str], rng: random.Random, n: int) -> list[dict]:
+    found = [(rel, longs, desc) for rel, md in docs.items() if rel.split("/")[1] == "man1" and _names(md)
+             for longs, desc in _options(md)]
+    seen: dict[str, int] = {}
+    for _, _, desc in found:
+        seen[desc.lower()] = seen.get(desc.lower(), 0) + 1
+    usable = [f for f in found if seen[f[2].lower()] == 1]
+    out = []
+    for rel, longs, desc in rng.sample(usable, n):
+        command = _names(docs[rel])[0][0].replace("-", " ") if rel.split("/")[2].startswith("git-") \
+            else _names(docs[rel])[0][0]
+        out.append({"question": f"Which option of {command} does this: {desc[0].lower() + desc[1:-1]}?",
+                    "expect": longs, "doc": rel, "kind": "option"})
+    return out
+
+
 if __name__ == "__main__":
     import sys
 

