@@ -203,6 +203,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=0, help="decline: also N docstrings + sample_corpus")
     ap.add_argument("--set", default="sample", help="sample (sample_corpus) | man (manual pages, bench/manpages.py)")
     ap.add_argument("--split", default="held-out", help="with --set man: tune | held-out | all")
+    ap.add_argument("--store", default="", help="keep the store under this folder (a later run reuses it)")
     ap.add_argument("-k", type=int, default=0, help="passages per question (0: kb ask's default)")
     args = ap.parse_args()
     if args.only == "decline":  # no generator needed
@@ -215,7 +216,7 @@ def main() -> None:
 
     model = args.model or DEFAULT
     corpus, questions = question_set(args.set, args.split)
-    work = Path(tempfile.mkdtemp(prefix="kb-ask-bench-"))
+    work = Path(args.store or tempfile.mkdtemp(prefix="kb-ask-bench-"))
     db = work / "store"
     t0 = time.perf_counter()
     kb("index", corpus, "--db", db, "--quiet")
@@ -232,7 +233,8 @@ def main() -> None:
             t0 = time.perf_counter()
             r.update(fn())
             print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr)
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.store:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\nkb ask on {corpus.name} ({len(questions)} questions), {r['model']}, CPU, greedy, "
           f"--max-tokens {args.max_tokens}")
     for k, v in r.items():

@@ -4,7 +4,8 @@ only the citation markers the check (kb.rag.cite) kept.
 Flags, first that applies:
 - `echo`: the answer repeats the prompt's scaffolding (a source header, the `<<<`/`>>>` markers, a
   quoted `| ` line, a "Question:" line) instead of answering; small models do this;
-- `restates`: every word of the answer is a word of the question: nothing was answered;
+- `restates`: every word of the answer is a word of the question, and it names nothing (a `quoted`
+  name, an option) the question does not: nothing was answered;
 - `unsupported`: no sentence of the answer is backed by a source (no checked citation): the model
   answered from its own knowledge, or guessed.
 An answer without a flag is grounded. A flagged answer is still shown, with its flag (the terminal
@@ -31,11 +32,21 @@ def flag(answer: str, question: str, cited: list[int]) -> str | None:
     if _SCAFFOLD.search(answer):
         return "echo"
     words = set(analyze(CITE.sub(" ", answer)))
-    if words and words <= set(analyze(question)):
+    if words and words <= set(analyze(question)) and not _new_names(answer, question):
         return "restates"
     if not cited:
         return "unsupported"
     return None
+
+
+_NAME = re.compile(r"`([^`\n]+)`|(?<![\w-])(--?[A-Za-z][\w-]*)")
+
+
+def _new_names(answer: str, question: str) -> bool:
+    """Whether the answer names something the question does not: a `quoted` name or an option
+    (`--no-name` is made of the question's words "no" and "name", yet it is the answer)."""
+    asked = question.lower()
+    return any((m.group(1) or m.group(2)).lower() not in asked for m in _NAME.finditer(answer))
 
 
 def shown(answer: str, cited: list[int]) -> str:

@@ -32,3 +32,10 @@ def test_echoes_of_the_prompt_and_restated_questions_are_caught():
     assert flag("| A WAL file reaches 1000 pages", "WAL size?", [1]) == "echo"
     restated = "Record type that holds an IPv6 address [2]."
     assert flag(restated, "Which record type holds an IPv6 address?", check(restated, SOURCES)) == "restates"
+
+
+def test_an_answer_naming_an_option_made_of_the_questions_words_is_no_restatement():
+    question = "Which option of git show-branch does this: do not show naming strings for each commit?"
+    assert flag("The option that does not show naming strings is `--no-name` [1].", question, [1]) is None
+    assert flag("Do not show naming strings for each commit: --no-name [1].", question, [1]) is None
+    assert flag("The option of git show-branch that does not show naming strings is [1].", question, [1]) == "restates"
