@@ -20,6 +20,8 @@ Paths = Annotated[list[Path], typer.Argument(help="Files and folders to index.",
 Wait = Annotated[float, typer.Option(help="Seconds to wait while another kb index writes.")]
 MaxFileMb = Annotated[float, typer.Option(help="Skip (with a warning) files larger than this.")]
 FollowSymlinks = Annotated[bool, typer.Option(help="Follow symlinks that leave the folder.")]
+GitIgnore = Annotated[bool, typer.Option(
+    "--gitignore/--no-gitignore", help="Leave out what .gitignore files exclude (.kbignore always applies).")]
 Rebuild = Annotated[bool, typer.Option(help="Drop the whole index and index PATHS afresh.")]
 VectorIndex = Annotated[Optional[str], typer.Option(
     help="auto | flat | hnsw | ivf | none (BM25 only: nothing is embedded). Default: what the store "

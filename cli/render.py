@@ -47,6 +47,8 @@ def index_summary(r: dict) -> str:
         s += f"; {r['embedded']} embedded ({r['vector_index']} index)"
     if r.get("skipped"):
         s += f"; {r['skipped']} skipped"
+    if r.get("passed_over"):
+        s += "; passed over: " + ", ".join(f"{n} {why}" for why, n in r["passed_over"].items())
     return f"indexed in {r['seconds']:.2f}s: {s}"
 
 

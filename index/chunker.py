@@ -100,7 +100,8 @@ def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
     """(line index, level, title) of each heading, for markdown/HTML (ATX), reST (underlines) and
     code (a class's or function's definition, its level by indentation, its name as the title)."""
     found: list[tuple[int, int, str]] = []
-    if kind in ("markdown", "html"):
+    kind = kind.removesuffix("+gz")  # kb.index.formats.GZIP: the same text, compressed
+    if kind in ("markdown", "html", "notebook"):
         fenced = False
         for i, line in enumerate(lines):
             if _FENCE.match(line):

@@ -1,5 +1,7 @@
-"""Turn a file's bytes into plain text: markdown, text, reST and code as they are, HTML as its
-visible text (headings kept as markdown headings), PDF through pypdf.
+"""Turn a file's bytes into plain text: markdown, text, reST, code and data files (JSON, YAML,
+TOML) as they are, HTML as its visible text (headings kept as markdown headings), PDF through
+pypdf, Jupyter notebooks as their cells (markdown as is, code fenced; outputs and metadata left
+out), and any of these gzip-compressed (`notes.md.gz`: kind "markdown+gz").
 
 Text that comes out of here is safe to show: control characters and escape sequences are gone.
 """
@@ -18,13 +20,16 @@ HTML = {".html", ".htm", ".xhtml"}
 TEXT = {".txt", ".text", ".org", ".adoc", ".tex"}
 RST = {".rst"}
 PDF = {".pdf"}
+NOTEBOOK = {".ipynb"}
 CODE = set(
-    """.py .pyi .ipynb .js .mjs .cjs .ts .tsx .jsx .java .kt .kts .scala .go .rs .c .h .cc .cpp .cxx
+    """.py .pyi .json .jsonc .jsonl .js .mjs .cjs .ts .tsx .jsx .java .kt .kts .scala .go .rs .c .h .cc .cpp .cxx
     .hpp .hh .cs .rb .php .swift .m .mm .sh .bash .zsh .fish .ps1 .sql .r .jl .lua .pl .pm .hs .ml
     .mli .ex .exs .erl .clj .dart .vue .svelte .css .scss .less .toml .yaml .yml .ini .cfg .conf
     .proto .graphql .cmake .gradle .nim .zig .v .sv .vhd""".split()
 )
 NAMES = {"readme", "license", "changelog", "makefile", "dockerfile", "notes", "todo"}
+GZIP = "+gz"
+MAX_INFLATED = 64 << 20  # a compressed file's text is read up to this; past it, the file is skipped
 
 # C0/C1 controls except tab and newline, DEL, and bidi overrides that can disguise text.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -37,8 +42,11 @@ class Skip(Exception):
 def kind_of(path: Path) -> str | None:
     """The reader for a file name, or None where kb does not index that kind of file by default."""
     ext = path.suffix.lower()
+    if ext == ".gz":
+        inner = kind_of(path.with_suffix(""))
+        return inner + GZIP if inner and inner != "pdf" and not inner.endswith(GZIP) else None
     for kind, exts in (("markdown", MARKDOWN), ("html", HTML), ("text", TEXT), ("rst", RST),
-                       ("pdf", PDF), ("code", CODE)):
+                       ("pdf", PDF), ("notebook", NOTEBOOK), ("code", CODE)):
         if ext in exts:
             return kind
     if path.stem.lower() in NAMES and ext in ("", ".txt", ".md"):
@@ -53,12 +61,56 @@ def clean(text: str) -> str:
 
 def extract(data: bytes, kind: str) -> tuple[str, list[str]]:
     """(text, warnings) for the bytes of a file of `kind`; raises Skip for files kb does not index."""
+    if kind.endswith(GZIP):
+        data, kind = _inflate(data), kind.removesuffix(GZIP)
     if kind == "pdf":
         return clean(_pdf_text(data)), []
     text, warnings = decode(data)
     if kind == "html":
         text = html_text(text)
+    elif kind == "notebook":
+        text = notebook_text(text)
     return clean(text), warnings
+
+
+def _inflate(data: bytes) -> bytes:
+    """The gzip stream's content, refused past MAX_INFLATED (a small file can inflate to gigabytes)."""
+    import zlib
+
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, MAX_INFLATED)
+    except zlib.error as e:
+        raise Skip(f"not a readable gzip file ({e})") from None
+    if d.unconsumed_tail:
+        raise Skip(f"compressed text larger than {MAX_INFLATED >> 20} MB")
+    return out
+
+
+def notebook_text(raw: str) -> str:
+    """A Jupyter notebook's cells as markdown: markdown cells as they are, code cells fenced in the
+    notebook's language; outputs, metadata and attachments are not text a person wrote."""
+    import json
+
+    try:
+        nb = json.loads(raw)
+        cells = nb["cells"] if isinstance(nb, dict) else None
+    except (ValueError, KeyError):
+        cells = None
+    if not isinstance(cells, list):
+        raise Skip("not a Jupyter notebook (no cells)")
+    lang = str(((nb.get("metadata") or {}).get("language_info") or {}).get("name", "python"))
+    parts = []
+    for cell in cells:
+        if not isinstance(cell, dict):
+            continue
+        src = cell.get("source", "")
+        src = "".join(map(str, src)) if isinstance(src, list) else str(src)
+        if cell.get("cell_type") == "code":
+            parts.append(f"```{lang}\n{src}\n```")
+        elif src.strip():
+            parts.append(src)
+    return "\n\n".join(parts)
 
 
 def decode(data: bytes) -> tuple[str, list[str]]:

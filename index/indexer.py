@@ -35,6 +35,7 @@ class IndexConfig:
     chunk: ChunkConfig = ChunkConfig()
     max_file_mb: float = 20.0  # larger files are skipped with a warning
     follow_symlinks: bool = False  # follow symlinks that leave the indexed folder
+    gitignore: bool = True  # leave out what .gitignore files exclude (.kbignore is always read)
     wait: float = 30.0  # seconds to wait for another `kb index` on the same store
     rebuild: bool = False  # drop everything and index the given paths afresh
     batch_files: int = 64  # files per transaction
@@ -68,6 +69,7 @@ class IndexReport:
     embedded: int = 0  # chunk texts embedded by this run (unchanged texts keep their vectors)
     vector_index: str | None = None  # the kind in use after the run
     skipped: int = 0  # files recorded without chunks: binary, too large, empty, unreadable PDF
+    passed_over: dict[str, int] = field(default_factory=dict)  # not read, by reason (kb.index.walker)
     errors: list[str] = field(default_factory=list)  # files that could not be read; old entries kept
     warnings: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds of each phase that ran (kb.index.phases)
@@ -152,8 +154,9 @@ class _Run:
         t0 = time.perf_counter()
         plan.check_settings(self.store, plan.fingerprint(load_tokenizer(self.cfg.embed.model), self.cfg.chunk),
                             self.cfg.rebuild, self.cfg.vector_index)
-        work = plan.walk_targets(targets, self.cfg.follow_symlinks)
+        work = plan.walk_targets(targets, self.cfg.follow_symlinks, self.cfg.gitignore)
         self.report.warnings += [path_text(w) for w in work.walked.warnings]
+        self.report.passed_over = dict(sorted(work.walked.passed_over.items()))
         self.events(PhaseEvent("plan", round(time.perf_counter() - t0, 3),
                                {"targets": len(targets), "files": work.files}))
         reader = Reader(ReadConfig(self.cfg.max_file_mb, self.cfg.chunk, self.cfg.embed.model), self.cfg.workers,

@@ -1,10 +1,13 @@
-"""Find the files to index under a root: skips hidden entries, what `.kbignore` files exclude
-(gitignore syntax, each file applies to its folder and below), kinds kb does not read, and symlinks
-that leave the root (unless asked to follow them). Symlink loops are cut."""
+"""Find the files to index under a root: skips hidden entries, what `.gitignore` (unless asked not
+to) and `.kbignore` files exclude (gitignore syntax, each file applies to its folder and below; a
+folder's `.kbignore` lines come after its `.gitignore`'s, so `!build/` there takes build/ back),
+kinds kb does not read, and symlinks that leave the root (unless asked to follow them). Symlink
+loops are cut. What is passed over is counted by reason."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -12,6 +15,7 @@ from typing import Iterator
 from kb.index.formats import kind_of
 
 IGNORE_FILE = ".kbignore"
+GIT_IGNORE = ".gitignore"
 
 
 @dataclass(frozen=True)
@@ -26,32 +30,39 @@ class WalkReport:
     unreadable_dirs: list[Path] = field(default_factory=list)  # their indexed files must be kept
     outside_links: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # entries not looked into, by reason: "hidden" (a dot name), "ignored" (.gitignore, .kbignore),
+    # "other type" (files of kinds kb does not read); an ignored or hidden folder counts once
+    passed_over: Counter = field(default_factory=Counter)
 
 
-def _ignore_spec(directory: Path, report: WalkReport):
-    path = directory / IGNORE_FILE
+def _ignore_spec(directory: Path, report: WalkReport, gitignore: bool):
+    lines = []
+    for name in (GIT_IGNORE, IGNORE_FILE) if gitignore else (IGNORE_FILE,):
+        path = directory / name
+        try:
+            if path.is_file():  # raises where the folder cannot be searched (no x permission)
+                lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return None  # an unreadable folder: listing it fails next, and says so
+    if not lines:
+        return None
+    import pathspec
+
     try:
-        if not path.is_file():  # raises where the folder cannot be searched (no x permission)
-            return None
-        import pathspec
-
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         return pathspec.GitIgnoreSpec.from_lines(lines)
-    except OSError:
-        return None  # an unreadable folder: listing it fails next, and says so
     except ValueError as e:
-        report.warnings.append(f"{path}: ignored ({e})")
+        report.warnings.append(f"{directory}: its ignore files are not used ({e})")
         return None
 
 
-def walk(root: Path, report: WalkReport, follow_symlinks: bool = False) -> Iterator[Found]:
+def walk(root: Path, report: WalkReport, follow_symlinks: bool = False, gitignore: bool = True) -> Iterator[Found]:
     """Files under `root` (a resolved directory), in a stable order."""
     root_stat = root.stat()
     seen_dirs = {(root_stat.st_dev, root_stat.st_ino)}
     stack: list[tuple[Path, list[tuple[Path, object]]]] = [(root, [])]
     while stack:
         directory, specs = stack.pop()
-        spec = _ignore_spec(directory, report)
+        spec = _ignore_spec(directory, report, gitignore)
         if spec is not None:
             specs = specs + [(directory, spec)]
         try:
@@ -62,28 +73,43 @@ def walk(root: Path, report: WalkReport, follow_symlinks: bool = False) -> Itera
             continue
         subdirs = []
         for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            try:
-                is_dir = entry.is_dir()  # follows symlinks
-                st = entry.stat()
-            except OSError:
-                report.warnings.append(f"{path}: broken symlink or unreadable entry, skipped")
-                continue
-            if _ignored(path, is_dir, specs):
-                continue
-            if entry.is_symlink() and not follow_symlinks and not _inside(path, root):
-                report.outside_links.append(path)
-                continue
-            if is_dir:
+            found = _visit(entry, root, specs, report, follow_symlinks)
+            if isinstance(found, Found):
+                yield found
+            elif found is not None:
+                path, st = found
                 if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a second way into one folder
                     continue
                 seen_dirs.add((st.st_dev, st.st_ino))
                 subdirs.append((path, specs))
-            elif entry.is_file() and (kind := kind_of(path)):
-                yield Found(path, kind, st)
         stack.extend(reversed(subdirs))
+
+
+def _visit(entry: os.DirEntry, root: Path, specs, report: WalkReport, follow_symlinks: bool):
+    """A folder to go into ((path, stat)), a file to index (Found), or None: passed over, counted."""
+    if entry.name.startswith("."):
+        report.passed_over["hidden"] += 1
+        return None
+    path = Path(entry.path)
+    try:
+        is_dir = entry.is_dir()  # follows symlinks
+        st = entry.stat()
+    except OSError:
+        report.warnings.append(f"{path}: broken symlink or unreadable entry, skipped")
+        return None
+    if _ignored(path, is_dir, specs):
+        report.passed_over["ignored"] += 1
+        return None
+    if entry.is_symlink() and not follow_symlinks and not _inside(path, root):
+        report.outside_links.append(path)
+        return None
+    if is_dir:
+        return path, st
+    kind = kind_of(path) if entry.is_file() else None
+    if kind:
+        return Found(path, kind, st)
+    report.passed_over["other type"] += 1 if entry.is_file() else 0
+    return None
 
 
 def _ignored(path: Path, is_dir: bool, specs) -> bool:

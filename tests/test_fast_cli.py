@@ -14,7 +14,7 @@ from conftest import SAMPLE, damage
 from inprocess import kb_run, kb_run_json
 
 INDEX_KEYS = {"added", "updated", "unchanged", "removed", "chunks_added", "chunks_removed", "seconds",
-              "embedded", "vector_index", "skipped", "errors", "warnings", "phases"}
+              "embedded", "vector_index", "skipped", "passed_over", "errors", "warnings", "phases"}
 QUERY_KEYS = {"query", "mode", "results", "timings_ms"}
 HIT_KEYS = {"rank", "score", "path", "start_line", "end_line", "heading", "text"}
 

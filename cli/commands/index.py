@@ -14,6 +14,7 @@ def index(
     wait: options.Wait = 30.0,
     max_file_mb: options.MaxFileMb = 20.0,
     follow_symlinks: options.FollowSymlinks = False,
+    gitignore: options.GitIgnore = True,
     rebuild: options.Rebuild = False,
     vector_index: options.VectorIndex = None,
     model: options.Encoder = None,
@@ -33,7 +34,7 @@ def index(
 
     embed = EmbedConfig(model=encoder_folder(model), pooling=pooling, query_prefix=query_prefix,
                         passage_prefix=passage_prefix, devices=parse_devices(devices), dims=dims)
-    cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, wait=wait,
+    cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, gitignore=gitignore, wait=wait,
                       rebuild=rebuild, embed=embed, vector_index=vector_index)
     report = index_paths(paths, db, cfg, for_terminal(quiet or json_out))
     _show(report, json_out, quiet)

@@ -101,20 +101,20 @@ def _settings(fingerprint: dict) -> dict:
     return {k: v for k, v in fingerprint.items() if k != "analyzer"}
 
 
-def walk_targets(targets: list[Target], follow_symlinks: bool) -> Plan:
+def walk_targets(targets: list[Target], follow_symlinks: bool, gitignore: bool = True) -> Plan:
     plan = Plan([])
-    plan.work = [(t, _files(t, plan.walked, follow_symlinks)) for t in targets]
+    plan.work = [(t, _files(t, plan.walked, follow_symlinks, gitignore)) for t in targets]
     return plan
 
 
-def _files(target: Target, walked: WalkReport, follow_symlinks: bool) -> list[Found]:
+def _files(target: Target, walked: WalkReport, follow_symlinks: bool, gitignore: bool) -> list[Found]:
     if target.file is not None:
         from kb.index.formats import kind_of
 
         # A file named on the command line is read even with an unknown extension: as text.
         return [Found(target.file, kind_of(target.file) or "text", target.file.stat())]
     files, names = [], set()
-    for f in walk(target.root, walked, follow_symlinks):
+    for f in walk(target.root, walked, follow_symlinks, gitignore):
         name = path_text(f.path)
         if name in names:  # `a\xff` spelt out, beside a name holding the byte itself
             walked.warnings.append(f"{f.path}: skipped, its name reads like another file's ({name})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
 from kb.index.phases import Events, PhaseEvent, Stopwatch
@@ -72,7 +73,7 @@ class Write:
         seen = {path_text(f.path) for f in files}
         keep = [path_text(d) + "/" for d in walked.unreadable_dirs]
         vanished = [d.id for p, d in existing.items()
-                    if p not in seen and not any(p.startswith(k) for k in keep)]
+                    if p not in seen and not any(p.startswith(k) for k in keep) and not _named_once(p)]
         if vanished:
             with self.store.transaction() as conn:
                 self.report.chunks_removed += documents.delete_documents(conn, vanished)
@@ -139,3 +140,12 @@ def _unchanged(old: DocRow | None, f: Found, stale_before: float) -> bool:
     """Same size and modification time as when it was indexed, by today's analysis: not read again."""
     return (old is not None and old.size == f.stat.st_size and old.mtime_ns == f.stat.st_mtime_ns
             and old.indexed_at >= stale_before)
+
+
+def _named_once(path: str) -> bool:
+    """A file of a type the walk passes over, indexed because it was named on the command line
+    (`kb index notes.xyz`), is kept while it exists: walking its folder does not drop it."""
+    from kb.index.formats import kind_of
+
+    p = Path(path)
+    return kind_of(p) is None and p.is_file()
