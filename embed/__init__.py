@@ -26,3 +26,30 @@ def load_encoder(cfg):
     if cfg.devices:
         return Encoder(replace(cfg, device=f"cuda:{cfg.devices[0]}", devices=()))
     return Encoder(cfg)
+
+
+QUERY_ENCODERS = ("auto", "numpy", "torch")
+
+
+def load_query_encoder(cfg, backend: str = "auto"):
+    """The encoder a search embeds its queries with: kb.embed.light's numpy forward where it runs
+    the model (no torch import: a cold `kb query` answers in well under a second), else
+    load_encoder's. `backend` ("auto", "numpy", "torch"; KB_QUERY_ENCODER) forces one."""
+    from kb.embed import light
+    from kb.errors import UsageError
+
+    if backend not in QUERY_ENCODERS:
+        raise UsageError(f"KB_QUERY_ENCODER must be one of {', '.join(QUERY_ENCODERS)}, not {backend!r}")
+    runs = light.supported(cfg.folder())
+    if backend == "numpy" and not runs:
+        raise UsageError(f"the numpy query encoder does not run {cfg.folder().name} (BERT-family only)")
+    if backend == "torch" or not runs:
+        return load_encoder(cfg)
+    return _light(cfg)
+
+
+@lru_cache(maxsize=2)
+def _light(cfg):
+    from kb.embed.light import LightEncoder
+
+    return LightEncoder(cfg)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kb.embed import modules
+from kb.embed.framing import Framing
 from kb.embed.tokenizer import DEFAULT_MODEL, default_model_dir
 from kb.common import quiet_transformers
 from kb.errors import NotFound, UsageError
@@ -135,18 +136,14 @@ def describe(cfg: EmbedConfig) -> EmbedSpec:
     return EmbedSpec(fingerprint, key, fingerprint["dims"])
 
 
-class Encoder:
+class Encoder(Framing):
     def __init__(self, cfg: EmbedConfig):
         quiet_transformers()
         import torch
         from transformers import AutoModel
 
-        from kb.embed.tokenizer import load_tokenizer
-
-        self.cfg, folder = cfg, cfg.folder()
-        spec = describe(cfg)
-        self.fingerprint, self.key, self.dims = spec.fingerprint, spec.key, spec.dims
-        self.pooling, self.max_tokens = spec.fingerprint["pooling"], spec.fingerprint["max_tokens"]
+        folder = cfg.folder()
+        self._frame(cfg, describe(cfg))
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if cfg.device == "auto" else cfg.device))
         self.dtype = _dtype(folder, self.device)
@@ -154,16 +151,8 @@ class Encoder:
             torch.set_num_threads(os.cpu_count() or 1)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype,
                                                attn_implementation="sdpa").to(self.device).eval()
-        self.tokenizer = load_tokenizer(cfg.model)
         self.pad_id = self.model.config.pad_token_id or 0
-        self.head, self.tail = self.tokenizer.special_tokens()
-        self.query_prefix, passage = spec.fingerprint["query_prefix"], spec.fingerprint["passage_prefix"]
-        self._passage = self.tokenizer.encode(passage).ids if passage else []
-        # A prompt ending in a space ("title: none | text: ") that SentencePiece joins to the text's
-        # first word when both are tokenised together, as sentence-transformers does: kb glues them so
-        self._glue = passage if passage and modules.prompt_joins(self.tokenizer, passage) else ""
-        self.dense = modules.load_dense(folder, self.device, self.dtype) if "dense" in spec.fingerprint else None
-        self._tail = np.asarray(self.tail, np.int32)
+        self.dense = modules.load_dense(folder, self.device, self.dtype) if "dense" in self.fingerprint else None
         self.packed = self.gemma = None
         if self.device.type == "cuda":
             self._gpu_runners()
@@ -178,31 +167,9 @@ class Encoder:
         if supported(self.model.config) and self.dense is None and not self.cfg.dims:
             self.packed = PackedEncoder(self.model, gemm="lt")  # measured fastest, cosine 0.99999
 
-    def _framing(self, prefix: list[int]) -> tuple[list[int], int]:
-        """(ids before a text's own: special tokens and the prefix, room left for the text's ids):
-        the model reads head + ids[:room] + tail, which is (prefix + ids) cut to its length."""
-        room = self.max_tokens - len(self.head) - len(self.tail)
-        prefix = prefix[:room]
-        return self.head + prefix, room - len(prefix)
-
-    def _inputs(self, ids, prefix: list[int]) -> np.ndarray:
-        """The model's input for a text's token ids."""
-        if self._glue and prefix is self._passage and len(ids):
-            k, word = modules.first_word(self.tokenizer, ids)
-            prefix, ids = self.tokenizer.encode(self._glue + word).ids, ids[k:]
-        head, room = self._framing(prefix)
-        return np.concatenate((np.asarray(head, np.int32), np.asarray(ids, np.int32)[:room], self._tail))
-
-    def embed_passages(self, id_lists) -> np.ndarray:
-        """(n, dims) float32 for chunks given as the chunker's token ids (lists or int32 arrays)."""
-        return self._embed(id_lists, self._passage)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([self.tokenizer.encode(self.query_prefix + text).ids], [])[0]
-
     def _embed(self, id_lists, prefix: list[int]) -> np.ndarray:
         if self.packed is None:
-            return self.embed_inputs([self._inputs(ids, prefix) for ids in id_lists])
+            return super()._embed(id_lists, prefix)
         from kb.embed.pipeline import embed_packed
 
         return embed_packed(self._stream(prefix), id_lists, self.cfg.gpu_batch_tokens)

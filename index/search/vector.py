@@ -1,6 +1,7 @@
 """The vector retriever: the query embedded by the store's encoder, searched in its vector index
 (flat, hnsw or ivf; kb.index.vectors), and the query's background similarity to random chunks,
-which calibrated fusion reads the scores against. torch and the model load on first use only."""
+which calibrated fusion reads the scores against. The model loads on first use only: for
+BERT-family encoders a numpy forward over its memory-mapped weights (kb.embed.light), no torch."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from kb.index.search.results import Candidates
 from kb.index.store import Store, lookup
 
 class VectorRetriever:
-    def __init__(self, store: Store, filter_depth: int):
-        """`filter_depth`: with --path, this many times `depth` neighbours are read before filtering."""
-        self.store, self.filter_depth = store, filter_depth
+    def __init__(self, store: Store, filter_depth: int, backend: str = "auto"):
+        """`filter_depth`: with --path, this many times `depth` neighbours are read before filtering;
+        `backend`: how queries are embedded (kb.embed.load_query_encoder)."""
+        self.store, self.filter_depth, self.backend = store, filter_depth, backend
         self._encoder = None
         self._index = None  # (tag, index) of the store's data version
         self._background = None  # background.Background, with the encoder
@@ -37,7 +39,7 @@ class VectorRetriever:
     def _load_encoder(self, meta: dict) -> None:
         """The encoder that made the stored vectors (StoreIncompatible if the model found differs),
         and the background sample its queries are read against."""
-        from kb.embed import load_encoder
+        from kb.embed import load_query_encoder
         from kb.embed.encoder import EmbedConfig, describe
         from kb.index import background
 
@@ -49,7 +51,7 @@ class VectorRetriever:
                 f"the vectors in {self.store.dir} were made by {fp['model']} ({fp['model_sha256']}, "
                 f"{fp['dims']} dims); the model found now differs ({spec.fingerprint['model_sha256']}, "
                 f"{spec.dims} dims): run `kb index --rebuild PATH...` to embed again")
-        self._encoder = load_encoder(cfg)
+        self._encoder = load_query_encoder(cfg, self.backend)
         # Random chunks (hash order is random) for each query's background similarity, topped
         # up with kb's generic passages in a store of fewer chunks (index/background.py).
         blobs = lookup.vector_sample(self.store.conn, meta["key"], background.SAMPLE)
@@ -64,7 +66,7 @@ class VectorRetriever:
         loaded = self._encoder is not None
         encoder, index = self.load()
         if not loaded:
-            timings["load"] = time.perf_counter() - t0  # torch and the model, once per process
+            timings["load"] = time.perf_counter() - t0  # the model (and torch, where it runs it), once per process
         t0 = time.perf_counter()
         q = encoder.embed_query(query)
         t1 = time.perf_counter()
