@@ -9,19 +9,38 @@ import os
 import sqlite3
 import sys
 
+from typing import Annotated
+
 import typer
 
 from kb.cli import render
-from kb.cli.commands import ask, check, evaluate, index, models, query, status
+from kb.cli.commands import ask, check, evaluate, get, index, models, query, status
 from kb.errors import KbError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
     help="kb: index folders of documents, search them, ask them. Exit codes: 0 ok, 1 internal error, "
          "2 usage, 3 not found, 4 store incompatible, 5 some files unreadable, 75 store busy.",
 )
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"kb {version('kb')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print kb's version and exit.")] = False) -> None:
+    pass
+
+
 app.command("index")(index.index)
 app.command("query")(query.query)
+app.command("get")(get.get)
 app.command("status")(status.status)
 app.command("check")(check.check)
 app.command("eval")(evaluate.evaluate)

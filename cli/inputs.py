@@ -9,12 +9,13 @@ from kb.errors import NotFound, UsageError
 from kb.names import path_text
 
 
-def texts(text: str | None, file: Path | None, what: str) -> list[str]:
-    """TEXT, or the non-blank lines of --file ('-': stdin): exactly one of them, else UsageError.
-    Bytes that are not UTF-8 are spelt `\\xNN` in TEXT and replaced in a file's lines."""
-    if (text is None) == (file is None):
+def texts(words: list[str] | None, file: Path | None, what: str) -> list[str]:
+    """TEXT (its words joined by spaces, as search tools take an unquoted query), or the non-blank
+    lines of --file ('-': stdin): exactly one of them, else UsageError. Bytes that are not UTF-8
+    are spelt `\\xNN` in TEXT and replaced in a file's lines."""
+    if (not words) == (file is None):
         raise UsageError(f"give either a {what} TEXT or --file F")
-    return [path_text(text)] if file is None else _lines(file)
+    return [" ".join(path_text(w) for w in words)] if file is None else _lines(file)
 
 
 def _lines(file: Path) -> list[str]:

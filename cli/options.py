@@ -39,19 +39,39 @@ Devices = Annotated[str, typer.Option(
     help="GPUs to embed on, e.g. 0,1: one process per GPU (default: the first GPU, else CPU).")]
 
 # kb query
-QueryText = Annotated[Optional[str], typer.Argument(help="What to search for.", show_default=False)]
+QueryText = Annotated[Optional[list[str]], typer.Argument(
+    help="What to search for: several words are one query, quoted or not.", show_default=False)]
 Results = Annotated[int, typer.Option("-k", help="Number of results.")]
 Mode = Annotated[str, typer.Option(help="bm25 | vector | hybrid")]
 PathGlob = Annotated[Optional[str], typer.Option(
-    "--path", help="Only documents whose path (relative to the indexed folder) matches this GLOB.")]
+    "--path", help="Only documents under this folder or file (absolute, or relative to the indexed folder), "
+                   "or whose relative path matches this GLOB (docs/*.md).")]
 QueryFile = Annotated[Optional[Path], typer.Option(
     "--file", help="Run each line of this file as a query ('-' for stdin).")]
+Format = Annotated[Optional[str], typer.Option(
+    "--format", help="text | json | jsonl | csv | md | files | grep (path:line: for editors). Default: text.",
+    show_default=False)]
+FilesOnly = Annotated[bool, typer.Option("-l", "--files", help="Print only the paths of the matching files (--format files).")]
+MinScore = Annotated[Optional[float], typer.Option(help="Leave out hits scoring below this.", show_default=False)]
+Kinds = Annotated[Optional[list[str]], typer.Option(
+    "--type", help="Only documents of this kind (markdown, text, rst, code, html, pdf, notebook) or extension (md, py); repeatable.",
+    show_default=False)]
+Since = Annotated[Optional[str], typer.Option(
+    help="Only documents modified since: an age (30m, 12h, 3d, 2w, 1y) or a date (2026-11-01).", show_default=False)]
 Rerank = Annotated[bool, typer.Option(
     "--rerank/--no-rerank", help="Judge the best hybrid hits with a local language model and reorder them.")]
 RerankModel = Annotated[Optional[str], typer.Option(
     help="The reranking model: an installed name (kb models list) or a local folder "
          "(default: qwen2.5-coder-0.5b).", show_default=False)]
 RerankDepth = Annotated[int, typer.Option(help="Hybrid hits the reranker judges.")]
+QueryEncoder = Annotated[str, typer.Option(
+    envvar="KB_QUERY_ENCODER",
+    help="How queries are embedded: auto (numpy for BERT-family encoders, no torch), numpy, torch.")]
+
+# kb get
+GetTarget = Annotated[str, typer.Argument(
+    help="PATH, PATH:LINE or PATH:FIRST-LAST; the path as results show it, or absolute.", show_default=False)]
+LineNumbers = Annotated[bool, typer.Option("--line-numbers", "-n", help="Start each line with its number.")]
 
 # kb check
 Repair = Annotated[bool, typer.Option(
@@ -66,7 +86,8 @@ Tune = Annotated[bool, typer.Option(help="Also try every fusion method and weigh
 Apply = Annotated[bool, typer.Option(help="With --tune: store the best fusion for kb query.")]
 
 # kb ask
-Question = Annotated[Optional[str], typer.Argument(help="The question.", show_default=False)]
+Question = Annotated[Optional[list[str]], typer.Argument(
+    help="The question: several words are one question, quoted or not.", show_default=False)]
 Passages = Annotated[int, typer.Option("-k", help="Passages retrieved at most.")]
 Generator = Annotated[Optional[str], typer.Option(
     "--model", help="A generator: an installed name (kb models list) or a local Hugging Face folder "

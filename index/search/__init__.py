@@ -12,6 +12,7 @@ Their SQL is in kb.index.store.lookup.
 """
 
 from kb.index.search.results import Hit, QueryResult
-from kb.index.search.searcher import MODES, Searcher
+from kb.index.search.paths import Scope
+from kb.index.search.searcher import MODES, SearchConfig, Searcher
 
-__all__ = ["Hit", "MODES", "QueryResult", "Searcher"]
+__all__ = ["Hit", "MODES", "QueryResult", "Scope", "SearchConfig", "Searcher"]

@@ -34,7 +34,7 @@ class Bm25Retriever:
         if weight != self._title:
             self._title, self._cache = weight, None
 
-    def candidates(self, query: str, depth: int, path_glob: str | None,
+    def candidates(self, query: str, depth: int, scope,
                    timings: dict[str, float]) -> tuple[Candidates, list[str]]:
         """The `depth` best chunks, and the query's terms that the index holds (for highlighting).
         Adds `analyze` and `bm25` seconds to `timings`."""
@@ -45,8 +45,8 @@ class Bm25Retriever:
         cache = self.cache()
         term_ids = [ids[t] for t in terms if t in ids]
         scores = cache.scores(term_ids)
-        if path_glob:
-            scores = np.where(self.paths.mask(cache.chunk_ids, cache.version, path_glob), scores, 0.0)
+        if scope:  # a kb.index.search.paths.Scope
+            scores = np.where(self.paths.mask(cache.chunk_ids, cache.version, scope), scores, 0.0)
         rows = top_k(scores, depth)
         timings.update(analyze=t1 - t0, bm25=time.perf_counter() - t1)
         return (Candidates(cache.chunk_ids[rows], scores[rows], cache.max_score(term_ids, unknown)),

@@ -42,6 +42,12 @@ class QueryResult:
     terms: list[str] = field(default_factory=list)  # the query's indexed terms (for highlighting)
     rerank: dict | None = None  # model, depth and weight, where a reranker reordered the hits
 
+    def above(self, floor: float) -> "QueryResult":
+        """The hits scoring `floor` or more (`--min-score`); ranks are kept."""
+        from dataclasses import replace
+
+        return replace(self, results=[h for h in self.results if h.score >= floor])
+
     def to_json(self) -> dict:
         out = {"query": self.query, "mode": self.mode,
                "results": [{k: v for k, v in asdict(h).items() if k != "chunk_id"} for h in self.results],

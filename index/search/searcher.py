@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kb.errors import StoreIncompatible, UsageError
 from kb.index.search import exact, fusion
 from kb.index.search.bm25 import Bm25Retriever
-from kb.index.search.paths import ChunkPaths
+from kb.index.search.paths import ChunkPaths, Scope
 from kb.index.search.results import Candidates, Hit, QueryResult
 from kb.index.search.vector import VectorRetriever
 from kb.index.store import Store, lookup
@@ -27,6 +27,7 @@ MODES = ("bm25", "vector", "hybrid")
 class SearchConfig:
     hybrid_depth: int = 100  # candidates taken from each retriever before fusion
     filter_depth: int = 8  # with --path, this many times the depth of vector neighbours read before filtering
+    query_encoder: str = "auto"  # auto | numpy | torch (kb.embed.load_query_encoder)
 
 
 class Searcher:
@@ -34,22 +35,23 @@ class Searcher:
         self.store, self.cfg = store, cfg
         self.paths = ChunkPaths(store)
         self.bm25 = Bm25Retriever(store, self.paths)
-        self.vector = VectorRetriever(store, cfg.filter_depth)
+        self.vector = VectorRetriever(store, cfg.filter_depth, cfg.query_encoder)
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid",
-               path_glob: str | None = None) -> QueryResult:
-        """The `k` best chunks for `query` by `mode`, only of documents whose relative path
-        matches `path_glob`. UsageError for an empty query, k < 1 or an unknown mode;
+               path_glob: str | None = None, scope: Scope = Scope()) -> QueryResult:
+        """The `k` best chunks for `query` by `mode`, only of documents in `scope` (`path_glob`:
+        its path). UsageError for an empty query, k < 1 or an unknown mode;
         StoreIncompatible for vector mode in a store without complete vectors."""
         query = query.strip()
         _validate(query, k, mode)
+        scope = replace(scope, path=path_glob) if path_glob else scope
         mode, note = self._usable(mode)
         timings: dict[str, float] = {}
         wanted = exact.phrases(query)
         pool = exact.pool(k, wanted)
         depth = pool if mode != "hybrid" else max(pool, self.cfg.hybrid_depth)
         t0 = time.perf_counter()
-        lists, terms = self._retrieve(query, mode, depth, path_glob, timings)
+        lists, terms = self._retrieve(query, mode, depth, scope, timings)
         t1 = time.perf_counter()
         if mode == "hybrid":
             ranked = fusion.fuse(lists["bm25"], lists["vector"], pool, *self.fusion(query))
@@ -75,14 +77,14 @@ class Searcher:
             raise StoreIncompatible(why)
         return "bm25", f"{why}: hybrid fell back to bm25"
 
-    def _retrieve(self, query: str, mode: str, depth: int, path_glob: str | None,
+    def _retrieve(self, query: str, mode: str, depth: int, scope: Scope,
                   timings: dict[str, float]) -> tuple[dict[str, Candidates], list[str]]:
         lists: dict[str, Candidates] = {}
         terms: list[str] = []
         if mode in ("bm25", "hybrid"):
-            lists["bm25"], terms = self.bm25.candidates(query, depth, path_glob, timings)
+            lists["bm25"], terms = self.bm25.candidates(query, depth, scope, timings)
         if mode in ("vector", "hybrid"):
-            allowed = self.paths.matching(path_glob) if path_glob else None
+            allowed = self.paths.matching(scope) if scope else None
             lists["vector"] = self.vector.candidates(query, depth, allowed, timings)
         return lists, terms
 
@@ -104,7 +106,7 @@ class Searcher:
     def candidates(self, query: str, depth: int) -> tuple[Candidates, Candidates]:
         """(bm25, vector) candidates before fusion, for tuning it."""
         timings: dict[str, float] = {}
-        return (self.bm25.candidates(query, depth, None, timings)[0],
+        return (self.bm25.candidates(query, depth, Scope(), timings)[0],
                 self.vector.candidates(query, depth, None, timings))
 
     def fuse_paths(self, bm25: Candidates, vector: Candidates, k: int, method: str, weight: float) -> list[str]:

@@ -22,16 +22,45 @@ def term_ids(conn: sqlite3.Connection, terms: list[str]) -> dict[str, int]:
     return found
 
 
-def chunks_matching(conn: sqlite3.Connection, glob: str) -> list[int]:
-    """Ids of the chunks whose document path, relative to its indexed folder, matches the SQLite GLOB."""
+def chunks_in(conn: sqlite3.Connection, path: str | None, kinds: tuple[str, ...],
+              since: float | None) -> list[int]:
+    """Ids of the chunks of documents under `path` (kb.index.search.paths.Scope), of `kinds`
+    (reader kinds or file extensions) and modified at or after `since` (epoch seconds)."""
+    where, args = ["1"], []
+    if path:
+        clause, more = _path_clause(path)
+        where.append(clause)
+        args += more
+    if kinds:
+        where.append(f"(d.kind IN ({','.join('?' * len(kinds))}) OR "
+                     + " OR ".join(["d.path LIKE ?"] * len(kinds)) + ")")
+        args += [*kinds, *("%." + k.lstrip(".") for k in kinds)]
+    if since is not None:
+        where.append("d.mtime_ns >= ?")
+        args.append(int(since * 1e9))
     try:
-        rows = conn.execute("SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id "
-                            "WHERE substr(d.path, length(d.root) + 2) GLOB ?", (glob,)).fetchall()
+        rows = conn.execute("SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
+                            + " AND ".join(where), args).fetchall()
     except sqlite3.OperationalError as e:
         if "too complex" not in str(e):
             raise
-        raise UsageError(f"--path: the pattern is too long for SQLite's GLOB ({len(glob):,} characters)") from e
+        raise UsageError(f"--path: the pattern is too long for SQLite's GLOB ({len(path):,} characters)") from e
     return [r[0] for r in rows]
+
+
+_RELATIVE = "substr(d.path, length(d.root) + 2)"
+
+
+def _path_clause(path: str) -> tuple[str, list]:
+    """A GLOB on the path relative to the indexed folder; a path without wildcards is a file or a
+    folder: absolute where it exists here (`.`, `~/notes`), else relative to the indexed folder."""
+    if any(c in path for c in "*?["):
+        return f"{_RELATIVE} GLOB ?", [path]
+    p = os.path.expanduser(path).rstrip("/") or "/"
+    if os.path.exists(p) or os.path.isabs(p):
+        p = os.path.abspath(p)
+        return "(d.path = ? OR substr(d.path, 1, length(?) + 1) = rtrim(?, '/') || '/')", [p, p, p]
+    return (f"({_RELATIVE} = ? OR substr({_RELATIVE}, 1, length(?) + 1) = ? || '/')", [p, p, p])
 
 
 def chunk_paths(conn: sqlite3.Connection) -> dict[int, str]:
@@ -54,3 +83,17 @@ def vector_sample(conn: sqlite3.Connection, model_key: str, limit: int) -> list[
     """Up to `limit` stored vectors of one encoder, in hash order (so a random sample of chunks)."""
     rows = conn.execute("SELECT vector FROM embeddings WHERE model = ? LIMIT ?", (model_key, limit))
     return [r[0] for r in rows]
+
+
+def documents_named(conn: sqlite3.Connection, name: str) -> list[tuple]:
+    """(id, path, root, kind, hash) of the documents whose absolute path is `name`, or whose path
+    relative to their indexed folder is (several folders may hold one)."""
+    return conn.execute("SELECT id, path, root, kind, hash FROM documents WHERE path = ? "
+                        "OR (substr(path, 1, length(root) + 1) = root || '/' AND substr(path, length(root) + 2) = ?) "
+                        "ORDER BY path", (name, name)).fetchall()
+
+
+def document_chunks(conn: sqlite3.Connection, doc_id: int) -> list[tuple[int, int, str]]:
+    """(start line, end line, text) of a document's chunks, in order."""
+    return conn.execute("SELECT start_line, end_line, text FROM chunks WHERE doc_id = ? ORDER BY seq",
+                        (doc_id,)).fetchall()
