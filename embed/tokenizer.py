@@ -43,9 +43,12 @@ class Tokenizer:
         self._tok = HfTokenizer.from_str(raw.decode("utf-8"))
         self._tok.no_padding()
         self._tok.no_truncation()
-        spec = json.loads(raw)  # parsed once here (18 ms for MiniLM's), for the three uses below
-        self._ascii = _without_bert_normalizer(spec)
-        self._wordpiece = self._ascii is not None and _bert_wordpiece(spec)
+        spec = json.loads(raw)  # parsed once here (18 ms for MiniLM's), for the uses below
+        # the tokenizer without BERT's normalizer, for ASCII text: made for the first text of
+        # FAST_FROM characters (50 ms), not for a query's few words
+        self._bare_spec = spec if _bert_lowercasing(spec) else None
+        self._ascii = None
+        self._wordpiece = self._bare_spec is not None and _bert_wordpiece(spec)
         self._words: _WordCache | None = None  # made for the first long text (0.1 s): not for a query
         # a text holding an added token ("[CLS]") takes the plain path, which matches it as one
         self._added = [t["content"] for t in spec.get("added_tokens", [])]
@@ -53,8 +56,10 @@ class Tokenizer:
         self.sha256 = hashlib.sha256(raw).hexdigest()[:16]
 
     def encode(self, text: str) -> Encoding:
-        if (self._ascii is not None and text.isascii() and not _CONTROL.search(text)
-                and not any(t in text for t in self._added)):
+        if (self._bare_spec is not None and len(text) >= FAST_FROM and text.isascii()
+                and not _CONTROL.search(text) and not any(t in text for t in self._added)):
+            if self._ascii is None:
+                self._ascii = _without_bert_normalizer(self._bare_spec)
             # BERT's normalizer on ASCII text without control characters only lower-cases it and
             # turns tabs and line ends into spaces, position for position: str.lower() and the same
             # tokenizer without that normalizer give the same ids and offsets, about a sixth faster.
@@ -83,18 +88,22 @@ class Tokenizer:
 
 
 WORD_CACHE_FROM = 2000  # characters: shorter texts (queries, prefixes) go to the tokenizer directly
+FAST_FROM = 256  # characters: shorter texts take the plain tokenizer (the same ids and offsets)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # what BERT's clean_text drops
 
 
+def _bert_lowercasing(spec: dict) -> bool:
+    """Whether the normalizer is BERT's lower-casing one (clean_text, lowercase; accents and CJK
+    spacing do not touch ASCII)."""
+    norm = spec.get("normalizer") or {}
+    return norm.get("type") == "BertNormalizer" and bool(norm.get("lowercase")) and bool(norm.get("clean_text"))
+
+
 def _without_bert_normalizer(spec: dict):
-    """The same tokenizer (its tokenizer.json, parsed) with its normalizer removed, when that
-    normalizer is BERT's lower-casing one (clean_text, lowercase; accents and CJK spacing do not
-    touch ASCII); else None."""
+    """The same tokenizer (its tokenizer.json, parsed) with its normalizer removed (spec: one
+    that _bert_lowercasing accepts)."""
     from tokenizers import Tokenizer as HfTokenizer
 
-    norm = spec.get("normalizer") or {}
-    if norm.get("type") != "BertNormalizer" or not norm.get("lowercase") or not norm.get("clean_text"):
-        return None
     bare = HfTokenizer.from_str(json.dumps({**spec, "normalizer": None}))
     bare.no_padding()
     bare.no_truncation()

@@ -74,7 +74,8 @@ def test_ascii_fast_path_of_the_tokenizer_gives_the_normalizers_ids_and_offsets(
     from kb.embed import tokenizer
 
     monkeypatch.setattr(tokenizer, "WORD_CACHE_FROM", cache_from)
-    assert TOK._ascii is not None  # all-MiniLM-L6-v2 lower-cases: the fast path is taken
+    monkeypatch.setattr(tokenizer, "FAST_FROM", 0)  # short texts too
+    assert TOK._bare_spec is not None  # all-MiniLM-L6-v2 lower-cases: the fast path is taken
     rng = random.Random(11)
     alphabet = "abcXYZ 019_.,;:!?-'\"()[]{}#\t\r\n\n  The HTTP_Server parseURL \x01\x1b\x7f"
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400))) for _ in range(300)]
@@ -93,6 +94,7 @@ def test_word_cache_starting_afresh_keeps_the_tokenizers_ids(monkeypatch):
     from kb.embed.tokenizer import Tokenizer, _WordCache, default_model_dir
 
     monkeypatch.setattr(tokenizer, "WORD_CACHE_FROM", 0)
+    monkeypatch.setattr(tokenizer, "FAST_FROM", 0)
     tok = Tokenizer(default_model_dir(), "all-MiniLM-L6-v2")
     tok.encode("warm")
     monkeypatch.setattr(_WordCache, "MAX_WORDS", len(tok._words.index) + 50)
