@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from kb.cli import render
-from kb.cli.commands import ask, check, evaluate, get, index, models, query, status
+from kb.cli.commands import ask, check, collections, evaluate, get, index, models, query, status
 from kb.errors import KbError
 
 app = typer.Typer(
@@ -46,12 +46,17 @@ app.command("check")(check.check)
 app.command("eval")(evaluate.evaluate)
 app.command("ask")(ask.ask)
 app.add_typer(models.app, name="models")
+app.add_typer(collections.app, name="collections")
 
 
 def main() -> None:
     parse_errors, interrupts = _click_exceptions()
     try:
-        code = app(standalone_mode=False)
+        from kb.cli import config
+
+        command = typer.main.get_command(app)
+        defaults = config.default_map(config.load(), command)
+        code = command.main(prog_name="kb", standalone_mode=False, default_map=defaults)
     except BrokenPipeError:  # a reader such as `head` left: quiet, as Unix tools are
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)

@@ -8,15 +8,42 @@ from typing import Annotated, Optional
 
 import typer
 
+def _store(value: Optional[Path]) -> Optional[Path]:
+    """--db NAME: a store named in the config file (kb.cli.config), else a folder."""
+    if value is None:
+        return None
+    from kb.cli.config import load, store_path
+
+    return Path(store_path(load(), str(value)))
+
+
 Db = Annotated[Optional[Path], typer.Option(
-    "--db", envvar="KB_DB", show_default=False,
-    help="Store directory (default: $KB_DB, else $XDG_DATA_HOME/kb/default).")]
+    "--db", envvar="KB_DB", show_default=False, callback=_store,
+    help="Store: a folder, or a name from the config file's [stores] (default: $KB_DB, else the config "
+         "file's store, else $XDG_DATA_HOME/kb/default).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object).")]
 JsonLines = Annotated[bool, typer.Option("--json", help="Print JSON (one object; one per line with --file).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")]
 
 # kb index
-Paths = Annotated[list[Path], typer.Argument(help="Files and folders to index.", show_default=False)]
+Paths = Annotated[Optional[list[Path]], typer.Argument(
+    help="Files and folders to index; none: refresh every collection of the store.", show_default=False)]
+Watch = Annotated[bool, typer.Option(
+    "--watch", help="After indexing, keep watching the collections' folders and index each change (Ctrl-C stops).")]
+Name = Annotated[Optional[str], typer.Option(
+    help="The collection's name (default: the folder's name); with one FOLDER.", show_default=False)]
+Include = Annotated[Optional[list[str]], typer.Option(
+    help="Index only files matching this pattern (gitignore syntax, e.g. '*.md'); repeatable; kept with the "
+         "collection.", show_default=False)]
+Exclude = Annotated[Optional[list[str]], typer.Option(
+    help="Leave out files matching this pattern (gitignore syntax, e.g. 'drafts/'); repeatable; kept with the "
+         "collection.", show_default=False)]
+Context = Annotated[Optional[str], typer.Option(
+    help="One line on what the collection is, shown to the model by kb ask.", show_default=False)]
+Collections = Annotated[Optional[list[str]], typer.Option(
+    "--collection", "-c", help="Search only this collection (kb collections lists them); repeatable.",
+    show_default=False)]
+CollectionName = Annotated[str, typer.Argument(help="A collection's name, or its folder.", show_default=False)]
 Wait = Annotated[float, typer.Option(help="Seconds to wait while another kb index writes.")]
 MaxFileMb = Annotated[float, typer.Option(help="Skip (with a warning) files larger than this.")]
 FollowSymlinks = Annotated[bool, typer.Option(help="Follow symlinks that leave the folder.")]

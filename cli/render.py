@@ -117,7 +117,8 @@ def status(info: dict, out) -> None:
     last = info["last_run"] or {}
     fp = info["fingerprint"] or {}
     rows = [
-        ("store", info["db"]),
+        ("store", info["db"] + (f"  (from the {info['settings']['store_from']})" if "settings" in info else "")),
+        ("config", (info.get("settings") or {}).get("config_file") or "none"),
         ("documents", f"{info['documents']} ({info['skipped_documents']} skipped)"),
         ("chunks", str(info["chunks"])),
         ("terms / postings", f"{info['terms']} / {info['postings']}"),
@@ -226,3 +227,15 @@ def check_report(report: dict, out) -> None:
         out.print(Text(f"problem: {p['what']}: {safe(p['detail'])}{mark}"))
     verdict = "ok" if report["ok"] else f"{len(report['problems'])} problem(s)"
     out.print(Text(f"{safe(report['db'])}: {verdict}"))
+
+
+def collections(rows: list[dict], out) -> None:
+    from rich.text import Text
+
+    if not rows:
+        out.print("no collections yet: `kb index FOLDER` adds one")
+    for r in rows:
+        rules = "".join(f"  +{p}" for p in r["include"]) + "".join(f"  -{p}" for p in r["exclude"])
+        out.print(Text(f"{one_line(r['name'])}  {one_line(r['root'])}  {r['documents']} documents{one_line(rules)}"))
+        if r["context"]:
+            out.print(Text("    " + one_line(r["context"])))

@@ -25,6 +25,7 @@ from kb.index.phases import Events, PhaseEvent, derive, no_events, plan
 from kb.index.phases.embed import Embed
 from kb.index.phases.write import Write
 from kb.index.readpool import Reader, ReadConfig
+from kb.index import collections
 from kb.index.store import Store, runs
 from kb.index.vectors import KINDS
 from kb.names import path_text
@@ -91,22 +92,46 @@ class _NoProgress:
 
 
 def index_paths(paths: list[str | Path], db: str | Path | None = None, cfg: IndexConfig = IndexConfig(),
-                progress: Progress | None = None, events: Events | None = None) -> IndexReport:
-    """Index `paths` into the store at `db`; `events` hears each phase's PhaseEvent as it ends."""
-    targets = plan.resolve_targets(paths)  # before the store is touched: bad input changes nothing
+                progress: Progress | None = None, events: Events | None = None,
+                settings: collections.Settings = collections.Settings()) -> IndexReport:
+    """Index `paths` into the store at `db` (none: every collection it has), each folder as a
+    collection described by `settings`; `events` hears each phase's PhaseEvent as it ends."""
+    # before the store is touched: bad input changes nothing
+    targets = plan.resolve_targets(paths) if paths else None
+    if settings != collections.Settings() and (targets is None or len(targets) != 1 or targets[0].file):
+        raise UsageError("--name, --include, --exclude and --context describe one folder: give exactly one")
     load_tokenizer(cfg.embed.model)  # a folder that is no model: an error before any store is made
     if cfg.embed.devices and cfg.vector_index != "none":
         from kb.embed.multi import check_devices
 
         check_devices(cfg.embed.devices)
-    store = Store.open(db, create=True)
+    store = Store.open(db, create=targets is not None)
     try:
         with IndexLock(store.dir, cfg.wait):
             store.probe_write()
             cfg = replace(cfg, vector_index=cfg.vector_index or store.vector_setting())
-            return _Run(store, cfg, progress or _NoProgress(), events or no_events).run(targets)
+            run = _Run(store, cfg, progress or _NoProgress(), events or no_events)
+            return run.run(_collected(store, targets, settings, run.report.warnings))
     finally:
         store.close()
+
+
+def _collected(store: Store, targets: list[plan.Target] | None, settings: collections.Settings,
+               warnings: list[str]) -> list[plan.Target]:
+    """The run's targets with their collections' rules: each folder given becomes (or updates)
+    a collection; without paths, every collection whose folder is there."""
+    if targets is None:
+        return [plan.Target(root, None, c.include, c.exclude) for c, root in collections.targets_of(store, warnings)]
+    cols = collections.load(store)
+    out = []
+    for t in targets:
+        if t.file is None:
+            c = collections.upsert(cols, t.root, settings)
+            t = replace(t, include=c.include, exclude=c.exclude)
+        out.append(t)
+    with store.transaction(data=False):
+        collections.save(store, cols)
+    return out
 
 
 class _Run:

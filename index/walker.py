@@ -31,7 +31,8 @@ class WalkReport:
     outside_links: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # entries not looked into, by reason: "hidden" (a dot name), "ignored" (.gitignore, .kbignore),
-    # "other type" (files of kinds kb does not read); an ignored or hidden folder counts once
+    # "other type" (files of kinds kb does not read), "not included" (by a collection's include
+    # patterns); an ignored or hidden folder counts once
     passed_over: Counter = field(default_factory=Counter)
 
 
@@ -55,11 +56,17 @@ def _ignore_spec(directory: Path, report: WalkReport, gitignore: bool):
         return None
 
 
-def walk(root: Path, report: WalkReport, follow_symlinks: bool = False, gitignore: bool = True) -> Iterator[Found]:
-    """Files under `root` (a resolved directory), in a stable order."""
+def walk(root: Path, report: WalkReport, follow_symlinks: bool = False, gitignore: bool = True,
+         include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> Iterator[Found]:
+    """Files under `root` (a resolved directory), in a stable order; `include`/`exclude`: a
+    collection's gitignore-style patterns, relative to `root` (a file must match one `include`)."""
+    import pathspec
+
     root_stat = root.stat()
     seen_dirs = {(root_stat.st_dev, root_stat.st_ino)}
-    stack: list[tuple[Path, list[tuple[Path, object]]]] = [(root, [])]
+    ruled = [(root, pathspec.GitIgnoreSpec.from_lines(exclude))] if exclude else []
+    wanted = pathspec.GitIgnoreSpec.from_lines(include) if include else None
+    stack: list[tuple[Path, list[tuple[Path, object]]]] = [(root, ruled)]
     while stack:
         directory, specs = stack.pop()
         spec = _ignore_spec(directory, report, gitignore)
@@ -75,7 +82,10 @@ def walk(root: Path, report: WalkReport, follow_symlinks: bool = False, gitignor
         for entry in entries:
             found = _visit(entry, root, specs, report, follow_symlinks)
             if isinstance(found, Found):
-                yield found
+                if wanted is None or wanted.match_file(found.path.relative_to(root).as_posix()):
+                    yield found
+                else:
+                    report.passed_over["not included"] += 1
             elif found is not None:
                 path, st = found
                 if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a second way into one folder

@@ -11,7 +11,7 @@ questions; the engine loads on first use, so a question that is declined never l
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from kb.errors import UsageError
@@ -38,6 +38,17 @@ class AskConfig:
     judge_floor: float = 0.0
     device: str = "auto"
     cache_bytes: int = 1 << 30  # cap of the KV blocks kept on disk under the store
+    collections: tuple[str, ...] = ()  # search only these (kb.index.collections; -c NAME)
+
+
+def _collections(store, names: tuple[str, ...]):
+    """(the search scope of `names`, folder -> context of every collection that has one)."""
+    from kb.index import collections
+    from kb.index.search import Scope
+
+    chosen = collections.pick(store, list(names)) if names else []
+    contexts = {c.root: c.context for c in collections.load(store).values() if c.context}
+    return Scope(roots=tuple(c.root for c in chosen)), contexts
 
 
 class Asker:
@@ -50,6 +61,7 @@ class Asker:
         self.store, self.cfg = store, cfg
         self.folder = resolve(cfg.model or DEFAULT_MODEL)
         self.searcher = Searcher(store)
+        self.scope, self.contexts = _collections(store, cfg.collections)
         self._engine = None
         self._judge = None  # kb.rag.rerank.Reranker on the same engine, made on first use (judge_floor)
 
@@ -72,7 +84,7 @@ class Asker:
         if not question:
             raise UsageError("empty question")
         t0 = time.perf_counter()
-        hits = self.searcher.search(question, k=self.cfg.k).results
+        hits = self.searcher.search(question, k=self.cfg.k, scope=self.scope).results
         out = Prepared(question, [], retrieval_ms=(time.perf_counter() - t0) * 1000)
         out.declined = not relevant(hits, self.cfg.min_score)
         return out, hits
@@ -85,8 +97,10 @@ class Asker:
             return out
         budget = self.cfg.context_tokens or (self.engine.model.cfg.max_positions - self.cfg.max_tokens)
         fixed = len(self._encode(self._prompt([], out.question)))
-        cost = lambda h: len(self._encode(source_block(0, h.path, h.start_line, h.end_line, h.text)))  # noqa: E731
-        out.sources = pack(hits, cost, budget, fixed, self.cfg.min_score * self.cfg.source_floor)
+        cost = lambda h: len(self._encode(source_block(0, h.path, h.start_line, h.end_line, h.text,  # noqa: E731
+                                                       self.contexts.get(h.root, ""))))
+        sources = pack(hits, cost, budget, fixed, self.cfg.min_score * self.cfg.source_floor)
+        out.sources = [replace(s, context=self.contexts.get(s.root, "")) for s in sources]
         out.prompt = self._prompt(out.sources, out.question)
         out.ids = self._encode(out.prompt)
         return out

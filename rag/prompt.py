@@ -45,9 +45,11 @@ def quote_text(text: str) -> str:
     return "\n".join((BAR + line).rstrip() for line in text.strip().splitlines()) or BAR.rstrip()
 
 
-def source_block(n: int, path: str, start: int, end: int, text: str) -> str:
-    """One source as the model sees it: a numbered header, then its quoted text between markers."""
-    return f"Source [{n}], from {quote_path(path)} (lines {start}-{end}):\n{OPEN}\n{quote_text(text)}\n{CLOSE}\n\n"
+def source_block(n: int, path: str, start: int, end: int, text: str, context: str = "") -> str:
+    """One source as the model sees it: a numbered header (with its collection's context, quoted
+    as a path is), then its quoted text between markers."""
+    about = f", in a collection described as {quote_path(context)}" if context else ""
+    return f"Source [{n}], from {quote_path(path)} (lines {start}-{end}){about}:\n{OPEN}\n{quote_text(text)}\n{CLOSE}\n\n"
 
 
 ANSWER_HINT = "Answer in one or two sentences that state the fact, and cite the source like [1]."
@@ -60,8 +62,9 @@ SYSTEM_PROMPT = (
     + "\nQuestion: How tall is the Eiffel Tower?\nAnswer: The Eiffel Tower is 330 metres tall [1].")
 
 
-def user_message(blocks: list[tuple[int, str, int, int, str]], question: str) -> str:
-    """The user turn: (n, path, start line, end line, text) per source, then the question on one line."""
+def user_message(blocks: list[tuple], question: str) -> str:
+    """The user turn: (n, path, start line, end line, text[, context]) per source, then the
+    question on one line."""
     body = "".join(source_block(*b) for b in blocks)
     return f"Sources:\n\n{body}Question: {' '.join(question.split())}\n{ANSWER_HINT}"
 
@@ -69,6 +72,6 @@ def user_message(blocks: list[tuple[int, str, int, int, str]], question: str) ->
 def chat_prompt(tokenizer, system: str, sources: list[Source], question: str) -> str:
     """The whole prompt as text: `tokenizer`'s chat template (a Hugging Face tokenizer's
     `apply_chat_template`) over the system prompt and the user message, ready for the answer."""
-    user = user_message([(s.n, s.path, s.start_line, s.end_line, s.text) for s in sources], question)
+    user = user_message([(s.n, s.path, s.start_line, s.end_line, s.text, s.context) for s in sources], question)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -20,7 +20,7 @@ def spans(prompt: str, sources: list[Source], encode: Callable[[str], list[int]]
     """(first token of a source in the prompt, a chunk id of it), for each source's chunks."""
     out = []
     for s in sources:
-        head = prompt[:prompt.index(source_block(s.n, s.path, s.start_line, s.end_line, s.text))]
+        head = prompt[:prompt.index(source_block(s.n, s.path, s.start_line, s.end_line, s.text, s.context))]
         out += [(len(encode(head)), c) for c in s.chunk_ids]
     return out
 

@@ -30,6 +30,8 @@ class Source:
     score: float
     text: str
     chunk_ids: list[int]  # the passages it is made of
+    root: str = ""  # the folder it was indexed under
+    context: str = ""  # its collection's one-line context (kb.index.collections), shown to the model
 
     def to_json(self) -> dict:
         return {"n": self.n, "path": self.path, "start_line": self.start_line, "end_line": self.end_line,
@@ -74,5 +76,5 @@ def _merge(hits) -> list[Source]:
             last.text, last.end_line = last.text.rstrip() + "\n\n" + h.text.strip(), max(last.end_line, h.end_line)
             last.score, last.chunk_ids = max(last.score, h.score), last.chunk_ids + [h.chunk_id]
             continue
-        out.append(Source(len(out) + 1, h.path, h.start_line, h.end_line, h.score, h.text, [h.chunk_id]))
+        out.append(Source(len(out) + 1, h.path, h.start_line, h.end_line, h.score, h.text, [h.chunk_id], h.root))
     return out

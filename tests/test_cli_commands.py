@@ -31,7 +31,7 @@ def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 def test_bad_options_are_usage_errors_in_one_line(tmp_path, monkeypatch, capsys):
     """An unknown option, a missing argument or a malformed value is exit 2 with one line, whichever
     click typer parses with (typer 0.29 has its own copy), never an internal error."""
-    for args, said in ((("query", "x", "--bogus"), "--bogus"), (("index",), "paths"),
+    for args, said in ((("query", "x", "--bogus"), "--bogus"), (("index", "--wait", "soon"), "--wait"),
                        (("query", "x", "-k", "many"), "-k"), (("nosuchcmd",), "nosuchcmd"),
                        (("models", "install"), "NAME"), (("models", "bogus"), "bogus")):
         code, _, err = run_main(monkeypatch, capsys, *args, *(("--db", tmp_path / "db") if args[0] != "models" else ()))

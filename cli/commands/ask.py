@@ -15,6 +15,7 @@ def ask(
     context_tokens: options.ContextTokens = 0,
     json_out: options.JsonLines = False,
     file: options.QuestionFile = None,
+    collections: options.Collections = None,
 ) -> None:
     """Answer a question from the indexed documents, citing its sources, with a local model."""
     from kb.index.store import Store
@@ -22,7 +23,7 @@ def ask(
 
     questions = inputs.texts(text, file, "question")
     cfg = AskConfig(model=model, k=k, max_tokens=max_tokens, temperature=temperature,
-                    context_tokens=context_tokens)
+                    context_tokens=context_tokens, collections=tuple(collections or ()))
     asker = Asker(Store.open(db), cfg)
     if file is not None:  # every question in one generator run, printed when all are answered
         for answer in asker.ask_many(questions):

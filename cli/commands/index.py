@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 from kb.cli import options, render
 from kb.errors import PartialFailure
 
 
 def index(
-    paths: options.Paths,
+    paths: options.Paths = None,
     db: options.Db = None,
     json_out: options.Json = False,
     quiet: options.Quiet = False,
@@ -23,24 +25,44 @@ def index(
     query_prefix: options.QueryPrefix = "",
     passage_prefix: options.PassagePrefix = "",
     devices: options.Devices = "",
+    name: options.Name = None,
+    include: options.Include = None,
+    exclude: options.Exclude = None,
+    context: options.Context = None,
+    watch: options.Watch = False,
 ) -> None:
-    """Index files and folders; only what changed since the last run is redone."""
+    """Index files and folders (each folder a collection; none: refresh them all); only what changed is redone."""
     from kb.cli.progress import for_terminal
-    from kb.embed.encoder import EmbedConfig
-    from kb.embed.multi import parse_devices
+    from kb.index.collections import Settings
     from kb.index.indexer import IndexConfig, index_paths
 
-    from kb.rag.catalog import encoder_folder
-
-    embed = EmbedConfig(model=encoder_folder(model), pooling=pooling, query_prefix=query_prefix,
-                        passage_prefix=passage_prefix, devices=parse_devices(devices), dims=dims)
     cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, gitignore=gitignore, wait=wait,
-                      rebuild=rebuild, embed=embed, vector_index=vector_index)
-    report = index_paths(paths, db, cfg, for_terminal(quiet or json_out))
+                      rebuild=rebuild, embed=_embed(model, pooling, query_prefix, passage_prefix, devices, dims),
+                      vector_index=vector_index)
+    settings = Settings(name, include and tuple(include), exclude and tuple(exclude), context)
+    if watch:
+        return _watch(paths or [], db, cfg, settings, json_out, quiet)
+    report = index_paths(paths or [], db, cfg, for_terminal(quiet or json_out), settings=settings)
     _show(report, json_out, quiet)
     if report.errors:
         raise PartialFailure(f"{len(report.errors)} file(s) could not be read; "
                              "their earlier index entries were kept")
+
+
+def _watch(paths, db, cfg, settings, json_out: bool, quiet: bool) -> None:
+    from kb.cli.progress import for_terminal
+    from kb.index.watch import watch
+
+    watch(paths, db, cfg, settings, lambda r: _show(r, json_out, quiet), progress=for_terminal(quiet or json_out))
+
+
+def _embed(model, pooling, query_prefix, passage_prefix, devices, dims):
+    from kb.embed.encoder import EmbedConfig
+    from kb.embed.multi import parse_devices
+    from kb.rag.catalog import encoder_folder
+
+    return EmbedConfig(model=encoder_folder(model), pooling=pooling, query_prefix=query_prefix,
+                       passage_prefix=passage_prefix, devices=parse_devices(devices), dims=dims)
 
 
 def _show(report, json_out: bool, quiet: bool) -> None:
@@ -54,3 +76,4 @@ def _show(report, json_out: bool, quiet: bool) -> None:
         render.print_json(report.to_json())
     elif not quiet:
         print(render.index_summary(report.to_json()))
+    sys.stdout.flush()  # --watch prints a line per run: a pipe reader sees each as it comes

@@ -14,6 +14,7 @@ def query(
     path: options.PathGlob = None,
     kinds: options.Kinds = None,
     since: options.Since = None,
+    collections: options.Collections = None,
     min_score: options.MinScore = None,
     json_out: options.JsonLines = False,
     fmt: options.Format = None,
@@ -25,14 +26,16 @@ def query(
     query_encoder: options.QueryEncoder = "auto",
 ) -> None:
     """Search the index: best passages for TEXT."""
+    from kb.index.collections import pick
     from kb.index.search import Scope, Searcher, SearchConfig
     from kb.index.search.paths import since as since_time
     from kb.index.store import Store
 
     queries = inputs.texts(text, file, "query")
     fmt = _format(fmt, json_out, files_only)
-    scope = Scope(path and path_text(path), tuple(kinds or ()), since_time(since) if since else None)
     store = Store.open(db)
+    roots = tuple(c.root for c in pick(store, collections)) if collections else ()
+    scope = Scope(path and path_text(path), tuple(kinds or ()), since_time(since) if since else None, roots)
     searcher = Searcher(store, SearchConfig(query_encoder=query_encoder))
     reranker = _reranker(store, rerank, rerank_model, rerank_depth, mode)
     depth = max(k, rerank_depth) if reranker else k

@@ -23,6 +23,8 @@ from kb.names import path_text
 class Target:
     root: Path  # resolved folder; result paths are relative to it
     file: Path | None  # a single file given on the command line, else the whole folder
+    include: tuple[str, ...] = ()  # its collection's rules (kb.index.collections)
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -114,7 +116,7 @@ def _files(target: Target, walked: WalkReport, follow_symlinks: bool, gitignore:
         # A file named on the command line is read even with an unknown extension: as text.
         return [Found(target.file, kind_of(target.file) or "text", target.file.stat())]
     files, names = [], set()
-    for f in walk(target.root, walked, follow_symlinks, gitignore):
+    for f in walk(target.root, walked, follow_symlinks, gitignore, target.include, target.exclude):
         name = path_text(f.path)
         if name in names:  # `a\xff` spelt out, beside a name holding the byte itself
             walked.warnings.append(f"{f.path}: skipped, its name reads like another file's ({name})")

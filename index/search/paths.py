@@ -21,15 +21,16 @@ _SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 @dataclass(frozen=True)
 class Scope:
     """The documents a search may return: path (a GLOB relative to the indexed folder, or a folder
-    or file, relative or absolute), kinds (markdown, code, ... or extensions: md, py) and modified
-    at or after `since` (epoch seconds). Empty: all."""
+    or file, relative or absolute), kinds (markdown, code, ... or extensions: md, py), modified at
+    or after `since` (epoch seconds), and indexed under one of `roots`. Empty: all."""
 
     path: str | None = None
     kinds: tuple[str, ...] = ()
     since: float | None = None
+    roots: tuple[str, ...] = ()  # collections' folders (`-c NAME`): documents indexed under one of them
 
     def __bool__(self) -> bool:
-        return bool(self.path or self.kinds or self.since is not None)
+        return bool(self.path or self.kinds or self.since is not None or self.roots)
 
 
 def since(text: str, now: float | None = None) -> float:
@@ -53,7 +54,7 @@ class ChunkPaths:
         """Ids of the chunks of the documents in `scope`."""
         key = (scope, self.store.data_version)
         if key not in self._globs:
-            found = lookup.chunks_in(self.store.conn, scope.path, scope.kinds, scope.since)
+            found = lookup.chunks_in(self.store.conn, scope.path, scope.kinds, scope.since, scope.roots)
             self._globs[key] = np.array(found, dtype=np.int64)
         return self._globs[key]
 

@@ -23,10 +23,14 @@ def term_ids(conn: sqlite3.Connection, terms: list[str]) -> dict[str, int]:
 
 
 def chunks_in(conn: sqlite3.Connection, path: str | None, kinds: tuple[str, ...],
-              since: float | None) -> list[int]:
+              since: float | None, roots: tuple[str, ...] = ()) -> list[int]:
     """Ids of the chunks of documents under `path` (kb.index.search.paths.Scope), of `kinds`
-    (reader kinds or file extensions) and modified at or after `since` (epoch seconds)."""
+    (reader kinds or file extensions), modified at or after `since` (epoch seconds) and indexed
+    under one of `roots`."""
     where, args = ["1"], []
+    if roots:
+        where.append(f"d.root IN ({','.join('?' * len(roots))})")
+        args += list(roots)
     if path:
         clause, more = _path_clause(path)
         where.append(clause)

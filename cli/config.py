@@ -1,0 +1,99 @@
+"""The config file, `$XDG_CONFIG_HOME/kb/config.toml` (else ~/.config/kb/config.toml; `KB_CONFIG`
+names another): the default store, named stores, and defaults for any command's flags. Every flag
+and environment variable overrides it (click's order: command line, environment, this file, kb's
+own default), and `kb status` says where the store came from.
+
+    store = "work"                  # the default store: a name below, or a folder
+    [stores]
+    work = "~/kb/work"
+    [query]                         # a command's flags by their long names
+    k = 5
+    [ask]
+    model = "qwen2.5-coder-1.5b"
+    ["models install"]              # a subcommand: its command line, quoted
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kb.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path | None = None  # the file read, or None where there is none
+    store: str | None = None
+    stores: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, dict] = field(default_factory=dict)  # "query" -> {"k": 5}
+
+
+def location() -> Path:
+    if os.environ.get("KB_CONFIG"):
+        return Path(os.environ["KB_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "kb" / "config.toml"
+
+
+def load() -> Config:
+    """The config file's settings (an empty Config without one); UsageError for one kb cannot read."""
+    import tomllib
+
+    path = location()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"config file {path}: {e}") from None
+    stores = raw.pop("stores", {})
+    store = raw.pop("store", None)
+    if not isinstance(stores, dict) or not all(isinstance(v, str) for v in stores.values()):
+        raise UsageError(f"config file {path}: [stores] maps names to folders")
+    if store is not None and not isinstance(store, str):
+        raise UsageError(f"config file {path}: store is a name or a folder")
+    flags = {}
+    for command, table in raw.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"config file {path}: {command} = ... is no setting; flag defaults go in [{command}]")
+        flags[command] = {k.replace("-", "_"): v for k, v in table.items()}
+    return Config(path, store, stores, flags)
+
+
+def store_path(cfg: Config, name: str) -> str:
+    """A store's folder: a configured name's, else `name` itself as a folder."""
+    return os.path.expanduser(cfg.stores.get(name, name))
+
+
+def default_map(cfg: Config, root) -> dict:
+    """click's default_map for the command tree `root`: each command's flags from the file, and
+    `--db` from `store`. Flags the file names that a command does not have are a UsageError."""
+    out: dict = {}
+    for path, command in _commands(root):
+        params = {p.name for p in command.params}
+        given = cfg.flags.get(" ".join(path), {})
+        unknown = sorted(set(given) - params)
+        if unknown:
+            raise UsageError(f"config file {cfg.file}: [{' '.join(path)}] has {unknown[0]!r}, "
+                             f"which is no option of kb {' '.join(path)}")
+        values = dict(given)
+        if "db" in params and cfg.store and "db" not in values:
+            values["db"] = store_path(cfg, cfg.store)
+        elif "db" in values:
+            values["db"] = store_path(cfg, str(values["db"]))
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node.setdefault(path[-1], {}).update(values)
+    stray = sorted(set(cfg.flags) - {" ".join(p) for p, _ in _commands(root)})
+    if stray:
+        raise UsageError(f"config file {cfg.file}: [{stray[0]}] is no kb command")
+    return out
+
+
+def _commands(group, path=()):
+    for name, command in getattr(group, "commands", {}).items():
+        yield (*path, name), command
+        yield from _commands(command, (*path, name))
