@@ -79,6 +79,8 @@ Format = Annotated[Optional[str], typer.Option(
     "--format", help="text | json | jsonl | csv | md | files | grep (path:line: for editors). Default: text.",
     show_default=False)]
 FilesOnly = Annotated[bool, typer.Option("-l", "--files", help="Print only the paths of the matching files (--format files).")]
+ContextLines = Annotated[int, typer.Option(
+    "--context-lines", "-C", help="Also show this many lines of the document before and after each hit.")]
 MinScore = Annotated[Optional[float], typer.Option(help="Leave out hits scoring below this.", show_default=False)]
 Kinds = Annotated[Optional[list[str]], typer.Option(
     "--type", help="Only documents of this kind (markdown, text, rst, code, html, pdf, notebook) or extension (md, py); repeatable.",

@@ -18,13 +18,15 @@ def rate(tokens: int, seconds: float) -> str:
 
 class RichProgress:
     def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         from kb.cli.render import console
 
         # no markup: the description is a file's name
         self._bar = Progress(TextColumn("{task.fields[label]}", markup=False), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TextColumn("{task.fields[rate]}", markup=False),
+                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                             TextColumn("{task.fields[rate]}", markup=False),
                              TextColumn("{task.description}", markup=False), console=console(stderr=True),
                              transient=True)
         self._task = None

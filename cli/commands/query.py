@@ -16,6 +16,7 @@ def query(
     since: options.Since = None,
     collections: options.Collections = None,
     min_score: options.MinScore = None,
+    context_lines: options.ContextLines = 0,
     json_out: options.JsonLines = False,
     fmt: options.Format = None,
     files_only: options.FilesOnly = False,
@@ -26,16 +27,14 @@ def query(
     query_encoder: options.QueryEncoder = "auto",
 ) -> None:
     """Search the index: best passages for TEXT."""
-    from kb.index.collections import pick
-    from kb.index.search import Scope, Searcher, SearchConfig
-    from kb.index.search.paths import since as since_time
+    from dataclasses import replace
+
+    from kb.index.search import Searcher, SearchConfig
+    from kb.index.search.document import around
     from kb.index.store import Store
 
-    queries = inputs.texts(text, file, "query")
-    fmt = _format(fmt, json_out, files_only)
-    store = Store.open(db)
-    roots = tuple(c.root for c in pick(store, collections)) if collections else ()
-    scope = Scope(path and path_text(path), tuple(kinds or ()), since_time(since) if since else None, roots)
+    queries, fmt, store = inputs.texts(text, file, "query"), _format(fmt, json_out, files_only), Store.open(db)
+    scope = _scope(store, path, kinds, since, collections)
     searcher = Searcher(store, SearchConfig(query_encoder=query_encoder))
     reranker = _reranker(store, rerank, rerank_model, rerank_depth, mode)
     depth = max(k, rerank_depth) if reranker else k
@@ -43,8 +42,18 @@ def query(
     def run(q: str):
         result = searcher.search(q, k=depth, mode=mode, scope=scope)
         result = reranker.rerank(result, k) if reranker else result
+        result = replace(result, around=around(store, result.results, context_lines)) if context_lines > 0 else result
         return result.above(min_score) if min_score is not None else result
     _show(map(run, queries), fmt, file is not None)
+
+
+def _scope(store, path, kinds, since, collections):
+    from kb.index.collections import pick
+    from kb.index.search import Scope
+    from kb.index.search.paths import since as since_time
+
+    roots = tuple(c.root for c in pick(store, collections)) if collections else ()
+    return Scope(path and path_text(path), tuple(kinds or ()), since_time(since) if since else None, roots)
 
 
 def _show(results, fmt: str, several: bool) -> None:

@@ -19,6 +19,9 @@ from kb.index.phases import Events, PhaseEvent, Stopwatch
 from kb.index.store import Store, embeddings
 
 
+PROGRESS_EVERY = 32  # texts embedded on a CPU between two moves of the progress bar
+
+
 class Embed:
     def __init__(self, store: Store, embed_cfg, report, progress, embed_batch: int, known_bytes: int):
         from kb.embed.feed import GpuFeed
@@ -64,19 +67,27 @@ class Embed:
         todo = embeddings.missing(self.store.conn, self.key)
         encoder = load_encoder(self.cfg) if todo else None  # loading torch costs seconds
         self.progress.start(len(todo), "embedding")
+        # on a CPU the bar moves every few texts; a GPU keeps its whole batches
+        step = PROGRESS_EVERY if str(getattr(encoder, "device", "gpu")) == "cpu" else self.embed_batch
         try:
             for i in range(0, len(todo), self.embed_batch):
                 part = todo[i:i + self.embed_batch]
-                vecs = encoder.embed_passages([np.frombuffer(blob, np.int32) for _, blob in part])
+                vecs = np.vstack([self._slice(encoder, part[j:j + step]) for j in range(0, len(part), step)])
                 with self.store.transaction() as conn:
                     embeddings.write(conn, self.key, [h for h, _ in part], vecs)
                 self._remember([h for h, _ in part], vecs)
-                for _, blob in part:
-                    self.progress.advance(Path("embedding"), len(blob) // 4)
                 self.report.embedded += len(part)
         finally:
             self.progress.finish()
         return len(todo)
+
+    def _slice(self, encoder, part) -> np.ndarray:
+        """Vectors of a few texts, then the progress bar moves (a batch of 256 takes tens of
+        seconds on a CPU: the bar sat at 0 until it was written)."""
+        vecs = encoder.embed_passages([np.frombuffer(blob, np.int32) for _, blob in part])
+        for _, blob in part:
+            self.progress.advance(Path("embedding"), len(blob) // 4)
+        return vecs
 
     def _tidy(self) -> None:
         """Drop vectors nothing uses; remember which encoder (and settings) made the rest."""

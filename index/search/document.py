@@ -61,6 +61,23 @@ def get(store: Store, spec: str) -> Lines:
     return Lines(os.path.relpath(path, root), root, kind, first, last, source, "\n".join(lines[first - 1:last]))
 
 
+def around(store: Store, results: list, n: int) -> list[dict]:
+    """For each hit, up to `n` lines of its document before its first line and after its last
+    ({"before": [...], "after": [...]}), read as `get` reads them; a document read once."""
+    read: dict[int, list[str]] = {}
+    out = []
+    for h in results:
+        row = lookup.document_of_chunk(store.conn, h.chunk_id)
+        if row is None:
+            out.append({"before": [], "after": []})
+            continue
+        if row[0] not in read:
+            read[row[0]] = _lines(store, row[0], Path(row[1]), row[2], row[3])[0]
+        lines = read[row[0]]
+        out.append({"before": lines[max(0, h.start_line - 1 - n):h.start_line - 1], "after": lines[h.end_line:h.end_line + n]})
+    return out
+
+
 def _find(store: Store, name: str) -> list[tuple]:
     absolute = os.path.abspath(os.path.expanduser(name))
     return lookup.documents_named(store.conn, name) or lookup.documents_named(store.conn, absolute)

@@ -41,16 +41,21 @@ class QueryResult:
     note: str | None = None  # e.g. why hybrid fell back to bm25
     terms: list[str] = field(default_factory=list)  # the query's indexed terms (for highlighting)
     rerank: dict | None = None  # model, depth and weight, where a reranker reordered the hits
+    around: list[dict] | None = None  # per hit, lines before and after it (`kb query -C N`)
 
     def above(self, floor: float) -> "QueryResult":
         """The hits scoring `floor` or more (`--min-score`); ranks are kept."""
         from dataclasses import replace
 
-        return replace(self, results=[h for h in self.results if h.score >= floor])
+        keep = [i for i, h in enumerate(self.results) if h.score >= floor]
+        return replace(self, results=[self.results[i] for i in keep],
+                       around=[self.around[i] for i in keep] if self.around is not None else None)
 
     def to_json(self) -> dict:
         out = {"query": self.query, "mode": self.mode,
-               "results": [{k: v for k, v in asdict(h).items() if k != "chunk_id"} for h in self.results],
+               "results": [{**{k: v for k, v in asdict(h).items() if k != "chunk_id"},
+                            **(self.around[i] if self.around is not None else {})}
+                           for i, h in enumerate(self.results)],
                "timings_ms": self.timings_ms}
         if self.note:
             out["note"] = self.note

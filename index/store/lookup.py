@@ -101,3 +101,9 @@ def document_chunks(conn: sqlite3.Connection, doc_id: int) -> list[tuple[int, in
     """(start line, end line, text) of a document's chunks, in order."""
     return conn.execute("SELECT start_line, end_line, text FROM chunks WHERE doc_id = ? ORDER BY seq",
                         (doc_id,)).fetchall()
+
+
+def document_of_chunk(conn: sqlite3.Connection, chunk_id: int) -> tuple | None:
+    """(document id, absolute path, kind, hash) of a chunk's document, or None if it is gone."""
+    return conn.execute("SELECT d.id, d.path, d.kind, d.hash FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                        "WHERE c.id = ?", (chunk_id,)).fetchone()
