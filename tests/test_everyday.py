@@ -41,6 +41,9 @@ def test_help_and_version():
     assert "Usage:" in kb_run("-h").stdout and "--json " in kb_run("query", "-h").stdout
     assert "<bool>" not in kb_run("query", "-h").stdout  # flags are shown as flags
     assert kb_run("--version").stdout.startswith("kb ")
+    assert "--install-completion" in kb_run("-h").stdout  # Typer's shell completion is on
+    script = kb_run("--show-completion", env={"SHELL": "/bin/bash"}).stdout
+    assert "complete" in script and "_KB_COMPLETE" in script
 
 
 def test_formats_agree_with_json(indexed):
