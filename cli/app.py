@@ -68,6 +68,8 @@ def main() -> None:
         message, code = explain(e)
         render.warn(message)
         sys.exit(code)
+    if code == 130:  # typer turns Ctrl-C inside a command into Exit(130), returned here
+        sys.exit(_interrupted())
     sys.exit(code if isinstance(code, int) else 0)
 
 

