@@ -111,18 +111,22 @@ def index_paths(paths: list[str | Path], db: str | Path | None = None, cfg: Inde
             store.probe_write()
             cfg = replace(cfg, vector_index=cfg.vector_index or store.vector_setting())
             run = _Run(store, cfg, progress or _NoProgress(), events or no_events)
-            return run.run(_collected(store, targets, settings, run.report.warnings))
+            return run.run(_collected(store, targets, settings, run.report.warnings, cfg.rebuild))
     finally:
         store.close()
 
 
 def _collected(store: Store, targets: list[plan.Target] | None, settings: collections.Settings,
-               warnings: list[str]) -> list[plan.Target]:
+               warnings: list[str], rebuild: bool) -> list[plan.Target]:
     """The run's targets with their collections' rules: each folder given becomes (or updates)
-    a collection; without paths, every collection whose folder is there."""
+    a collection; without paths, every collection whose folder is there. A rebuild with paths
+    keeps only their collections, as it keeps only their documents."""
     if targets is None:
         return [plan.Target(root, None, c.include, c.exclude) for c, root in collections.targets_of(store, warnings)]
     cols = collections.load(store)
+    if rebuild:
+        given = {str(t.root) for t in targets if t.file is None}
+        cols = {n: c for n, c in cols.items() if c.root in given}
     out = []
     for t in targets:
         if t.file is None:

@@ -127,3 +127,10 @@ def test_sigkill_during_removal_leaves_a_store_the_next_run_completes(tmp_path):
         assert json.loads(kb("check", "--db", store, "--json").stdout)["ok"]
         hits = json.loads(kb("query", "heron count", "--db", store, "--json", "-k", "5", "--mode", "bm25").stdout)["results"]
         assert bool(hits) == ("c" in names)
+
+
+def test_a_rebuild_with_paths_keeps_only_their_collections(two, tiny_encoder):
+    tech, _, store = two
+    kb_run("index", tech, "--db", store, "--model", tiny_encoder, "--rebuild", "--quiet")
+    assert [c["name"] for c in kb_run_json("collections", "--db", store)["collections"]] == ["tech"]
+    assert kb_run_json("collections", "--db", store)["collections"][0]["context"] == "Engineering notes"
