@@ -63,7 +63,7 @@ def _path_clause(path: str) -> tuple[str, list]:
     p = os.path.expanduser(path).rstrip("/") or "/"
     if os.path.exists(p) or os.path.isabs(p):
         p = os.path.abspath(p)
-        return "(d.path = ? OR substr(d.path, 1, length(?) + 1) = rtrim(?, '/') || '/')", [p, p, p]
+        return "(d.path = ? OR substr(d.path, 1, length(rtrim(?, '/')) + 1) = rtrim(?, '/') || '/')", [p, p, p]
     return (f"({_RELATIVE} = ? OR substr({_RELATIVE}, 1, length(?) + 1) = ? || '/')", [p, p, p])
 
 
