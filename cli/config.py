@@ -42,10 +42,10 @@ def load() -> Config:
     import tomllib
 
     path = location()
+    if not os.path.exists(path):  # also where a folder on the way cannot be searched (another user's home)
+        return Config()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return Config()
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"config file {path}: {e}") from None
     stores = raw.pop("stores", {})

@@ -16,6 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_corpus"
+# Never the user's own config file (a default store, flag defaults): tests that need one set it.
+os.environ["KB_CONFIG"] = str(Path(tempfile.gettempdir()) / "kb-tests-no-config.toml")
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected: torch loads only for a gpu test that runs

@@ -57,3 +57,15 @@ def test_no_config_file_changes_nothing(setup, monkeypatch, tmp_path):
     monkeypatch.setenv("KB_CONFIG", str(tmp_path / "none.toml"))
     s = kb_run_json("status", "--db", tmp_path / "work")["settings"]
     assert s["config_file"] is None and s["store_from"] == "flag"
+
+
+def test_a_config_folder_that_cannot_be_searched_is_no_config(setup, monkeypatch, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setenv("KB_CONFIG", str(locked / "kb" / "config.toml"))
+    locked.chmod(0)
+    try:
+        out = kb_run_json("status", "--db", tmp_path / "work")  # as root the folder is searched anyway
+        assert out["settings"]["config_file"] is None
+    finally:
+        locked.chmod(0o700)
