@@ -39,6 +39,9 @@ class AskConfig:
     device: str = "auto"
     cache_bytes: int = 1 << 30  # cap of the KV blocks kept on disk under the store
     collections: tuple[str, ...] = ()  # search only these (kb.index.collections; -c NAME)
+    # prompt-lookup speculation (kb.rag.speculate): guessed tokens per decode step; None: 8 on the
+    # CPU, where it paid (bench/speculate.py), 0 on a GPU, where guesses leave the CUDA graphs
+    speculate: int | None = None
 
 
 def _collections(store, names: tuple[str, ...]):
@@ -73,7 +76,7 @@ class Asker:
 
             self._engine = Engine(EngineConfig(model=str(self.folder), device=self.cfg.device,
                                                disk_cache=str(self.store.path(KV_DIR)),
-                                               disk_cache_bytes=self.cfg.cache_bytes))
+                                               disk_cache_bytes=self.cfg.cache_bytes, speculate=self._speculate()))
             if self._engine.tokenizer.chat_template is None:
                 raise UsageError(f"{self.folder} has no chat template: kb ask needs an instruction-tuned model")
         return self._engine
@@ -144,6 +147,14 @@ class Asker:
 
     def _encode(self, text: str) -> list[int]:
         return self.engine.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _speculate(self) -> int:
+        import torch
+
+        if self.cfg.speculate is not None:
+            return self.cfg.speculate
+        on_gpu = self.cfg.device != "cpu" and torch.cuda.is_available()
+        return 0 if on_gpu else 8
 
     def _params(self):
         from kb.rag.sampling import SamplingParams

@@ -20,3 +20,5 @@ class EngineConfig:
     disk_cache_bytes: int = 2 * 2**30
     cuda_graphs: bool = True
     shared_prefix_decode: bool = True  # decode attention reads a prefix running sequences share once
+    # prompt-lookup speculation (kb.rag.speculate): guessed tokens checked per greedy decode step; 0: off
+    speculate: int = 0

@@ -62,7 +62,7 @@ class Engine:
             disk = DiskCache(Path(cfg.disk_cache), fingerprint(folder, self.runner.dtype, cfg.cache.block_size),
                              cfg.disk_cache_bytes)
         self.radix: PrefixCache = RadixCache(self.pool, disk)
-        self.scheduler = Scheduler(self.pool, self.radix, self.runner.token_budget, cfg.max_seqs)
+        self.scheduler = Scheduler(self.pool, self.radix, self.runner.token_budget, cfg.max_seqs, cfg.speculate)
         self._ids = itertools.count()
 
     @property
@@ -114,17 +114,23 @@ class Engine:
         sampled = self.runner.run(plan)
         self._postprocess(plan, sampled)
 
-    def _postprocess(self, plan: list[tuple[Sequence, int]], sampled: list[tuple[Sequence, int, list | None]]) -> None:
+    def _postprocess(self, plan: list[tuple[Sequence, int]], sampled: list[tuple[Sequence, list[int], list | None]]) -> None:
         now = time.perf_counter()  # the tokens exist: a first one's time, before the bookkeeping
         for seq, _, logprobs in sampled:
             if seq.first_token is None:
                 seq.first_token, seq.logprobs = now, logprobs
         for s, n in plan:
+            n -= len(s.draft)  # guessed tokens count once accepted, below
             s.computed += n
             if s.computed >= s.prompt_len and s.computed - n < s.prompt_len:
                 self.scheduler.prefilled(s)
-        for seq, token, _ in sampled:
-            self._append(seq, token)
+        for seq, tokens, _ in sampled:
+            seq.computed += len(tokens) - 1  # the accepted guesses' keys and values are valid
+            seq.draft = []
+            for token in tokens:  # accepted guesses, then the token after them
+                self._append(seq, token)
+                if seq.finished is not None:
+                    break
 
     def _append(self, seq: Sequence, token: int) -> None:
         now = time.perf_counter()

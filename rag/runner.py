@@ -4,7 +4,7 @@ the layers' kernels), captures CUDA graphs, and runs a step: the scheduler's pla
 over every planned token, a sampled token out for each sequence that reached its last token.
 
     runner = ModelRunner(EngineConfig(model="path/to/folder"))
-    sampled = runner.run(plan)  # plan: [(sequence, new tokens)] -> [(sequence, token, log-probs)]
+    sampled = runner.run(plan)  # plan: [(sequence, new tokens)] -> [(sequence, tokens, log-probs)]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from kb.rag.config import EngineConfig
 from kb.rag.decoder import CausalLM, ModelConfig, load_model
 from kb.rag.kv_cache import BlockPool, CacheConfig, block_bytes, blocks_that_fit
 from kb.rag.sampling import sample
+from kb.rag.speculate import accept
 from kb.rag.scheduler import Sequence
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,21 +67,29 @@ class ModelRunner:
 
             self.graphs = StepGraphs(self)
 
-    def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, int, list[float] | None]]:
-        """One step: each planned sequence's next `n` tokens through the model (their keys and
-        values written to its blocks), then a token sampled for each sequence whose tokens the
-        step reaches the end of: [(sequence, token, log-probabilities of its params' `logprobs_of`
-        or None)], in plan order. Sequences are not changed."""
-        ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens)]
+    def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, list[int], list[float] | None]]:
+        """One step: each planned sequence's next `n` tokens (with its `draft`, the guesses of
+        kb.rag.speculate) through the model, their keys and values written to its blocks; then,
+        for each sequence whose tokens the step reaches the end of, the tokens it gains: one
+        sampled token, or the draft's prefix that greedy decoding confirms and the token after it.
+        [(sequence, tokens, log-probabilities of its params' `logprobs_of` or None)], in plan
+        order. Sequences are not changed."""
+        ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens) + len(s.draft)]
+        widths = [1 + len(plan[i][0].draft) for i in ends]
         with torch.inference_mode():
-            logits = self._logits(plan, ends)
+            logits = self._logits(plan, ends, widths)
             if not ends:
                 return []
             done = [plan[i][0] for i in ends]
-            tokens = sample(logits, [s.params for s in done], [s.tokens for s in done],
-                            [s.generator for s in done])
-            picked = [_logprobs(row, s.params.logprobs_of) for row, s in zip(logits, done)]
-        return list(zip(done, tokens, picked))
+            last = list(itertools.accumulate(widths))
+            rows = logits[[r - 1 for r in last]]  # after each sequence's last token or guess
+            tokens = sample(rows, [s.params for s in done], [s.tokens for s in done], [s.generator for s in done])
+            gained = [[t] for t in tokens]
+            for j, s in enumerate(done):
+                if s.draft:  # greedy after the last real token and each guess
+                    gained[j] = accept(s.draft, logits[last[j] - widths[j]:last[j]].argmax(-1).tolist())
+            picked = [_logprobs(logits[last[j] - widths[j]], s.params.logprobs_of) for j, s in enumerate(done)]
+        return list(zip(done, gained, picked))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Hidden states (tokens, hidden) of the batch's new tokens (`batch.ids`); their keys and
@@ -95,13 +104,15 @@ class ModelRunner:
             return attention(pool.k[layer], pool.v[layer], qkv, cos, sin, batch)
         return attend
 
-    def _logits(self, plan: list[tuple[Sequence, int]], ends: list[int]) -> torch.Tensor:
-        """(ends, vocab) float32: the logits after the last new token of each sequence that the
-        step reaches the end of (`ends`: their indices in `plan`). A decode step replays a CUDA graph, as does one sequence's
-        prefill of a bucket's size; anything else runs eagerly."""
+    def _logits(self, plan: list[tuple[Sequence, int]], ends: list[int], widths: list[int]) -> torch.Tensor:
+        """(sum of widths, vocab) float32: the logits after the last `widths[j]` new tokens of each
+        sequence that the step reaches the end of (`ends`: their indices in `plan`; a width is 1,
+        or 1 + its guesses). A decode step replays a CUDA graph, as does one sequence's prefill of
+        a bucket's size; anything else (guesses included) runs eagerly."""
         q_lens = [n for _, n in plan]
         ctx = [s.computed + n for s, n in plan]
-        ids = [t for s, n in plan for t in s.tokens[s.computed:s.computed + n]]
+        ids = [t for s, n in plan for t in (s.tokens[s.computed:] + s.draft if s.draft
+                                            else s.tokens[s.computed:s.computed + n])]
         tables = [s.blocks for s, _ in plan]
         graphs = self.graphs
         if graphs is not None and len(ids) == len(plan) and graphs.fits(len(plan)):
@@ -112,7 +123,7 @@ class ModelRunner:
             hidden = self.forward(Batch.build(q_lens, ctx, tables, self.pool.block_size, self.device, ids,
                                               prefix_tile=self.prefix_tile))
         last = list(itertools.accumulate(q_lens))
-        rows = [last[i] - 1 for i in ends]
+        rows = [r for i, w in zip(ends, widths) for r in range(last[i] - w, last[i])]
         return self.model.logits(hidden[rows[0]:rows[0] + 1] if len(rows) == 1 else hidden[rows])
 
 

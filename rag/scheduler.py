@@ -22,6 +22,7 @@ import torch
 from kb.rag.kv_cache import BlockPool, OutOfBlocks
 from kb.rag.prefix_cache import PrefixCache
 from kb.rag.sampling import SamplingParams
+from kb.rag.speculate import Lookup, eligible
 
 
 @dataclass(eq=False)
@@ -42,6 +43,8 @@ class Sequence:
     streamed: bool = False
     preemptions: int = 0
     logprobs: list[float] | None = None  # of `params.logprobs_of`, at the first sampled position
+    draft: list[int] = field(default_factory=list)  # this step's guessed next tokens (kb.rag.speculate)
+    lookup: Lookup | None = None  # made on its first speculative step
 
     @property
     def output(self) -> list[int]:
@@ -49,9 +52,10 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, pool: BlockPool, cache: PrefixCache, token_budget: int, max_seqs: int):
+    def __init__(self, pool: BlockPool, cache: PrefixCache, token_budget: int, max_seqs: int, speculate: int = 0):
         self.pool, self.cache = pool, cache
         self.token_budget, self.max_seqs = token_budget, max_seqs
+        self.speculate = speculate  # guessed tokens checked per decode step at most (0: none)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
 
@@ -70,7 +74,10 @@ class Scheduler:
             if seq not in self.running:
                 continue  # preempted while making room for an earlier one
             n = min(len(seq.tokens) - seq.computed, budget)
+            seq.draft = self._draft(seq, budget) if n == 1 else []
+            n += len(seq.draft)
             if n <= 0 or not self._grow(seq, seq.computed + n):
+                seq.draft = []
                 continue
             plan.append((seq, n))
             budget -= n
@@ -96,6 +103,15 @@ class Scheduler:
                 if (key := self._window(seq, at)) is not None:
                     seen.add(key)
         return plan
+
+    def _draft(self, seq: Sequence, budget: int) -> list[int]:
+        """Guessed tokens for a decoding sequence to check in this step (none unless speculating)."""
+        left = seq.params.max_tokens - len(seq.output) - 1  # the step adds one token besides them
+        if not self.speculate or seq.computed < seq.prompt_len or not eligible(seq.params) or left <= 0:
+            return []
+        if seq.lookup is None:
+            seq.lookup = Lookup()
+        return seq.lookup.propose(seq.tokens, min(self.speculate, left, budget - 1))
 
     def finish(self, seq: Sequence) -> None:
         """Remember the finished sequence's KV in the prefix cache and release its blocks."""
@@ -165,7 +181,7 @@ class Scheduler:
         self.running.remove(seq)
         self.cache.insert_prefix(seq.tokens[:seq.computed], seq.blocks)  # recomputed from here if it stays
         self._release(seq)
-        seq.computed, seq.preemptions = 0, seq.preemptions + 1
+        seq.computed, seq.preemptions, seq.draft = 0, seq.preemptions + 1, []
         self.waiting.appendleft(seq)
 
     def _release(self, seq: Sequence) -> None:
