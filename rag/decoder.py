@@ -37,7 +37,7 @@ class ModelConfig:
     head_dim: int
     rms_eps: float
     rope_theta: float
-    rope_scaling: tuple  # ((key, value), ...) of a llama3 scaling, or ()
+    rope_scaling: tuple  # (("rope_type", kind), (key, value), ...) of a linear, llama3 or yarn scaling, or ()
     max_positions: int
     tie_embeddings: bool
     attention_bias: bool
@@ -56,30 +56,48 @@ class ModelConfig:
         if arch is None:
             raise UsageError(f"unsupported model architecture {', '.join(archs) or c.get('model_type')!r}: "
                              f"kb's generator runs {', '.join(ARCHITECTURES)}")
-        rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
-        theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
-        kind = rope.get("rope_type", rope.get("type", "default"))
-        if kind not in ("default", "llama3"):
-            raise UsageError(f"unsupported rope scaling {kind!r} (kb supports default and llama3)")
+        rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
+        theta = rope.pop("rope_theta", c.get("rope_theta", 10000.0))
+        kind = rope.pop("rope_type", rope.pop("type", "default"))
+        if kind not in ROPE_KINDS:
+            raise UsageError(f"unsupported rope scaling {kind!r} (kb supports {', '.join(ROPE_KINDS)})")
+        positions = c.get("max_position_embeddings", 4096)
+        if kind in ("linear", "yarn") and rope.get("factor"):  # the context these scalings extend to
+            positions = max(positions, int(rope["factor"] * rope.get("original_max_position_embeddings", positions)))
         heads = c["num_attention_heads"]
         return cls(arch=arch, vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
                    intermediate_size=c["intermediate_size"], num_layers=c["num_hidden_layers"],
                    num_heads=heads, num_kv_heads=c.get("num_key_value_heads", heads),
                    head_dim=c.get("head_dim") or c["hidden_size"] // heads, rms_eps=c.get("rms_norm_eps", 1e-6),
                    rope_theta=float(theta),
-                   rope_scaling=tuple(sorted((k, v) for k, v in rope.items() if k not in ("rope_theta",)))
-                   if kind == "llama3" else (),
-                   max_positions=c.get("max_position_embeddings", 4096),
+                   rope_scaling=(("rope_type", kind), *sorted(rope.items())) if kind != "default" else (),
+                   max_positions=positions,
                    tie_embeddings=bool(c.get("tie_word_embeddings", False)),
                    attention_bias=arch == "qwen2" or bool(c.get("attention_bias", False)))
 
 
-def inverse_frequencies(cfg: ModelConfig) -> torch.Tensor:
-    """(head_dim/2,) float32 rotary frequencies, with Llama 3's long-context rescaling if any."""
+ROPE_KINDS = ("default", "linear", "llama3", "yarn")
+
+
+def rotary(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
+    """((head_dim/2,) float32 rotary frequencies, the factor cos and sin are scaled by), with the
+    configuration's long-context scaling: linear (positions slowed by `factor`), Llama 3's (long
+    wavelengths slowed, short ones kept, the band between blended) or YaRN (Qwen2.5's 128K
+    configurations: the same idea with the band set by how often each frequency turns within the
+    original context, and attention sharpened by 0.1 ln(factor) + 1)."""
     inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float) / cfg.head_dim))
-    if not cfg.rope_scaling:
-        return inv
     s = dict(cfg.rope_scaling)
+    kind = s.pop("rope_type", "default")
+    if kind == "linear":
+        return inv / s["factor"], 1.0
+    if kind == "llama3":
+        return _llama3(inv, s), 1.0
+    if kind == "yarn":
+        return _yarn(inv, s, cfg)
+    return inv, 1.0
+
+
+def _llama3(inv: torch.Tensor, s: dict) -> torch.Tensor:
     factor, low, high = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
     old = s.get("original_max_position_embeddings", 8192)
     wavelen = 2 * math.pi / inv
@@ -88,6 +106,31 @@ def inverse_frequencies(cfg: ModelConfig) -> torch.Tensor:
     blend = (old / wavelen - low) / (high - low)
     mid = (wavelen >= old / high) & (wavelen <= old / low)
     return torch.where(mid, (1 - blend) * inv / factor + blend * inv, scaled)
+
+
+def _yarn(inv: torch.Tensor, s: dict, cfg: ModelConfig) -> tuple[torch.Tensor, float]:
+    original = s.get("original_max_position_embeddings") or cfg.max_positions
+    factor = s.get("factor") or cfg.max_positions / original
+    d, theta = cfg.head_dim, cfg.rope_theta
+
+    def index_turning(turns: float) -> float:
+        """The frequency index (continuous) that turns `turns` times within the original context."""
+        return d * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(theta))
+    lo, hi = index_turning(s.get("beta_fast") or 32), index_turning(s.get("beta_slow") or 1)
+    if s.get("truncate", True):
+        lo, hi = math.floor(lo), math.ceil(hi)
+    lo, hi = max(lo, 0), min(hi, d - 1)
+    # 0 below `lo` (fast frequencies, kept), 1 above `hi` (slow ones, slowed by `factor`), a ramp between
+    ramp = ((torch.arange(d // 2, dtype=torch.float) - lo) / (hi - lo if hi != lo else 1e-3)).clamp(0, 1)
+    inv = inv / factor * ramp + inv * (1 - ramp)
+
+    def sharpen(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    attention = s.get("attention_factor")
+    if attention is None:
+        m, m_all = s.get("mscale"), s.get("mscale_all_dim")
+        attention = sharpen(factor, m) / sharpen(factor, m_all) if m and m_all else sharpen(factor)
+    return inv, float(attention)
 
 
 class RMSNorm(nn.Module):
@@ -137,7 +180,7 @@ class CausalLM(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        self.inv_freq = inverse_frequencies(cfg)  # not a buffer: `to(dtype)` must not round it
+        self.inv_freq, self.rope_scale = rotary(cfg)  # not a buffer: `to(dtype)` must not round it
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
         """ids, positions: (tokens,) of many sequences back to back; `attend(layer, qkv, cos, sin)`.
@@ -145,7 +188,10 @@ class CausalLM(nn.Module):
         freqs = positions[:, None].float() * self.inv_freq[None]
         angles = torch.cat((freqs, freqs), dim=-1)
         x = self.embed_tokens(ids)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        cos, sin = angles.cos(), angles.sin()
+        if self.rope_scale != 1.0:  # YaRN's attention sharpening, as Hugging Face applies it
+            cos, sin = cos * self.rope_scale, sin * self.rope_scale
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         residual = None
         for i, layer in enumerate(self.layers):
             x, residual = layer(x, residual, cos, sin, lambda qkv, c, s, i=i: attend(i, qkv, c, s))
@@ -211,5 +257,5 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: torc
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise NotFound(f"{where}: weights missing for {', '.join(missing[:3])}")
-    model.inv_freq = inverse_frequencies(cfg)  # made on the meta device with the rest
+    model.inv_freq, model.rope_scale = rotary(cfg)  # made on the meta device with the rest
     return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,71 @@
+"""Long-context rotary scaling in kb's decoder (linear, Llama 3, YaRN) against Hugging Face's
+implementation: the same frequencies and attention factor from the same config, and on a tiny
+random Qwen2 with YaRN, the same greedy tokens as HF `generate` past the original context."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kb.rag.decoder import ModelConfig, rotary  # noqa: E402
+
+SHAPE = dict(architectures=["Qwen2ForCausalLM"], vocab_size=300, hidden_size=64, intermediate_size=128,
+             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+             tie_word_embeddings=True, initializer_range=0.2)
+SCALINGS = [
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 16},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
+    {"rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 32, "beta_fast": 16, "beta_slow": 2},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "mscale": 0.7, "mscale_all_dim": 1.0},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "attention_factor": 1.3},
+]
+
+
+def _hf_config(scaling: dict):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**SHAPE, rope_parameters={**scaling, "rope_theta": 10000.0})
+
+
+@pytest.mark.parametrize("scaling", SCALINGS, ids=lambda s: s["rope_type"] + str(len(s)))
+def test_frequencies_and_attention_factor_match_hugging_face(scaling):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    want, want_scale = ROPE_INIT_FUNCTIONS[scaling["rope_type"]](_hf_config(scaling), torch.device("cpu"))
+    got, got_scale = rotary(ModelConfig.from_dict({**SHAPE, "rope_parameters": {**scaling, "rope_theta": 10000.0}}))
+    torch.testing.assert_close(got, want.float(), rtol=1e-6, atol=0)
+    assert got_scale == pytest.approx(want_scale, rel=1e-9)
+
+
+def test_yarn_greedy_tokens_match_hf_past_the_original_context():
+    from transformers import AutoModelForCausalLM
+
+    from kb.rag.decoder import build_model
+    from kb.rag.engine import Engine, EngineConfig
+    from kb.rag.kv_cache import CacheConfig
+    from kb.rag.sampling import SamplingParams
+
+    scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "rope_theta": 10000.0}
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(_hf_config(scaling), dtype=torch.float32).eval()
+    cfg = ModelConfig.from_dict({**SHAPE, "rope_parameters": scaling})
+    assert cfg.max_positions == 128  # the context YaRN extends to
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 300, (n,), generator=g).tolist() for n in (20, 70, 110)]
+    with torch.inference_mode():
+        want = [hf.generate(torch.tensor([p]), max_new_tokens=8, min_new_tokens=8, do_sample=False, eos_token_id=None,
+                            pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+        logits = hf(torch.tensor([prompts[2]])).logits[0].float()
+    model = build_model(cfg, hf.state_dict(), torch.device("cpu"), torch.float32)
+    eng = Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=64,
+                              cache=CacheConfig(block_size=8, num_blocks=64)), model=model)
+    assert [o.token_ids for o in eng.generate(prompts, SamplingParams(max_tokens=8, ignore_eos=True))] == want
+    from kb.rag.batch import Batch
+
+    ids = prompts[2]
+    batch = Batch.build([len(ids)], [len(ids)], [list(range(14))], 8, torch.device("cpu"), ids)
+    ours = eng.runner.model.logits(eng.runner.forward(batch))
+    torch.testing.assert_close(ours, logits, rtol=1e-5, atol=1e-5)
