@@ -7,16 +7,15 @@
 (b) Llama-2-7B shape, the prefix-sharing workload of the seed article: 107 requests of ~550 tokens
     sharing a 530-token prefix, and 500 of ~780 sharing 752, 30 new tokens each: total time and
     peak KV memory. HF runs left-padded micro-batches, the largest of 128/64/32/16 that fits.
-(c) One 32K-token prompt (Qwen2.5-0.5B shape): prefill time and peak memory.
+(c), (d) One prompt's prefill time and peak memory: 32K tokens, Qwen2.5-0.5B shape; 128K tokens,
+    Qwen2.5-7B shape with YaRN (factor 4 over 32K, as Qwen2.5's 128K configuration declares it).
 
-    python bench/generate.py [--only a,b,c] [--tiny]    # --tiny: small shapes, CPU smoke test
+    python bench/generate.py [--only a,b,c,d] [--tiny]    # --tiny: small shapes, CPU smoke test
 
-kb runs in a warm process (each workload first runs once on other random prompts of the same
-shapes, as HF's batch probing does for it), then starts the timed run with an empty prefix cache,
-so shared prefixes are computed once within the run. Peak memory: for HF the peak allocated
-during the run above what was allocated before it (KV, activations, logits); for kb the KV blocks
-held at once (its pool is allocated at start) plus the peak of everything else. Prints a table,
-then one JSON line.
+kb runs warm (each workload first runs on other random prompts of its shapes, as HF's batch
+probing does for it), then times a run from an empty prefix cache. Peak memory: for HF the peak
+allocated above what was before the run (KV, activations, logits); for kb the KV blocks held at
+once (its pool is allocated at start) plus the peak of everything else. Ends with a JSON line.
 """
 
 from __future__ import annotations
@@ -36,6 +35,11 @@ QWEN_05B = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_si
 LLAMA2_7B = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=32000, hidden_size=4096,
                  intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
                  max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+QWEN_7B_YARN = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=152064, hidden_size=3584,
+                    intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                    max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                    rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768,
+                                     "rope_theta": 1000000.0})
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=1000)
 
@@ -72,8 +76,7 @@ def tokens(n: int, vocab: int, rng: random.Random) -> list[int]:
 def peak_bytes(fn):
     """(seconds, result, bytes allocated at peak during fn above what was allocated before)."""
     if DEV.type != "cuda":
-        s, out = timed(fn)
-        return s, out, 0
+        return (*timed(fn), 0)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -202,17 +205,18 @@ def workload_b(shape: dict, scale: int) -> dict:
     return r
 
 
-def workload_c(shape: dict, scale: int) -> dict:
+def workload_c(shape: dict, scale: int, n: int = 32000, key: str = "32k") -> dict:
+    """One long prompt's prefill (1 new token), HF then kb: r[hf_KEY_s], r[kb_KEY_s] and memory."""
     rng = random.Random(3)
-    n = 32000 // scale
+    n //= scale
     p = tokens(n, shape["vocab_size"], rng)
     hf = hf_model(shape)
     r: dict = {}
     try:
         s, _, peak = peak_bytes(lambda: hf_generate(hf, [p], 1, 1))
-        r["hf_32k_s"], r["hf_32k_peak_gb"] = s, peak / 2**30
+        r[f"hf_{key}_s"], r[f"hf_{key}_peak_gb"] = s, peak / 2**30
     except torch.OutOfMemoryError:
-        r["hf_32k_s"] = r["hf_32k_peak_gb"] = None
+        r[f"hf_{key}_s"] = r[f"hf_{key}_peak_gb"] = None
         torch.cuda.empty_cache()
     eng = kb_engine(hf, shape, cache=_cache(0.5))
     del hf
@@ -220,8 +224,9 @@ def workload_c(shape: dict, scale: int) -> dict:
     eng.radix.evict(eng.pool.num_blocks)
     s, out, peak = peak_bytes(lambda: kb_run(eng, [p], 1))
     kv = -(-n // eng.pool.block_size) * _block_bytes(eng)
-    r["kb_32k_s"], r["kb_32k_kv_gb"], r["kb_32k_other_peak_gb"] = s, kv / 2**30, peak / 2**30
+    r[f"kb_{key}_s"], r[f"kb_{key}_kv_gb"], r[f"kb_{key}_other_peak_gb"] = s, kv / 2**30, peak / 2**30
     return r
+
 
 
 def _block_bytes(engine) -> int:
@@ -239,14 +244,16 @@ def _cache(fraction: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="a,b,c")
+    ap.add_argument("--only", default="a,b,c,d")
     ap.add_argument("--tiny", action="store_true", help="small shapes and lengths: a smoke test")
     args = ap.parse_args()
     scale = 8 if args.tiny else 1
     qwen = {**QWEN_05B, **(TINY if args.tiny else {})}
     llama = {**LLAMA2_7B, **(TINY if args.tiny else {})}
+    qwen7 = {**QWEN_7B_YARN, **(TINY if args.tiny else {})}
     r: dict = {"device": torch.cuda.get_device_name() if DEV.type == "cuda" else "cpu", "tiny": args.tiny}
-    for name, run, shape in (("a", workload_a, qwen), ("b", workload_b, llama), ("c", workload_c, qwen)):
+    d = lambda shape, scale: workload_c(shape, scale, 131072 - 64, "128k")  # noqa: E731
+    for name, run, shape in (("a", workload_a, qwen), ("b", workload_b, llama), ("c", workload_c, qwen), ("d", d, qwen7)):
         if name in args.only:
             r.update(run(shape, scale))
             gc.collect()  # a model runner and its CUDA graphs refer to each other
@@ -272,8 +279,9 @@ def print_table(r: dict) -> None:
     row("(b) 107: peak KV memory", "hf_107_peak_gb", "kb_107_kv_gb", "GiB", "lower")
     row("(b) 500: peak KV memory", "hf_500_peak_gb", "kb_500_kv_gb", "GiB", "lower")
     row("(c) 32K prefill", "hf_32k_s", "kb_32k_s", "s", "lower")
-    print(f"\n{r['device']}{' (tiny shapes)' if r['tiny'] else ''}, {DTYPE} random weights, greedy")
-    print(f"{'workload':40}{'HF generate':>16}{'kb':>16}{'kb vs HF':>10}")
+    row("(d) 128K prefill, 7B shape, YaRN", "hf_128k_s", "kb_128k_s", "s", "lower")
+    print(f"\n{r['device']}{' (tiny shapes)' if r['tiny'] else ''}, {DTYPE} random weights, greedy\n"
+          f"{'workload':40}{'HF generate':>16}{'kb':>16}{'kb vs HF':>10}")
     for name, hf, kb, ratio in rows:
         print(f"{name:40}{hf:>16}{kb:>16}{ratio:>10}")
     if "kb_ttft_cold_wall_ms" in r:
@@ -282,9 +290,10 @@ def print_table(r: dict) -> None:
     if "kb_decode_graph_ms" in r:
         print(f"(a) decode step: {r['kb_decode_step_ms']:.2f} ms, of which the CUDA graph's replay "
               f"{r['kb_decode_graph_ms']:.2f} ms (the rest: scheduling, inputs, sampling)")
-    if "kb_32k_kv_gb" in r:
-        print(f"(c) 32K memory: HF peak {r.get('hf_32k_peak_gb') or float('nan'):.2f} GiB; kb KV "
-              f"{r['kb_32k_kv_gb']:.2f} GiB + other peak {r['kb_32k_other_peak_gb']:.2f} GiB")
+    for key, name in (("32k", "(c) 32K"), ("128k", "(d) 128K")):
+        if f"kb_{key}_kv_gb" in r:
+            print(f"{name} memory: HF peak {r.get(f'hf_{key}_peak_gb') or float('nan'):.2f} GiB; kb KV "
+                  f"{r[f'kb_{key}_kv_gb']:.2f} GiB + other peak {r[f'kb_{key}_other_peak_gb']:.2f} GiB")
 
 
 if __name__ == "__main__":

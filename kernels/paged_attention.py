@@ -21,6 +21,18 @@ import triton
 import triton.language as tl
 
 EXTEND_TILE = 64  # queries per tile of the extend kernel (fastest for 64 to 2,304 new tokens on an H100)
+# A step of at least LONG_STEP new tokens (a long prompt's chunks; more than any prefill CUDA
+# graph's bucket) takes bigger tiles, 8 warps and 2 stages: on an H200, 8,192 queries after 24,576
+# cached went from 186 to 244 TFLOP/s at head dim 64 and from 254 to 292 at 128 (bench/prefill_sweep.py).
+LONG_STEP = 6144
+LONG = {64: dict(block_m=128, block_n=64, warps=8, stages=2), 128: dict(block_m=128, block_n=32, warps=8, stages=2)}
+
+
+def settings(tokens: int, dim: int) -> dict:
+    """The extend kernel's tiles and launch settings for a step of `tokens` new tokens."""
+    if tokens >= LONG_STEP and dim in LONG:
+        return LONG[dim]
+    return dict(block_m=EXTEND_TILE, block_n=64, warps=4, stages=3)
 
 
 @triton.jit
@@ -145,11 +157,11 @@ def extend_splits(tokens: int) -> int:
 
 
 def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, block_m: int = EXTEND_TILE,
-           block_n: int = 64, splits: int = 0):
+           block_n: int = 64, splits: int = 0, warps: int = 4, stages: int = 3):
     """q: (tokens, heads, dim) -> (tokens, heads, dim). `cu_q` (seqs + 1,) int32: where each
     sequence's queries start; `tiles` (2, n) int32: each tile of `block_m` queries' sequence and
     first query (made for this `block_m`); `splits`: programs per tile over its keys (0: by the
-    step's size)."""
+    step's size); `warps`, `stages`: Triton's launch settings (its defaults, 4 and 3)."""
     tokens, heads, dim = q.shape
     splits = splits or extend_splits(tokens)
     kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
@@ -164,7 +176,7 @@ def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, bl
         HEADS=heads, KV_HEADS=kv_heads, GROUP=heads // kv_heads, DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,
         SPLITS=splits,
         # fp32 stays fp32 (no TF32), so that it matches the reference to 1e-5
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps, num_stages=stages)
     if splits > 1:
         _extend_reduce[(tokens, heads)](part_o, part_ml, out, tokens, out.stride(0), out.stride(1),
                                         HEADS=heads, DIM=dim, SPLITS=splits)

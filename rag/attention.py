@@ -42,15 +42,17 @@ class TritonBackend:
         self.heads, self.kv_heads, self.scale = heads, kv_heads, scale
         self.layer_kernels, self._extend, self._decode = fused, paged_attention.extend, paged_decode.decode
         self.prefix_tile = paged_decode.PREFIX_TILE  # sequences per tile of a decode's shared-prefix plan
-        self.extend_tile = paged_attention.EXTEND_TILE  # queries per tile of `extend`
+        self.extend_tile = paged_attention.EXTEND_TILE  # queries per tile of `extend` (a prefill graph's)
+        self._settings = paged_attention.settings
 
     def __call__(self, k_cache, v_cache, qkv, cos, sin, batch: Batch) -> torch.Tensor:
         q = self.layer_kernels.rope_store(qkv, cos, sin, k_cache, v_cache, batch.slots, self.heads, self.kv_heads)
         if batch.decode:
             return self._decode(q, k_cache, v_cache, batch.block_tables, batch.ctx, self.scale,
                                 batch.max_ctx or max(batch.ctx_lens), batch.skip, batch.members, batch.prefix_tiles)
+        launch = self._settings(q.shape[0], q.shape[-1])  # long prompts' chunks take bigger tiles
         return self._extend(q, k_cache, v_cache, batch.block_tables, batch.cu_q, batch.ctx,
-                            batch.tiles(self.extend_tile), self.scale, block_m=self.extend_tile)
+                            batch.tiles(launch["block_m"]), self.scale, **launch)
 
 
 def choose_backend(name: str, device: torch.device, heads: int, kv_heads: int, scale: float):

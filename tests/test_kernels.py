@@ -82,6 +82,21 @@ def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dty
 
 
 @paged
+@pytest.mark.parametrize("dim", [64, 128])
+def test_long_step_settings_match_reference(dim):
+    """A long prompt's chunk (kb.kernels.paged_attention.settings: bigger tiles, 8 warps) after a
+    cached prefix, two sequences, GQA 7 as Qwen2.5-7B's."""
+    from kb.kernels.paged_attention import LONG_STEP, extend, settings
+
+    q_lens = [LONG_STEP - 100, 300]
+    batch, q, k, v, kc, vc = setup(q_lens, [q_lens[0] + 777, 300], 14, 2, dim=dim, dtype=torch.bfloat16)
+    launch = settings(q.shape[0], dim)
+    assert launch["block_m"] == 128
+    close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(launch["block_m"]), 0.125,
+                 **launch), reference(q, kc, vc, batch, 0.125), torch.bfloat16)
+
+
+@paged
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("ctx_lens, heads, kv_heads", [([1], 2, 2), ([17, 300, 64], 14, 2), ([513, 31], 9, 3)])
 def test_decode_matches_reference(ctx_lens, heads, kv_heads, dtype):
