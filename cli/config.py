@@ -5,7 +5,10 @@ own default), and `kb status` says where the store came from.
 
     store = "work"                  # the default store: a name below, or a folder
     [stores]
-    work = "~/kb/work"
+    home = "~/kb/home"
+    [stores.work]                   # a store with the collections `kb index` keeps in it
+    path = "~/kb/work"
+    collections = { notes = "~/notes", ops = { path = "~/runbooks", include = ["*.md"] } }
     [query]                         # a command's flags by their long names
     k = 5
     [ask]
@@ -28,6 +31,8 @@ class Config:
     store: str | None = None
     stores: dict[str, str] = field(default_factory=dict)
     flags: dict[str, dict] = field(default_factory=dict)  # "query" -> {"k": 5}
+    # store name -> its collections: [{"name", "path", "include", "exclude", "context"}]
+    collections: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def location() -> Path:
@@ -48,10 +53,8 @@ def load() -> Config:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"config file {path}: {e}") from None
-    stores = raw.pop("stores", {})
+    stores, collections = _stores(raw.pop("stores", {}), path)
     store = raw.pop("store", None)
-    if not isinstance(stores, dict) or not all(isinstance(v, str) for v in stores.values()):
-        raise UsageError(f"config file {path}: [stores] maps names to folders")
     if store is not None and not isinstance(store, str):
         raise UsageError(f"config file {path}: store is a name or a folder")
     flags = {}
@@ -59,7 +62,42 @@ def load() -> Config:
         if not isinstance(table, dict):
             raise UsageError(f"config file {path}: {command} = ... is no setting; flag defaults go in [{command}]")
         flags[command] = {k.replace("-", "_"): v for k, v in table.items()}
-    return Config(path, store, stores, flags)
+    return Config(path, store, stores, flags, collections)
+
+
+def _stores(raw, path: Path) -> tuple[dict[str, str], dict[str, list[dict]]]:
+    """[stores]: name = "folder", or name = {path = "folder", collections = {cname = "folder" or
+    {path, include, exclude, context}}}."""
+    bad = UsageError(f"config file {path}: [stores] maps names to folders, or to {{path, collections}}")
+    if not isinstance(raw, dict):
+        raise bad
+    stores, collections = {}, {}
+    for name, value in raw.items():
+        if isinstance(value, str):
+            stores[name] = value
+            continue
+        if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+            raise bad
+        stores[name] = value["path"]
+        collections[name] = [_collection(cname, c, path) for cname, c in (value.get("collections") or {}).items()]
+    return stores, collections
+
+
+def _collection(name: str, c, path: Path) -> dict:
+    c = {"path": c} if isinstance(c, str) else c
+    if not isinstance(c, dict) or not isinstance(c.get("path"), str) or set(c) - {"path", "include", "exclude", "context"}:
+        raise UsageError(f"config file {path}: collection {name!r} is a folder, or {{path, include, exclude, context}}")
+    return {"name": name, "path": os.path.expanduser(c["path"]), "include": tuple(c.get("include", ())),
+            "exclude": tuple(c.get("exclude", ())), "context": c.get("context")}
+
+
+def declared(cfg: Config, db: Path | None) -> list[dict]:
+    """The collections the config file declares for the store `db` (None: its default store)."""
+    if db is None:
+        return cfg.collections.get(cfg.store or "", [])
+    where = os.path.realpath(os.path.expanduser(str(db)))
+    return next((cfg.collections.get(n, []) for n, p in cfg.stores.items()
+                 if os.path.realpath(os.path.expanduser(p)) == where), [])
 
 
 def store_path(cfg: Config, name: str) -> str:

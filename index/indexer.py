@@ -93,9 +93,11 @@ class _NoProgress:
 
 def index_paths(paths: list[str | Path], db: str | Path | None = None, cfg: IndexConfig = IndexConfig(),
                 progress: Progress | None = None, events: Events | None = None,
-                settings: collections.Settings = collections.Settings()) -> IndexReport:
-    """Index `paths` into the store at `db` (none: every collection it has), each folder as a
-    collection described by `settings`; `events` hears each phase's PhaseEvent as it ends."""
+                settings: collections.Settings = collections.Settings(),
+                declared: tuple[tuple[Path, collections.Settings], ...] = ()) -> IndexReport:
+    """Index `paths` into the store at `db` (none: every collection it has, after adding the
+    `declared` ones, the config file's), each folder as a collection described by `settings`;
+    `events` hears each phase's PhaseEvent as it ends."""
     # before the store is touched: bad input changes nothing
     targets = plan.resolve_targets(paths) if paths else None
     if settings != collections.Settings() and (targets is None or len(targets) != 1 or targets[0].file):
@@ -105,15 +107,30 @@ def index_paths(paths: list[str | Path], db: str | Path | None = None, cfg: Inde
         from kb.embed.multi import check_devices
 
         check_devices(cfg.embed.devices)
-    store = Store.open(db, create=targets is not None)
+    store = Store.open(db, create=targets is not None or bool(declared))
     try:
         with IndexLock(store.dir, cfg.wait):
             store.probe_write()
             cfg = replace(cfg, vector_index=cfg.vector_index or store.vector_setting())
             run = _Run(store, cfg, progress or _NoProgress(), events or no_events)
+            if targets is None:
+                _declare(store, declared, run.report.warnings)
             return run.run(_collected(store, targets, settings, run.report.warnings, cfg.rebuild))
     finally:
         store.close()
+
+
+def _declare(store: Store, declared, warnings: list[str]) -> None:
+    """The config file's collections added to (or updated in) the store, where their folders are."""
+    cols = collections.load(store)
+    for folder, settings in declared:
+        if Path(folder).is_dir():
+            collections.upsert(cols, Path(folder).resolve(), settings)
+        else:
+            warnings.append(f"collection {settings.name} of the config file: no folder {folder}")
+    if declared:
+        with store.transaction(data=False):
+            collections.save(store, cols)
 
 
 def _collected(store: Store, targets: list[plan.Target] | None, settings: collections.Settings,

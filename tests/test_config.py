@@ -69,3 +69,20 @@ def test_a_config_folder_that_cannot_be_searched_is_no_config(setup, monkeypatch
         assert out["settings"]["config_file"] is None
     finally:
         locked.chmod(0o700)
+
+
+def test_a_store_s_collections_come_from_the_config_file(setup, tmp_path):
+    tmp, conf = setup
+    conf.write_text(f'store = "lab"\n[stores.lab]\npath = "{tmp / "lab"}"\n'
+                    f'[stores.lab.collections]\nnotes = "{tmp / "tech"}"\n'
+                    f'food = {{ path = "{tmp / "cooking"}", exclude = ["espresso*"], context = "Kitchen notes" }}\n'
+                    f'gone = "{tmp / "nowhere"}"\n')
+    report = kb_run_json("index", "--vector-index", "none")  # the default store, made, its collections from the file
+    assert any("collection gone of the config file" in w for w in report["warnings"])
+    listed = {c["name"]: c for c in kb_run_json("collections")["collections"]}
+    assert set(listed) == {"notes", "food"} and listed["food"]["exclude"] == ["espresso*"]
+    assert listed["food"]["context"] == "Kitchen notes" and listed["notes"]["root"] == str(tmp / "tech")
+    assert not any("espresso" in h["path"] for h in kb_run_json("query", "espresso", "-k", "20")["results"])
+    bad = tmp / "bad.toml"
+    bad.write_text('[stores.x]\npath = "/a"\ncollections = { c = { path = "/b", color = "red" } }\n')
+    assert "collection 'c'" in kb_run("status", env={"KB_CONFIG": str(bad)}, check=2).stderr

@@ -42,11 +42,21 @@ def index(
     settings = Settings(name, include and tuple(include), exclude and tuple(exclude), context)
     if watch:
         return _watch(paths or [], db, cfg, settings, json_out, quiet)
-    report = index_paths(paths or [], db, cfg, for_terminal(quiet or json_out), settings=settings)
+    report = index_paths(paths or [], db, cfg, for_terminal(quiet or json_out), settings=settings,
+                         declared=() if paths else _declared(db))
     _show(report, json_out, quiet)
     if report.errors:
         raise PartialFailure(f"{len(report.errors)} file(s) could not be read; "
                              "their earlier index entries were kept")
+
+
+def _declared(db) -> tuple:
+    """The config file's collections of this store, for `kb index` without paths."""
+    from kb.cli.config import declared, load
+    from kb.index.collections import Settings
+
+    return tuple((c["path"], Settings(c["name"], c["include"], c["exclude"], c["context"]))
+                 for c in declared(load(), db))
 
 
 def _watch(paths, db, cfg, settings, json_out: bool, quiet: bool) -> None:
