@@ -22,10 +22,13 @@ import triton.language as tl
 
 EXTEND_TILE = 64  # queries per tile of the extend kernel (fastest for 64 to 2,304 new tokens on an H100)
 # A step of at least LONG_STEP new tokens (a long prompt's chunks; more than any prefill CUDA
-# graph's bucket) takes bigger tiles, 8 warps and 2 stages: on an H200, 8,192 queries after 24,576
-# cached went from 186 to 244 TFLOP/s at head dim 64 and from 254 to 292 at 128 (bench/prefill_sweep.py).
+# graph's bucket) at head dim 128 takes bigger tiles, 8 warps and 2 stages: on an H200, 8,192
+# queries after 24,576 cached went from 254 to 292 TFLOP/s (bench/prefill_sweep.py) and a 128K
+# prompt on a 7B shape from 17.3 to 14.9 s (bench/generate.py d). At head dim 64 the kernel alone
+# was faster (186 -> 244 TFLOP/s) but a 32K prompt end to end slower (0.305 -> 0.777 s, not yet
+# understood): dim 64 keeps the defaults.
 LONG_STEP = 6144
-LONG = {64: dict(block_m=128, block_n=64, warps=8, stages=2), 128: dict(block_m=128, block_n=32, warps=8, stages=2)}
+LONG = {128: dict(block_m=128, block_n=32, warps=8, stages=2)}
 
 
 def settings(tokens: int, dim: int) -> dict:
