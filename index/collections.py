@@ -82,6 +82,14 @@ def _free_name(cols: dict[str, Collection], base: str) -> str:
     return name
 
 
+def document_ids(conn, col: Collection) -> list[int]:
+    """Ids of the documents indexed under the collection's folder as their root (a nested
+    collection's documents lie under it too, but with their own root)."""
+    from kb.index.store import documents
+
+    return [d.id for d in documents.docs_under(conn, col.root).values() if d.root == col.root]
+
+
 def targets_of(store: Store, warnings: list[str]) -> list[tuple[Collection, Path]]:
     """Every collection whose folder is there, for `kb index` without paths; a folder that is gone
     is a warning (its documents stay searchable until the collection is removed)."""
@@ -134,7 +142,7 @@ def remove(db: str | Path | None, name_or_path: str, wait: float) -> dict:
         with IndexLock(store.dir, wait):
             col = find(store, name_or_path)
             with store.transaction() as conn:
-                doc_ids = [d.id for d in documents.docs_under(conn, col.root).values() if d.root == col.root]
+                doc_ids = document_ids(conn, col)
                 chunks = documents.delete_documents(conn, doc_ids)
                 meta = store.meta_json("embedding")
                 vectors = embeddings.collect_garbage(conn, meta["key"]) if meta else 0

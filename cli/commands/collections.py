@@ -21,11 +21,10 @@ def collections(ctx: typer.Context, db: options.Db = None, json_out: options.Jso
 def listing(db: options.Db = None, json_out: options.Json = False) -> None:
     """Each collection: name, folder, rules, context, and how many documents it holds."""
     from kb.index import collections as cols
-    from kb.index.store import Store, documents
+    from kb.index.store import Store
 
     store = Store.open(db)
-    rows = [{**c.to_json(), "documents": sum(1 for d in documents.docs_under(store.conn, c.root).values()
-                                               if d.root == c.root)} for c in cols.load(store).values()]
+    rows = [{**c.to_json(), "documents": len(cols.document_ids(store.conn, c))} for c in cols.load(store).values()]
     if json_out:
         render.print_json({"collections": rows})
     else:
