@@ -7,10 +7,12 @@
 (b) Llama-2-7B shape, the prefix-sharing workload of the seed article: 107 requests of ~550 tokens
     sharing a 530-token prefix, and 500 of ~780 sharing 752, 30 new tokens each: total time and
     peak KV memory. HF runs left-padded micro-batches, the largest of 128/64/32/16 that fits.
-(c), (d) One prompt's prefill time and peak memory: 32K tokens, Qwen2.5-0.5B shape; 128K tokens,
-    Qwen2.5-7B shape with YaRN (factor 4 over 32K, as Qwen2.5's 128K configuration declares it).
+(c), (d) One prompt's prefill time, TFLOP/s and peak memory: 32K tokens, Qwen2.5-0.5B shape; 128K
+    tokens, Qwen2.5-7B shape with YaRN (factor 4 over 32K, as Qwen2.5's 128K configuration declares it).
+(e) Batch-1 decode after 16K and 30K prompts against a short one; (f) prompt-lookup speculation
+    on and off. (c) to (f) live in bench/generate_long.py.
 
-    python bench/generate.py [--only a,b,c,d] [--tiny]    # --tiny: small shapes, CPU smoke test
+    python bench/generate.py [--only a,b,c,d,e,f] [--tiny]    # --tiny: small shapes, CPU smoke test
 
 kb runs warm (each workload first runs on other random prompts of its shapes, as HF's batch
 probing does for it), then times a run from an empty prefix cache. Peak memory: for HF the peak
@@ -27,93 +29,9 @@ import statistics
 
 import torch
 from common import emit, timed
-
-QWEN_05B = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=151936, hidden_size=896,
-                intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-                tie_word_embeddings=True)
-LLAMA2_7B = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=32000, hidden_size=4096,
-                 intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                 max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
-QWEN_7B_YARN = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=152064, hidden_size=3584,
-                    intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                    max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
-                    rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768,
-                                     "rope_theta": 1000000.0})
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=1000)
-
-DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-DTYPE = torch.bfloat16 if DEV.type == "cuda" else torch.float32
-
-
-def hf_model(shape: dict):
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
-
-    cfg = (Qwen2Config if shape["model_type"] == "qwen2" else LlamaConfig)(
-        **{k: v for k, v in shape.items() if k != "model_type"})
-    torch.manual_seed(0)
-    with torch.device(DEV):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=DTYPE, attn_implementation="sdpa")
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = 0
-    return model.eval()
-
-
-def kb_engine(hf, shape: dict, **kw):
-    """kb's engine over the very weights of `hf` (its projections fused into copies)."""
-    from kb.rag.engine import Engine, EngineConfig
-    from kb.rag.decoder import ModelConfig, build_model
-
-    model = build_model(ModelConfig.from_dict(shape), hf.state_dict(), DEV, DTYPE)
-    return Engine(EngineConfig(model="(random weights)", **kw), model=model)
-
-
-def tokens(n: int, vocab: int, rng: random.Random) -> list[int]:
-    return [rng.randrange(100, vocab) for _ in range(n)]
-
-
-def peak_bytes(fn):
-    """(seconds, result, bytes allocated at peak during fn above what was allocated before)."""
-    if DEV.type != "cuda":
-        return (*timed(fn), 0)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    s, out = timed(fn)
-    return s, out, torch.cuda.max_memory_allocated() - base
-
-
-def hf_generate(hf, prompts: list[list[int]], new: int, batch: int):
-    """Left-padded micro-batches of `batch` prompts; returns the generated ids per prompt."""
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(prompts), batch):
-            part = prompts[i:i + batch]
-            width = max(map(len, part))
-            ids = torch.tensor([[0] * (width - len(p)) + p for p in part], device=DEV)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in part], device=DEV)
-            out = hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False)
-            outs += out[:, width:].tolist()
-    return outs
-
-
-def hf_fitting_batch(hf, prompts, new: int, sizes=(128, 64, 32, 16, 8, 4, 2, 1)) -> int:
-    for b in sizes:
-        if b > len(prompts):
-            continue
-        try:
-            hf_generate(hf, prompts[:b], 2, b)
-            return b
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-    return 1
-
-
-def kb_run(engine, prompts, new: int):
-    from kb.rag.sampling import SamplingParams
-
-    return engine.generate(prompts, SamplingParams(max_tokens=new, ignore_eos=True))
+from gen_common import (DEV, DTYPE, LLAMA2_7B, QWEN_05B, QWEN_7B_YARN, TINY, _block_bytes, _cache, hf_fitting_batch,
+                        hf_generate, hf_model, kb_engine, kb_run, peak_bytes, tokens)
+from generate_long import workload_c, workload_e, workload_f
 
 
 def workload_a(shape: dict, scale: int) -> dict:
@@ -205,46 +123,9 @@ def workload_b(shape: dict, scale: int) -> dict:
     return r
 
 
-def workload_c(shape: dict, scale: int, n: int = 32000, key: str = "32k") -> dict:
-    """One long prompt's prefill (1 new token), HF then kb: r[hf_KEY_s], r[kb_KEY_s] and memory."""
-    rng = random.Random(3)
-    n //= scale
-    p = tokens(n, shape["vocab_size"], rng)
-    hf = hf_model(shape)
-    r: dict = {}
-    try:
-        s, _, peak = peak_bytes(lambda: hf_generate(hf, [p], 1, 1))
-        r[f"hf_{key}_s"], r[f"hf_{key}_peak_gb"] = s, peak / 2**30
-    except torch.OutOfMemoryError:
-        r[f"hf_{key}_s"] = r[f"hf_{key}_peak_gb"] = None
-        torch.cuda.empty_cache()
-    eng = kb_engine(hf, shape, cache=_cache(0.5))
-    del hf
-    kb_run(eng, [tokens(9000 // scale, shape["vocab_size"], rng)], 1)  # compiles
-    eng.radix.evict(eng.pool.num_blocks)
-    s, out, peak = peak_bytes(lambda: kb_run(eng, [p], 1))
-    kv = -(-n // eng.pool.block_size) * _block_bytes(eng)
-    r[f"kb_{key}_s"], r[f"kb_{key}_kv_gb"], r[f"kb_{key}_other_peak_gb"] = s, kv / 2**30, peak / 2**30
-    return r
-
-
-
-def _block_bytes(engine) -> int:
-    from kb.rag.kv_cache import block_bytes
-
-    mc = engine.model.cfg
-    return block_bytes(mc.num_layers, engine.pool.block_size, mc.num_kv_heads, mc.head_dim, DTYPE)
-
-
-def _cache(fraction: float):
-    from kb.rag.kv_cache import CacheConfig
-
-    return CacheConfig(memory_fraction=fraction, cpu_bytes=2**28)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="a,b,c,d")
+    ap.add_argument("--only", default="a,b,c,d,e,f")
     ap.add_argument("--tiny", action="store_true", help="small shapes and lengths: a smoke test")
     args = ap.parse_args()
     scale = 8 if args.tiny else 1
@@ -253,7 +134,9 @@ def main() -> None:
     qwen7 = {**QWEN_7B_YARN, **(TINY if args.tiny else {})}
     r: dict = {"device": torch.cuda.get_device_name() if DEV.type == "cuda" else "cpu", "tiny": args.tiny}
     d = lambda shape, scale: workload_c(shape, scale, 131072 - 64, "128k")  # noqa: E731
-    for name, run, shape in (("a", workload_a, qwen), ("b", workload_b, llama), ("c", workload_c, qwen), ("d", d, qwen7)):
+    runs = (("a", workload_a, qwen), ("b", workload_b, llama), ("c", workload_c, qwen), ("d", d, qwen7),
+            ("e", workload_e, qwen), ("f", workload_f, qwen))
+    for name, run, shape in runs:
         if name in args.only:
             r.update(run(shape, scale))
             gc.collect()  # a model runner and its CUDA graphs refer to each other
@@ -279,7 +162,13 @@ def print_table(r: dict) -> None:
     row("(b) 107: peak KV memory", "hf_107_peak_gb", "kb_107_kv_gb", "GiB", "lower")
     row("(b) 500: peak KV memory", "hf_500_peak_gb", "kb_500_kv_gb", "GiB", "lower")
     row("(c) 32K prefill", "hf_32k_s", "kb_32k_s", "s", "lower")
+    row("(c) 32K prefill, achieved", "hf_32k_tflops", "kb_32k_tflops", "TFLOP/s")
     row("(d) 128K prefill, 7B shape, YaRN", "hf_128k_s", "kb_128k_s", "s", "lower")
+    row("(d) 128K prefill, achieved", "hf_128k_tflops", "kb_128k_tflops", "TFLOP/s")
+    for key in ("short", "16k", "30k"):
+        row(f"(e) batch-1 decode after {key} prompt", f"hf_decode_{key}_tok_s", f"kb_decode_{key}_tok_s", "tok/s")
+    row("(e) decode after 30K / after short", "hf_decode_30k_vs_short", "kb_decode_30k_vs_short", "")
+    row("(f) speculation off / on (kb)", "kb_speculate_off_tok_s", "kb_speculate_on_tok_s", "tok/s")
     print(f"\n{r['device']}{' (tiny shapes)' if r['tiny'] else ''}, {DTYPE} random weights, greedy\n"
           f"{'workload':40}{'HF generate':>16}{'kb':>16}{'kb vs HF':>10}")
     for name, hf, kb, ratio in rows:

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import torch
 from common import emit, timed
-from generate import LLAMA2_7B, QWEN_05B, _cache, hf_model, kb_engine, kb_run, tokens
+from gen_common import LLAMA2_7B, QWEN_05B, _cache, hf_model, kb_engine, kb_run, tokens
 
 
 def tiny_kernels() -> list:

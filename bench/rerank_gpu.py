@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import emit, machine, timed  # noqa: E402
-from generate import DEV, DTYPE, QWEN_05B, hf_model, kb_engine, tokens  # noqa: E402
+from gen_common import DEV, DTYPE, QWEN_05B, hf_model, kb_engine, tokens  # noqa: E402
 
 SMOLLM2_135M = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=49152, hidden_size=576,
                     intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
