@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from kb.cli import render
-from kb.cli.commands import ask, check, collections, evaluate, get, index, models, query, status
+from kb.cli.commands import ask, check, collections, evaluate, get, index, models, query, serve, status
 from kb.errors import KbError
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ app.command("status")(status.status)
 app.command("check")(check.check)
 app.command("eval")(evaluate.evaluate)
 app.command("ask")(ask.ask)
+app.command("serve")(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(collections.app, name="collections")
 

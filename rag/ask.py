@@ -55,7 +55,8 @@ def _collections(store, names: tuple[str, ...]):
 
 
 class Asker:
-    def __init__(self, store, cfg: AskConfig = AskConfig()):
+    def __init__(self, store, cfg: AskConfig = AskConfig(), engine=None):
+        """`engine`: a generator already loaded (of the same model) to answer with, or None."""
         from kb.index.search import Searcher
         from kb.rag.catalog import resolve
 
@@ -65,7 +66,7 @@ class Asker:
         self.folder = resolve(cfg.model or DEFAULT_MODEL)
         self.searcher = Searcher(store)
         self.scope, self.contexts = _collections(store, cfg.collections)
-        self._engine = None
+        self._engine = engine
         self._judge = None  # kb.rag.rerank.Reranker on the same engine, made on first use (judge_floor)
 
     @property

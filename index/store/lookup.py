@@ -107,3 +107,13 @@ def document_of_chunk(conn: sqlite3.Connection, chunk_id: int) -> tuple | None:
     """(document id, absolute path, kind, hash) of a chunk's document, or None if it is gone."""
     return conn.execute("SELECT d.id, d.path, d.kind, d.hash FROM chunks c JOIN documents d ON d.id = c.doc_id "
                         "WHERE c.id = ?", (chunk_id,)).fetchone()
+
+
+def documents_page(conn: sqlite3.Connection, limit: int) -> list[tuple]:
+    """(id, path, root, kind) of the first `limit` documents by path."""
+    return conn.execute("SELECT id, path, root, kind FROM documents ORDER BY path LIMIT ?", (limit,)).fetchall()
+
+
+def document_path(conn: sqlite3.Connection, doc_id: int) -> str | None:
+    row = conn.execute("SELECT path FROM documents WHERE id = ?", (doc_id,)).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,230 @@
+"""`kb serve` as clients meet it: the real server in a subprocess, its HTTP API through a real HTTP
+client (urllib), MCP through the official SDK's own client over stdio and streamable HTTP. The
+store is sample_corpus embedded with the tiny encoder; answers (the generator) are in the slow tier."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import SAMPLE, kb, kb_json
+
+pytest.importorskip("mcp")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, path: str, body=None, headers: dict | None = None, raw: bytes | None = None):
+    """(status, parsed JSON) of one request; a body is sent as JSON (or `raw` bytes as they are)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json", **(headers or {})},
+                                 method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def start(db, *args, env: dict | None = None):
+    """A running `kb serve` (Popen, base URL), answering."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--db", str(db), "--port", str(port), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NO_COLOR": "1", **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+            return proc, url
+        except urllib.error.HTTPError:
+            return proc, url  # answering (a guard refused the bare request)
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read())
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("kb serve did not start")
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_encoder):
+    db = tmp_path_factory.mktemp("serve") / "store"
+    kb("index", SAMPLE, "--db", db, "--model", tiny_encoder, "--quiet")
+    return db
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    proc, url = start(store, "--mcp", "http")
+    yield url
+    stop(proc)
+
+
+def test_api_answers_with_the_clis_json(server, store):
+    status, got = call(server, "/query", {"query": "sourdough starter feeding", "k": 3})
+    assert status == 200
+    want = kb_json("query", "sourdough starter feeding", "-k", "3", "--db", store)
+    assert [(h["path"], h["start_line"]) for h in got["results"]] == [(h["path"], h["start_line"]) for h in want["results"]]
+    assert set(got) == set(want)
+    status, got = call(server, "/status")
+    assert status == 200 and got["documents"] == kb_json("status", "--db", store)["documents"]
+    status, got = call(server, "/get", {"path": "cooking/sourdough-starter.md:1-2"})
+    assert status == 200 and got == kb_json("get", "cooking/sourdough-starter.md:1-2", "--db", store)
+
+
+@pytest.mark.parametrize("path, body, code", [
+    ("/query", {"query": ""}, 400), ("/query", {"query": "x", "k": 10_000}, 400), ("/query", {"query": "x", "k": "3"}, 400),
+    ("/query", {"query": "x", "mode": "psychic"}, 400), ("/query", [1, 2], 400), ("/get", {"path": "no/such.md"}, 404),
+    ("/v1/embeddings", {"input": []}, 400), ("/v1/chat/completions", {"messages": "hi"}, 400),
+])
+def test_bad_input_is_a_one_line_json_error(server, path, body, code):
+    status, got = call(server, path, body)
+    assert status == code
+    assert set(got) == {"error"} and "\n" not in got["error"]["message"] and "Traceback" not in got["error"]["message"]
+
+
+def test_not_json_and_oversize_bodies_are_refused(server):
+    import http.client
+
+    assert call(server, "/query", raw=b"{not json")[0] == 400
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", "/query")
+    conn.putheader("Content-Length", str(2 << 20))  # refused from the header, before a byte is read
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 413 and json.loads(r.read())["error"]["type"] == "too_large"
+
+
+def test_host_and_origin_are_checked(server):
+    port = server.rsplit(":", 1)[1]
+    assert call(server, "/status", headers={"Host": "attacker.example"})[0] == 403
+    assert call(server, "/status", headers={"Host": f"attacker.example:{port}"})[0] == 403
+    assert call(server, "/status", headers={"Origin": "http://attacker.example"})[0] == 403
+    assert call(server, "/status", headers={"Origin": "null"})[0] == 403
+    assert call(server, "/status", headers={"Origin": f"http://localhost:{port}", "Host": f"localhost:{port}"})[0] == 200
+    assert call(server, "/mcp", {}, headers={"Host": "attacker.example"})[0] == 403  # MCP's endpoint too
+
+
+def test_a_token_is_required_off_loopback_and_checked_when_set(store):
+    proc = kb("serve", "--db", store, "--host", "0.0.0.0", "--port", free_port(), check=2)
+    assert "token" in proc.stderr and "Traceback" not in proc.stderr
+    server, url = start(store, "--token", "s3cret")
+    try:
+        assert call(url, "/status")[0] == 401
+        assert call(url, "/status", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert call(url, "/status", headers={"Authorization": "Bearer s3cret"})[0] == 200
+    finally:
+        stop(server)
+
+
+def test_embeddings_are_the_stores_passage_vectors(server, store, tiny_encoder):
+    from kb.embed import load_query_encoder
+    from kb.embed.encoder import EmbedConfig
+    from kb.index.store import Store
+
+    status, got = call(server, "/v1/embeddings", {"input": ["a starter of flour and water", "WAL checkpoints"]})
+    assert status == 200 and [d["index"] for d in got["data"]] == [0, 1] and got["usage"]["prompt_tokens"] > 0
+    encoder = load_query_encoder(EmbedConfig(**Store.open(store).meta_json("embedding")["config"]))
+    want = encoder.embed_passages([encoder.tokenizer.encode(t).ids for t in ("a starter of flour and water", "WAL checkpoints")])
+    import numpy as np
+
+    assert np.allclose(np.asarray([d["embedding"] for d in got["data"]]), want, atol=1e-5)
+
+
+def test_mcp_over_streamable_http(server):
+    from mcp import Client
+
+    async def session():
+        async with Client(server + "/mcp") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            found = await client.call_tool("search", {"query": "sourdough starter", "k": 2})
+            listing = await client.read_resource("kb://documents")
+            return names, found, listing
+    names, found, listing = asyncio.run(session())
+    assert names == {"search", "ask", "get", "status"}
+    assert not found.is_error and found.structured_content["results"][0]["path"] == "cooking/sourdough-starter.md"
+    assert "cooking/sourdough-starter.md" in listing.contents[0].text
+
+
+def test_mcp_over_stdio_with_the_sdks_client(store):
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "kb.cli", "serve", "--mcp", "stdio", "--db", str(store)],
+                                   env={"NO_COLOR": "1", "KB_CONFIG": os.environ["KB_CONFIG"]})
+
+    async def session():
+        async with Client(params) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            got = await client.call_tool("get", {"path": "cooking/sourdough-starter.md:1"})
+            bad = await client.call_tool("get", {"path": "no/such/file.md"})
+            status = await client.call_tool("status", {})
+            return names, got, bad, status
+    names, got, bad, status = asyncio.run(session())
+    assert names == {"search", "ask", "get", "status"}
+    assert got.structured_content["text"] == "# Keeping a sourdough starter alive"
+    assert bad.is_error and "no indexed document" in bad.content[0].text
+    assert status.structured_content["documents"] > 30
+
+
+def sse(url: str, path: str, body: dict) -> list[tuple[str, str]]:
+    """(event, data) pairs of a server-sent event stream ("" for an unnamed event)."""
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    events, name = [], ""
+    with urllib.request.urlopen(req, timeout=600) as r:
+        for line in r:
+            line = line.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, line[6:]))
+                name = ""
+    return events
+
+
+@pytest.mark.slow
+def test_ask_and_chat_on_the_generator(store, smollm2):
+    """/ask equals `kb ask --json` (greedy), streamed or not; chat completions, streamed or not, agree."""
+    proc, url = start(store, "--model", smollm2)
+    try:
+        question = "How often is a sourdough starter fed?"
+        status, got = call(url, "/ask", {"question": question, "max_tokens": 24})
+        want = kb_json("ask", question, "--db", store, "--model", smollm2, "--max-tokens", "24")
+        assert status == 200 and got["answer"] == want["answer"] and got["sources"] == want["sources"]
+        events = sse(url, "/ask", {"question": question, "max_tokens": 24, "stream": True})
+        pieces = [json.loads(d)["text"] for e, d in events if e == "text"]
+        assert events[-1][0] == "answer" and json.loads(events[-1][1])["answer"] == got["answer"]
+        assert "".join(pieces).strip() == got["raw_answer"].strip()
+        chat = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12}
+        status, whole = call(url, "/v1/chat/completions", chat)
+        assert status == 200 and whole["choices"][0]["finish_reason"] in ("stop", "length")
+        chunks = [d for _, d in sse(url, "/v1/chat/completions", {**chat, "stream": True})]
+        assert chunks[-1] == "[DONE]"
+        text = "".join(json.loads(c)["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
+        assert text == whole["choices"][0]["message"]["content"]
+    finally:
+        stop(proc)
