@@ -2,9 +2,11 @@
 10,000 real documents (bench/corpus.py's docstrings, MiniLM vectors); each query runs in a fresh
 `kb` process, bm25 and hybrid, and hybrid again with the torch query encoder, the path kb took
 before kb.embed.light (KB_QUERY_ENCODER=torch): the baseline. Then, in one process, the top 10 of
-1,000 queries through the numpy encoder against the torch one.
+1,000 queries through the numpy encoder against the torch one. Then the same store served
+(`kb serve`, bench/served.py): warm queries over HTTP, 20 clients at once, and an answer's time to
+first token served against the CLI's (`--ask`: needs the default generator installed).
 
-    python bench/latency.py [--docs 10000] [--runs 20] [--queries 1000] [--store DIR]
+    python bench/latency.py [--docs 10000] [--runs 20] [--queries 1000] [--store DIR] [--ask]
 """
 
 from __future__ import annotations
@@ -68,11 +70,15 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="fresh processes per mode")
     ap.add_argument("--queries", type=int, default=1000, help="for the top-10 comparison")
     ap.add_argument("--store", default=str(corpus.DATA / "latency-store"))
+    ap.add_argument("--ask", action="store_true", help="also time an answer's first token, served and CLI")
+    ap.add_argument("--served-only", action="store_true", help="skip the cold runs")
     args = ap.parse_args()
     store = Path(args.store)
     folder = _store(args.docs, store)
     texts = [q["text"] for q in corpus.known_item_queries(folder, max(args.queries, args.runs), seed=7)]
     few = texts[:args.runs]
+    if args.served_only:
+        return emit("latency", docs=args.docs, served=served_figures(store, texts[:args.queries], args.ask))
     rows = {"bm25": cold(store, few, "bm25", "auto"), "hybrid": cold(store, few, "hybrid", "auto"),
             "hybrid (torch encoder)": cold(store, few, "hybrid", "torch")}
     print(f"cold kb query, {args.docs} documents, {args.runs} fresh processes each:")
@@ -83,7 +89,34 @@ def main() -> None:
           f"same order {agree['same_order']:.3f}, same set {agree['same_set']:.3f}")
     speedup = ratio(rows["hybrid (torch encoder)"]["p50_s"], rows["hybrid"]["p50_s"])
     print(f"cold hybrid: {speedup}x faster than with the torch encoder")
-    emit("latency", docs=args.docs, runs=args.runs, cold=rows, top10=agree, hybrid_speedup=speedup)
+    warm = served_figures(store, texts[:args.queries], args.ask)
+    emit("latency", docs=args.docs, runs=args.runs, cold=rows, top10=agree, hybrid_speedup=speedup, served=warm)
+
+
+def served_figures(store: Path, queries: list[str], ask: bool) -> dict:
+    import served
+
+    proc, port = served.start(store)
+    try:
+        out = {"hybrid": served.warm_queries(port, queries, "hybrid"), "bm25": served.warm_queries(port, queries, "bm25"),
+               "concurrent": served.concurrent(port, queries)}
+        if ask:
+            question = "How do I parse command line arguments?"
+            served.first_token_served(port, question)  # loads the generator
+            out["ask_first_token_s"] = {"served": round(served.first_token_served(port, question), 3),
+                                        "cli": round(served.first_token_cli(store, question), 3)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"served (kb serve), {len(queries)} warm queries, one client: hybrid p50 {out['hybrid']['p50_ms']} ms "
+          f"p99 {out['hybrid']['p99_ms']} ms; bm25 p50 {out['bm25']['p50_ms']} ms")
+    c = out["concurrent"]
+    print(f"  {c['clients']} clients at once, {c['requests']} hybrid queries: {c['errors']} errors, "
+          f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, {c['queries_per_s']} queries/s")
+    if "ask_first_token_s" in out:
+        print(f"  kb ask, time to first token: served {out['ask_first_token_s']['served']} s, "
+              f"CLI {out['ask_first_token_s']['cli']} s")
+    return out
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ that a model runs wholly on the reference or wholly on the kernels.
 
 - `torch`: the plain-torch references (kb.kernels.*_ref): the CPU path and the oracle;
 - `triton`: kb's kernels (kb.kernels.paged_attention, paged_decode, fused), on a CUDA device.
+
+A decode step of up to `decode_layers.MAX_TOKENS` tokens can instead run each layer through
+`decode_layers` (kb.kernels.decode_layer, or its reference): `qkv` then does the norm, projection,
+rotation and store in one, and `rotated` attends with queries already rotated, where the backend's
+`fuse_decode` says so (off by default: not yet faster; tests turn it on).
 """
 
 from __future__ import annotations
@@ -21,35 +26,48 @@ from kb.rag.batch import Batch
 class TorchBackend:
     name = "torch"
     prefix_tile = 0  # the reference reads each sequence's cache whole: no shared-prefix plan
+    fuse_decode = False
 
     def __init__(self, heads: int, kv_heads: int, scale: float):
-        from kb.kernels import fused_ref, paged_attention_ref
+        from kb.kernels import decode_layer_ref, fused_ref, paged_attention_ref
 
         self.heads, self.kv_heads, self.scale = heads, kv_heads, scale
-        self.layer_kernels, self._attend = fused_ref, paged_attention_ref.attend
+        self.layer_kernels, self.decode_layers, self._attend = fused_ref, decode_layer_ref, paged_attention_ref.attend
 
     def __call__(self, k_cache, v_cache, qkv, cos, sin, batch: Batch) -> torch.Tensor:
         q = self.layer_kernels.rope_store(qkv, cos, sin, k_cache, v_cache, batch.slots, self.heads, self.kv_heads)
+        return self.rotated(k_cache, v_cache, q, batch)
+
+    def qkv(self, k_cache, v_cache, x, norm, proj, cos, sin, batch: Batch) -> torch.Tensor:
+        """Rotated queries of the residual stream x through `norm` and `proj` (the decoder's
+        modules); their keys and values stored."""
+        return self.decode_layers.norm_qkv_rope_store(x, norm.weight, norm.eps, proj.weight, proj.bias, cos, sin,
+                                                      k_cache, v_cache, batch.slots, self.heads, self.kv_heads)
+
+    def rotated(self, k_cache, v_cache, q, batch: Batch) -> torch.Tensor:
         return self._attend(q, k_cache, v_cache, batch.block_tables, batch.q_lens, batch.ctx_lens, self.scale)
 
 
-class TritonBackend:
+class TritonBackend(TorchBackend):
     name = "triton"
+    # off: on an H200 the fused decode layers were slower than cuBLAS's products plus the small
+    # kernels (1.37 against 1.10 ms a batch-1 step, Qwen2.5-0.5B shape); kept, tested, for tuning
+    fuse_decode = False
 
     def __init__(self, heads: int, kv_heads: int, scale: float):
-        from kb.kernels import fused, paged_attention, paged_decode
+        from kb.kernels import decode_layer, fused, paged_attention, paged_decode
 
         self.heads, self.kv_heads, self.scale = heads, kv_heads, scale
-        self.layer_kernels, self._extend, self._decode = fused, paged_attention.extend, paged_decode.decode
+        self.layer_kernels, self.decode_layers = fused, decode_layer
+        self._extend, self._decode = paged_attention.extend, paged_decode.decode
         self.prefix_tile = paged_decode.PREFIX_TILE  # sequences per tile of a decode's shared-prefix plan
         self.extend_tile = paged_attention.EXTEND_TILE  # queries per tile of `extend` (a prefill graph's)
         self._settings = paged_attention.settings
 
-    def __call__(self, k_cache, v_cache, qkv, cos, sin, batch: Batch) -> torch.Tensor:
-        q = self.layer_kernels.rope_store(qkv, cos, sin, k_cache, v_cache, batch.slots, self.heads, self.kv_heads)
+    def rotated(self, k_cache, v_cache, q, batch: Batch) -> torch.Tensor:
         if batch.decode:
             return self._decode(q, k_cache, v_cache, batch.block_tables, batch.ctx, self.scale,
-                                batch.max_ctx or max(batch.ctx_lens), batch.skip, batch.members, batch.prefix_tiles)
+                                batch.skip, batch.members, batch.prefix_tiles)
         launch = self._settings(q.shape[0], q.shape[-1])  # long prompts' chunks take bigger tiles
         return self._extend(q, k_cache, v_cache, batch.block_tables, batch.cu_q, batch.ctx,
                             batch.tiles(launch["block_m"]), self.scale, **launch)
