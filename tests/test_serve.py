@@ -228,3 +228,37 @@ def test_ask_and_chat_on_the_generator(store, smollm2):
         assert text == whole["choices"][0]["message"]["content"]
     finally:
         stop(proc)
+
+
+@pytest.mark.slow
+def test_watch_keeps_answering_and_a_kill_mid_write_leaves_a_store_the_next_run_completes(tmp_path):
+    """`kb serve --watch`: a new file shows in served queries; queries answer while a run writes;
+    SIGKILL of the server mid-write, then `kb index` completes the store (kb check, and the same
+    counts as a fresh index)."""
+    import signal
+
+    folder, db = tmp_path / "notes", tmp_path / "s"
+    folder.mkdir()
+    (folder / "seed.md").write_text("# Seed\n\nthe first note")
+    kb("index", folder, "--db", db, "--quiet", "--vector-index", "none")
+    proc, url = start(db, "--watch")
+    try:
+        (folder / "heron.md").write_text("# Herons\n\nthe heron count by the river")
+        deadline = time.time() + 20
+        while time.time() < deadline and not call(url, "/query", {"query": "heron count", "mode": "bm25"})[1]["results"]:
+            time.sleep(0.1)
+        assert call(url, "/query", {"query": "heron count", "mode": "bm25"})[1]["results"][0]["path"] == "heron.md"
+        for i in range(1500):
+            (folder / f"n{i}.md").write_text(f"# Note {i}\n\n" + "the otter census " * 40)
+        time.sleep(1.0)  # the watcher is writing its run of these
+        status, got = call(url, "/query", {"query": "heron", "mode": "bm25"})  # answered mid-write
+        assert status == 200 and got["results"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    kb("index", "--db", db, "--quiet")
+    assert json.loads(kb("check", "--db", db, "--json").stdout)["ok"]
+    kb("index", folder, "--db", tmp_path / "fresh", "--quiet", "--vector-index", "none")
+    counts = [json.loads(kb("status", "--db", d, "--json").stdout) for d in (db, tmp_path / "fresh")]
+    assert (counts[0]["documents"], counts[0]["chunks"], counts[0]["postings"]) == \
+           (counts[1]["documents"], counts[1]["chunks"], counts[1]["postings"])
