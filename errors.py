@@ -4,6 +4,7 @@ Exit codes (documented in the README):
   0 success · 1 internal error · 2 usage error · 3 path or store not found ·
   4 store incompatible (newer schema, other fingerprint, damaged) · 5 some files could not be read ·
   73 store read-only (it can be searched, not indexed) · 74 disk full or failing ·
+  69 a backend server (--backend, --embed-backend) could not be reached or refused (EX_UNAVAILABLE) ·
   75 store busy (another `kb index` holds the lock; EX_TEMPFAIL, retry later) ·
   130 interrupted · 141 output closed early (a broken pipe, as `kb query X | head -1`)
 """
@@ -47,3 +48,9 @@ class DiskFull(KbError):
     """The disk is full or failing (EX_IOERR); SQLite rolled the transaction back, nothing is lost."""
 
     exit_code = 74
+
+
+class Unavailable(KbError):
+    """An OpenAI-compatible server kb was pointed at could not be reached, or refused (EX_UNAVAILABLE)."""
+
+    exit_code = 69

@@ -16,10 +16,10 @@ from typing import Callable
 
 from kb.errors import UsageError
 from kb.index.store.kv import KV_DIR
-from kb.rag import provenance
+from kb.rag import backend, provenance
 from kb.rag.answer import Answer, Prepared, answered, declined
 from kb.rag.catalog import DEFAULT as DEFAULT_MODEL
-from kb.rag.prompt import SYSTEM_PROMPT, chat_prompt, source_block
+from kb.rag.prompt import SYSTEM_PROMPT, chat_prompt, source_block, user_message
 from kb.rag.sources import MIN_SCORE, SOURCE_FLOOR, pack, relevant
 
 
@@ -42,6 +42,8 @@ class AskConfig:
     # prompt-lookup speculation (kb.rag.speculate): guessed tokens per decode step; None: 8 on the
     # CPU, where it paid (bench/speculate.py), 0 on a GPU, where guesses leave the CUDA graphs
     speculate: int | None = None
+    backend: str | None = None  # an OpenAI-compatible server's URL writes the answer (kb.rag.backend)
+    backend_model: str | None = None  # the model name sent to it (None: the server's default)
 
 
 def _collections(store, names: tuple[str, ...]):
@@ -63,7 +65,8 @@ class Asker:
         if cfg.k < 1 or cfg.max_tokens < 1:
             raise UsageError("-k and --max-tokens must be at least 1")
         self.store, self.cfg = store, cfg
-        self.folder = resolve(cfg.model or DEFAULT_MODEL)
+        self.folder = f"{cfg.backend_model or 'default'} at {cfg.backend}" if cfg.backend else resolve(
+            cfg.model or DEFAULT_MODEL)
         self.searcher = Searcher(store)
         self.scope, self.contexts = _collections(store, cfg.collections)
         self._engine = engine
@@ -99,14 +102,14 @@ class Asker:
         if out.declined or (self.cfg.judge_floor > 0 and self._judged(out.question, hits) < self.cfg.judge_floor):
             out.declined = True
             return out
-        budget = self.cfg.context_tokens or (self.engine.model.cfg.max_positions - self.cfg.max_tokens)
-        fixed = len(self._encode(self._prompt([], out.question)))
-        cost = lambda h: len(self._encode(source_block(0, h.path, h.start_line, h.end_line, h.text,  # noqa: E731
-                                                       self.contexts.get(h.root, ""))))
+        budget = self.cfg.context_tokens or (self._positions() - self.cfg.max_tokens)
+        fixed = self._count(self._prompt([], out.question))
+        cost = lambda h: self._count(source_block(0, h.path, h.start_line, h.end_line, h.text,  # noqa: E731
+                                                  self.contexts.get(h.root, "")))
         sources = pack(hits, cost, budget, fixed, self.cfg.min_score * self.cfg.source_floor)
         out.sources = [replace(s, context=self.contexts.get(s.root, "")) for s in sources]
         out.prompt = self._prompt(out.sources, out.question)
-        out.ids = self._encode(out.prompt)
+        out.ids = [] if self.cfg.backend else self._encode(out.prompt)
         return out
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Answer:
@@ -114,6 +117,8 @@ class Asker:
         p = self.prepare(question)
         if p.declined:
             return declined(p, str(self.folder))
+        if self.cfg.backend:
+            return answered(p, self._remote(p, on_text), str(self.folder))
         if on_text is None:
             output = self.engine.generate([p.ids], self._params())[0]
         else:
@@ -125,6 +130,8 @@ class Asker:
 
     def ask_many(self, questions: list[str]) -> list[Answer]:
         """All questions in one engine run: shared sources are computed once."""
+        if self.cfg.backend:  # one request each: the server batches them itself
+            return [self.ask(q) for q in questions]
         prepared = [self.prepare(q) for q in questions]
         live = [p for p in prepared if not p.declined]
         outputs = self.engine.generate([p.ids for p in live], self._params()) if live else []
@@ -144,7 +151,23 @@ class Asker:
         return max(self._judge.relevance(question, hits[:3]))
 
     def _prompt(self, sources, question: str) -> str:
+        if self.cfg.backend:
+            return backend.render(self._messages(sources, question))
         return chat_prompt(self.engine.tokenizer, self.cfg.system, sources, question)
+
+    def _messages(self, sources, question: str) -> list[dict]:
+        user = user_message([(s.n, s.path, s.start_line, s.end_line, s.text, s.context) for s in sources], question)
+        return backend.messages(self.cfg.system, user)
+
+    def _remote(self, p: Prepared, on_text):
+        return backend.generate(self.cfg.backend, self.cfg.backend_model, self._messages(p.sources, p.question),
+                                self.cfg.max_tokens, self.cfg.temperature, on_text)
+
+    def _count(self, text: str) -> int:
+        return backend.count(text) if self.cfg.backend else len(self._encode(text))
+
+    def _positions(self) -> int:
+        return backend.CONTEXT if self.cfg.backend else self.engine.model.cfg.max_positions
 
     def _encode(self, text: str) -> list[int]:
         return self.engine.tokenizer(text, add_special_tokens=False).input_ids
@@ -165,7 +188,7 @@ class Asker:
     def _keep(self, done: list[tuple[Prepared, list[int]]]) -> None:
         """The prefix cache on disk, with the chunks of each answered prompt (kb.rag.provenance);
         a store that takes no writes (a backup, a full disk) answers without keeping its cache."""
-        if self.store.readonly:
+        if self.store.readonly or self.cfg.backend:
             return
         provenance.keep(self.engine, [(p.ids + out, provenance.spans(p.prompt, p.sources, self._encode))
                                       for p, out in done])

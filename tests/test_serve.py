@@ -262,3 +262,22 @@ def test_watch_keeps_answering_and_a_kill_mid_write_leaves_a_store_the_next_run_
     counts = [json.loads(kb("status", "--db", d, "--json").stdout) for d in (db, tmp_path / "fresh")]
     assert (counts[0]["documents"], counts[0]["chunks"], counts[0]["postings"]) == \
            (counts[1]["documents"], counts[1]["chunks"], counts[1]["postings"])
+
+
+@pytest.mark.slow
+def test_ask_backend_against_kb_serve_gives_the_local_answer(store, smollm2):
+    """`kb ask --backend URL` sends the messages kb's own engine reads: with the same model behind
+    kb serve's /v1/chat/completions, the greedy answer, its sources and citations are the same."""
+    proc, url = start(store, "--model", smollm2)
+    try:
+        question = "How often is a sourdough starter fed?"
+        remote = kb_json("ask", question, "--db", store, "--backend", url, "--max-tokens", "24")
+        local = kb_json("ask", question, "--db", store, "--model", smollm2, "--max-tokens", "24")
+        assert remote["answer"] == local["answer"] and remote["sources"] == local["sources"]
+        assert remote["cited"] == local["cited"] and remote["model"] == f"default at {url}"
+        assert remote["stats"]["prompt_tokens"] == local["stats"]["prompt_tokens"] and remote["stats"]["new_tokens"] > 0
+        assert remote["prompt_token_ids"] == [] and json.loads(remote["prompt"])[1]["role"] == "user"
+    finally:
+        stop(proc)
+    gone = kb("ask", question, "--db", store, "--backend", url, check=69)
+    assert gone.stderr.count("\n") == 1 and "cannot reach" in gone.stderr

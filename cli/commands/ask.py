@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
+
 from kb.cli import inputs, options, render
+
+Backend = Annotated[Optional[str], typer.Option(
+    envvar="KB_BACKEND", show_default=False,
+    help="An OpenAI-compatible server (vLLM, SGLang, llama.cpp, kb serve) writes the answer: its URL; "
+         "its API key from $KB_BACKEND_API_KEY or $OPENAI_API_KEY.")]
+BackendModel = Annotated[Optional[str], typer.Option(
+    show_default=False, help="The model name to ask the --backend server for (default: the server's).")]
 
 
 def ask(
@@ -16,6 +27,8 @@ def ask(
     json_out: options.JsonLines = False,
     file: options.QuestionFile = None,
     collections: options.Collections = None,
+    backend: Backend = None,
+    backend_model: BackendModel = None,
 ) -> None:
     """Answer a question from the indexed documents, citing its sources, with a local model."""
     from kb.index.store import Store
@@ -23,7 +36,8 @@ def ask(
 
     questions = inputs.texts(text, file, "question")
     cfg = AskConfig(model=model, k=k, max_tokens=max_tokens, temperature=temperature,
-                    context_tokens=context_tokens, collections=tuple(collections or ()))
+                    context_tokens=context_tokens, collections=tuple(collections or ()), backend=backend,
+                    backend_model=backend_model)
     asker = Asker(Store.open(db), cfg)
     if file is not None:  # every question in one generator run, printed when all are answered
         for answer in asker.ask_many(questions):
