@@ -28,6 +28,7 @@ EXTEND_TILE = 64  # queries per tile of the extend kernel (fastest for 64 to 2,3
 # was faster (186 -> 244 TFLOP/s) but a 32K prompt end to end slower (0.305 -> 0.777 s, not yet
 # understood): dim 64 keeps the defaults.
 LONG_STEP = 6144
+LOG2E = 1.4426950408889634  # the kernels' softmax runs in base 2: scores are scaled by log2(e) once
 LONG = {128: dict(block_m=128, block_n=32, warps=8, stages=2)}
 
 
@@ -76,14 +77,15 @@ def kv_tile(table_row, n0, end, kvh, offs_d, KV_HEADS: tl.constexpr, DIM: tl.con
 @triton.jit
 def attend_tile(q, kc_ptr, vc_ptr, kv_off, live, keep, m_i, l_i, acc, scale, PRECISION: tl.constexpr):
     """One key tile of flash attention for a (BLOCK_M, DIM) tile of queries: the scores where
-    `keep`, then the running max, sum and output brought up to date; returns (m, l, acc)."""
+    `keep`, then the running max, sum and output brought up to date; returns (m, l, acc).
+    `scale` includes log2(e): scores and maxima are in base 2 (exp2 is the hardware's)."""
     k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
     s = tl.where(keep, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key to see in this tile
-    p = tl.exp(s - m_safe[:, None])
-    alpha = tl.exp(m_i - m_safe)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
     v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return m_new, l_i * alpha + tl.sum(p, 1), acc
@@ -145,7 +147,7 @@ def _extend_reduce(part_o_ptr, part_ml_ptr, o_ptr, n_tokens, stride_ot, stride_o
         l_s = tl.load(part_ml_ptr + row * 2 + 1)
         m_new = tl.maximum(m, m_s)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        a, b = tl.exp(m - m_safe), tl.exp(m_s - m_safe)
+        a, b = tl.math.exp2(m - m_safe), tl.math.exp2(m_s - m_safe)
         acc = acc * a + tl.load(part_o_ptr + row * DIM + offs_d) * b
         l = l * a + l_s * b
         m = m_new
@@ -175,7 +177,7 @@ def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, bl
         part_ml = torch.empty((splits * tokens * heads, 2), dtype=torch.float32, device=q.device)
     _extend[(tiles.shape[1], heads, splits)](
         q, k_cache, v_cache, out, part_o, part_ml, block_tables, cu_q, ctx, tiles[0], tiles[1],
-        scale, tokens, q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
+        scale * LOG2E, tokens, q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HEADS=heads, KV_HEADS=kv_heads, GROUP=heads // kv_heads, DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,
         SPLITS=splits,
         # fp32 stays fp32 (no TF32), so that it matches the reference to 1e-5

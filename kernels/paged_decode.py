@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kb.kernels.paged_attention import attend_tile, kv_tile
+from kb.kernels.paged_attention import LOG2E, attend_tile, kv_tile
 
 PREFIX_TILE = 64  # decode queries per tile of the shared-prefix pass
 
@@ -54,9 +54,14 @@ def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, memb
 
 @triton.jit
 def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx_ptr, skip_ptr, scale,
-                  stride_qt, stride_qh, stride_table, splits,
-                  KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr, DIM: tl.constexpr,
-                  BS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, HAS_SKIP: tl.constexpr):
+                  stride_qt, stride_qh, stride_table,
+                  HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
+                  DIM: tl.constexpr, BS: tl.constexpr, SPLITS: tl.constexpr, BLOCK_N: tl.constexpr,
+                  HAS_SKIP: tl.constexpr, PRECISION: tl.constexpr):
+    """The query heads of one KV head of one sequence against a 1/SPLITS share of its context:
+    the share is cut from the sequence's own length, so the grid fits any context (a CUDA graph's
+    too) and a long one is spread over every program. The heads are the rows of a tensor-core
+    product (padded to 16)."""
     seq, kvh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ctx = tl.load(ctx_ptr + seq)
     skip = 0
@@ -65,72 +70,74 @@ def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx
     g = tl.arange(0, GROUP_P2)
     offs_d = tl.arange(0, DIM)
     heads = kvh * GROUP + g
-    q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
-                mask=g[:, None] < GROUP, other=0.0)
+    keep = g < GROUP
+    q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + offs_d[None, :], mask=keep[:, None], other=0.0)
     m_i = tl.full([GROUP_P2], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_P2], tl.float32)
     acc = tl.zeros([GROUP_P2, DIM], tl.float32)
-    lo = skip + split * SPLIT
-    hi = tl.minimum(ctx, lo + SPLIT)
+    chunk = tl.cdiv(tl.cdiv(ctx - skip, SPLITS), BLOCK_N) * BLOCK_N
+    lo = skip + split * chunk
+    hi = tl.minimum(ctx, lo + chunk)
     for n0 in range(lo, hi, BLOCK_N):
         offs_n, live, kv_off = kv_tile(table_ptr + seq * stride_table, n0, hi, kvh, offs_d,
                                        KV_HEADS, DIM, BS, BLOCK_N)
-        k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
-        s = tl.sum(q[:, None, :].to(tl.float32) * k[None, :, :].to(tl.float32), 2) * scale
-        s = tl.where(live[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m_i - m_new)
-        v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :].to(tl.float32), 1)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
-    row = (seq * KV_HEADS * GROUP + heads) * splits + split  # (seq, head, split)
-    keep = g < GROUP
+        m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, live[None, :], m_i, l_i, acc, scale,
+                                    PRECISION)
+    row = (seq * HEADS + heads) * SPLITS + split  # (seq, head, split); an empty share writes m=-inf, l=0
     tl.store(part_o_ptr + row[:, None] * DIM + offs_d[None, :], acc, mask=keep[:, None])
     tl.store(part_ml_ptr + row * 2, m_i, mask=keep)
     tl.store(part_ml_ptr + row * 2 + 1, l_i, mask=keep)
 
 
 @triton.jit
-def _decode_reduce(part_o_ptr, part_ml_ptr, pre_o_ptr, pre_ml_ptr, o_ptr, ctx_ptr, skip_ptr, stride_ot, stride_oh,
-                   splits, HEADS: tl.constexpr, DIM: tl.constexpr, SPLIT: tl.constexpr, HAS_SKIP: tl.constexpr):
+def _decode_reduce(part_o_ptr, part_ml_ptr, pre_o_ptr, pre_ml_ptr, o_ptr, skip_ptr, stride_ot, stride_oh,
+                   HEADS: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr, HAS_SKIP: tl.constexpr):
+    """Merge one head's partial softmaxes (all SPLITS at once, and the prefix pass's if any)."""
     seq, head = tl.program_id(0), tl.program_id(1)
-    ctx = tl.load(ctx_ptr + seq)
     offs_d = tl.arange(0, DIM)
-    m = float("-inf")
-    l = 0.0
-    acc = tl.zeros([DIM], tl.float32)
-    skip = 0
-    if HAS_SKIP:  # start from the prefix pass's partial result, if the sequence had one
-        skip = tl.load(skip_ptr + seq)
+    rows = (seq * HEADS + head) * SPLITS + tl.arange(0, SPLITS)
+    m_s = tl.load(part_ml_ptr + rows * 2)
+    l_s = tl.load(part_ml_ptr + rows * 2 + 1)
+    o_s = tl.load(part_o_ptr + rows[:, None] * DIM + offs_d[None, :])
+    m = tl.max(m_s, 0)
+    if HAS_SKIP:  # and the prefix pass's partial result, if the sequence had one
         row = seq * HEADS + head
-        m = tl.where(skip > 0, tl.load(pre_ml_ptr + row * 2), m)
-        l = tl.where(skip > 0, tl.load(pre_ml_ptr + row * 2 + 1), l)
-        acc = tl.where(skip > 0, tl.load(pre_o_ptr + row * DIM + offs_d), acc)
-    for s in range(0, tl.cdiv(ctx - skip, SPLIT)):
-        row = (seq * HEADS + head) * splits + s
-        m_s = tl.load(part_ml_ptr + row * 2)
-        l_s = tl.load(part_ml_ptr + row * 2 + 1)
-        m_new = tl.maximum(m, m_s)
-        a, b = tl.exp(m - m_new), tl.exp(m_s - m_new)
-        acc = acc * a + tl.load(part_o_ptr + row * DIM + offs_d) * b
-        l = l * a + l_s * b
-        m = m_new
+        shared = tl.load(skip_ptr + seq) > 0
+        m_p = tl.where(shared, tl.load(pre_ml_ptr + row * 2), float("-inf"))
+        m = tl.maximum(m, m_p)
+        w_p = tl.math.exp2(m_p - m)
+        l = tl.where(shared, tl.load(pre_ml_ptr + row * 2 + 1) * w_p, 0.0)
+        acc = tl.where(shared, tl.load(pre_o_ptr + row * DIM + offs_d) * w_p, 0.0)
+    else:
+        l = 0.0
+        acc = tl.zeros([DIM], tl.float32)
+    w = tl.math.exp2(m_s - m)  # 0 for an empty share
+    l += tl.sum(l_s * w, 0)
+    acc += tl.sum(o_s * w[:, None], 0)
     tl.store(o_ptr + seq * stride_ot + head * stride_oh + offs_d, (acc / l).to(o_ptr.dtype.element_ty))
 
 
-def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, max_ctx: int, skip=None, members=None,
-           prefix_tiles=None, split: int = 256, block_n: int = 32):
-    """q: (seqs, heads, dim), one query per sequence -> (seqs, heads, dim). `max_ctx`: the longest
-    context, which fixes the grid (a CUDA graph passes the longest the cache can hold). With
-    shared prefixes planned (kb.rag.batch.shared_prefixes: `skip` (seqs,), `members` (seqs,),
-    `prefix_tiles` (tiles, 4) int32), a prefix pass first attends each group's queries to their
-    common prefix at once, and the per-sequence pass covers the rest."""
+def decode_splits(seqs: int, kv_heads: int) -> int:
+    """Shares each sequence's context is split into: enough programs to fill the GPU (about 256)
+    for a few sequences, one each when the batch fills it alone."""
+    n = 256 // (seqs * kv_heads)
+    return min(64, 1 << (n.bit_length() - 1)) if n else 1
+
+
+def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, skip=None, members=None, prefix_tiles=None,
+           splits: int = 0, block_n: int = 64, warps: int = 4, stages: int = 3):
+    """q: (seqs, heads, dim), one query per sequence -> (seqs, heads, dim). The grid depends on
+    the batch's shape alone (`splits` shares of each context; 0: `decode_splits`), so a CUDA graph
+    replays it for any context lengths. With shared prefixes planned (kb.rag.batch.shared_prefixes:
+    `skip` (seqs,), `members` (seqs,), `prefix_tiles` (tiles, 4) int32), a prefix pass first
+    attends each group's queries to their common prefix at once, and the per-sequence pass covers
+    the rest."""
     seqs, heads, dim = q.shape
     kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
     group = heads // kv_heads
-    splits = triton.cdiv(max_ctx, split)
+    splits = splits or decode_splits(seqs, kv_heads)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    scale = scale * LOG2E
     part_o = torch.empty((seqs * heads * splits, dim), dtype=torch.float32, device=q.device)
     part_ml = torch.empty((seqs * heads * splits, 2), dtype=torch.float32, device=q.device)
     shared = skip is not None
@@ -141,15 +148,14 @@ def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, max_ctx: int, s
         _decode_prefix[(prefix_tiles.shape[0], heads)](
             q, k_cache, v_cache, pre_o, pre_ml, block_tables, members, prefix_tiles, scale,
             q.stride(0), q.stride(1), block_tables.stride(0), HEADS=heads, KV_HEADS=kv_heads, GROUP=group,
-            DIM=dim, BS=bs, BLOCK_M=PREFIX_TILE, BLOCK_N=64,
-            PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+            DIM=dim, BS=bs, BLOCK_M=PREFIX_TILE, BLOCK_N=64, PRECISION=precision)
     skip = skip if shared else ctx  # an unread stand-in
     _decode_split[(seqs, kv_heads, splits)](
         q, k_cache, v_cache, part_o, part_ml, block_tables, ctx, skip, scale, q.stride(0),
-        q.stride(1), block_tables.stride(0), splits, KV_HEADS=kv_heads, GROUP=group,
-        GROUP_P2=max(triton.next_power_of_2(group), 1), DIM=dim, BS=bs, SPLIT=split, BLOCK_N=block_n,
-        HAS_SKIP=shared)
+        q.stride(1), block_tables.stride(0), HEADS=heads, KV_HEADS=kv_heads, GROUP=group,
+        GROUP_P2=max(triton.next_power_of_2(group), 16), DIM=dim, BS=bs, SPLITS=splits, BLOCK_N=block_n,
+        HAS_SKIP=shared, PRECISION=precision, num_warps=warps, num_stages=stages)
     out = torch.empty_like(q)
-    _decode_reduce[(seqs, heads)](part_o, part_ml, pre_o, pre_ml, out, ctx, skip, out.stride(0),
-                                  out.stride(1), splits, HEADS=heads, DIM=dim, SPLIT=split, HAS_SKIP=shared)
+    _decode_reduce[(seqs, heads)](part_o, part_ml, pre_o, pre_ml, out, skip, out.stride(0), out.stride(1),
+                                  HEADS=heads, DIM=dim, SPLITS=splits, HAS_SKIP=shared)
     return out

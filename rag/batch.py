@@ -22,7 +22,6 @@ class Batch:
     slots: torch.Tensor  # (tokens,) int64: where each new token's k and v go
     cu_q: torch.Tensor  # (seqs + 1,) int32: offsets of each sequence's queries
     ctx: torch.Tensor  # (seqs,) int32: ctx_lens on the device
-    max_ctx: int = 0  # fixes the decode kernel's grid for any context up to it (CUDA graphs); 0: this batch's
     positions: torch.Tensor | None = None  # (tokens,) int64: each new token's position in its sequence
     ids: torch.Tensor | None = None  # (tokens,) int64: the new tokens, when given to `build`
     # A decode batch's shared prefixes (see `shared_prefixes`), or None: how many leading tokens
@@ -67,7 +66,7 @@ class Batch:
 
     @classmethod
     def unpack(cls, q_lens: list[int], ctx_lens: list[int], longs: torch.Tensor, ints: torch.Tensor,
-               max_ctx: int = 0, prefix_tiles: int = 0) -> "Batch":
+               prefix_tiles: int = 0) -> "Batch":
         """A batch whose tensors are views of the two buffers `pack` lays out (on the device);
         `prefix_tiles`: how many shared-prefix tiles the int32 buffer ends with (0: none, and no
         shared-prefix arrays)."""
@@ -78,7 +77,7 @@ class Batch:
             ints = ints[:len(ints) - len(tail)]
             prefix = dict(skip=tail[:n], members=tail[n:2 * n], prefix_tiles=tail[2 * n:].view(prefix_tiles, 4))
         return cls(q_lens, ctx_lens, ints[2 * n + 1:].view(n, -1), longs[:t], ints[:n + 1], ints[n + 1:2 * n + 1],
-                   max_ctx=max_ctx, positions=longs[t:2 * t], ids=longs[2 * t:] if len(longs) > 2 * t else None,
+                   positions=longs[t:2 * t], ids=longs[2 * t:] if len(longs) > 2 * t else None,
                    **prefix)
 
 

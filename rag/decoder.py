@@ -171,6 +171,14 @@ class Layer(nn.Module):
         h, residual = self.post_attention_layernorm(self.o_proj(out.reshape(len(x), -1)), residual)
         return self.down_proj(self.kernels.silu_mul(self.gate_up(h))), residual
 
+    def decode(self, x, cos, sin, attend, layer: int, k) -> torch.Tensor:
+        """The same layer through a decode step's fused kernels `k` (kb.kernels.decode_layer or its
+        reference): x is the residual stream, and so is the result."""
+        q = attend.qkv(layer, x, self.input_layernorm, self.qkv, cos, sin)
+        x = k.linear_residual(attend.rotated(layer, q).reshape(len(x), -1), self.o_proj.weight, x)
+        n = self.post_attention_layernorm
+        return k.linear_residual(k.norm_gate_up(x, n.weight, n.eps, self.gate_up.weight), self.down_proj.weight, x)
+
 
 class CausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -183,8 +191,9 @@ class CausalLM(nn.Module):
         self.inv_freq, self.rope_scale = rotary(cfg)  # not a buffer: `to(dtype)` must not round it
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
-        """ids, positions: (tokens,) of many sequences back to back; `attend(layer, qkv, cos, sin)`.
-        Returns the final hidden states (tokens, hidden)."""
+        """ids, positions: (tokens,) of many sequences back to back; `attend(layer, qkv, cos, sin)`
+        (kb.rag.runner.Attend; with `attend.fused`, each layer's `decode`). Returns the final
+        hidden states (tokens, hidden)."""
         freqs = positions[:, None].float() * self.inv_freq[None]
         angles = torch.cat((freqs, freqs), dim=-1)
         x = self.embed_tokens(ids)
@@ -192,6 +201,11 @@ class CausalLM(nn.Module):
         if self.rope_scale != 1.0:  # YaRN's attention sharpening, as Hugging Face applies it
             cos, sin = cos * self.rope_scale, sin * self.rope_scale
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        fused = getattr(attend, "fused", None)
+        if fused is not None:  # a small decode step: five launches a layer
+            for i, layer in enumerate(self.layers):
+                x = layer.decode(x, cos, sin, attend, i, fused)
+            return self.norm(x)
         residual = None
         for i, layer in enumerate(self.layers):
             x, residual = layer(x, residual, cos, sin, lambda qkv, c, s, i=i: attend(i, qkv, c, s))

@@ -68,8 +68,7 @@ class StepGraphs:
         if tiles:
             h.update(shared_prefixes(h["tables"], h["ctx"], bs, tile, max_tiles=tiles))
         longs, ints = pack(h, ids + [0] * pad)
-        return longs, ints, lambda lo, it: Batch.unpack([1] * b, [1] * b, lo, it, max_ctx=self.max_ctx,
-                                                        prefix_tiles=tiles)
+        return longs, ints, lambda lo, it: Batch.unpack([1] * b, [1] * b, lo, it, prefix_tiles=tiles)
 
     # -- prefill of one sequence ----------------------------------------------------------------
     def prefill_fits(self, n: int) -> bool:

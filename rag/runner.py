@@ -82,7 +82,8 @@ class ModelRunner:
                 return []
             done = [plan[i][0] for i in ends]
             last = list(itertools.accumulate(widths))
-            rows = logits[[r - 1 for r in last]]  # after each sequence's last token or guess
+            # after each sequence's last token or guess (a plain decode step: every row, no gather)
+            rows = logits if last[-1] == len(last) else logits[[r - 1 for r in last]]
             tokens = sample(rows, [s.params for s in done], [s.tokens for s in done], [s.generator for s in done])
             gained = [[t] for t in tokens]
             for j, s in enumerate(done):
@@ -96,13 +97,8 @@ class ModelRunner:
         values are written to the pool."""
         return self.model(batch.ids, batch.positions, self.attend(batch))
 
-    def attend(self, batch: Batch):
-        """The decoder's `attend(layer, qkv, cos, sin)` for `batch`: the backend over that layer's cache."""
-        pool, attention = self.pool, self.attention
-
-        def attend(layer: int, qkv, cos, sin):
-            return attention(pool.k[layer], pool.v[layer], qkv, cos, sin, batch)
-        return attend
+    def attend(self, batch: Batch) -> "Attend":
+        return Attend(self.pool, self.attention, batch)
 
     def _logits(self, plan: list[tuple[Sequence, int]], ends: list[int], widths: list[int]) -> torch.Tensor:
         """(sum of widths, vocab) float32: the logits after the last `widths[j]` new tokens of each
@@ -116,7 +112,8 @@ class ModelRunner:
         tables = [s.blocks for s, _ in plan]
         graphs = self.graphs
         if graphs is not None and len(ids) == len(plan) and graphs.fits(len(plan)):
-            return graphs.decode(ids, ctx, tables)[ends]
+            logits = graphs.decode(ids, ctx, tables)
+            return logits if len(ends) == len(plan) else logits[ends]
         if graphs is not None and len(plan) == 1 and graphs.prefill_fits(len(ids)):
             hidden = graphs.prefill(ids, ctx[0], tables[0])
         else:
@@ -125,6 +122,27 @@ class ModelRunner:
         last = list(itertools.accumulate(q_lens))
         rows = [r for i, w in zip(ends, widths) for r in range(last[i] - w, last[i])]
         return self.model.logits(hidden[rows[0]:rows[0] + 1] if len(rows) == 1 else hidden[rows])
+
+
+class Attend:
+    """The decoder's attention for one batch: the backend over each layer's cache. Called as
+    `attend(layer, qkv, cos, sin)`; for a small decode batch where the backend fuses decode layers,
+    `fused` names their kernels and the decoder calls `qkv` and `rotated` instead."""
+
+    def __init__(self, pool: BlockPool, attention, batch: Batch):
+        self.pool, self.attention, self.batch = pool, attention, batch
+        kernels = attention.decode_layers
+        small = batch.decode and len(batch.q_lens) <= getattr(kernels, "MAX_TOKENS", 16)
+        self.fused = kernels if attention.fuse_decode and small else None
+
+    def __call__(self, layer: int, qkv, cos, sin) -> torch.Tensor:
+        return self.attention(self.pool.k[layer], self.pool.v[layer], qkv, cos, sin, self.batch)
+
+    def qkv(self, layer: int, x, norm, proj, cos, sin) -> torch.Tensor:
+        return self.attention.qkv(self.pool.k[layer], self.pool.v[layer], x, norm, proj, cos, sin, self.batch)
+
+    def rotated(self, layer: int, q) -> torch.Tensor:
+        return self.attention.rotated(self.pool.k[layer], self.pool.v[layer], q, self.batch)
 
 
 def _logprobs(logits: torch.Tensor, ids: tuple[int, ...]) -> list[float] | None:

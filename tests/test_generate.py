@@ -87,14 +87,17 @@ def test_tiny_random_model_matches_hf(arch):
                             pad_token_id=0)[0, len(p):].tolist() for p in prompts]
     params = SamplingParams(max_tokens=8, ignore_eos=True)
 
-    def make(blocks, budget):
+    def make(blocks, budget, fuse=False):
         model = build_model(ModelConfig.from_dict(shape), hf.state_dict(), torch.device("cpu"), torch.float32)
-        return Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=budget,
-                                   cache=CacheConfig(block_size=4, num_blocks=blocks)), model=model)
+        eng = Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=budget,
+                                  cache=CacheConfig(block_size=4, num_blocks=blocks)), model=model)
+        eng.runner.attention.fuse_decode = fuse  # decode steps through the fused layers' references
+        return eng
     eng = make(64, 512)
     assert [eng.generate([p], params)[0].token_ids for p in prompts] == want
     assert [o.token_ids for o in make(64, 16).generate(prompts, params)] == want
     assert [o.token_ids for o in make(20, 16).generate(prompts, params)] == want
+    assert [o.token_ids for o in make(64, 16, fuse=True).generate(prompts, params)] == want
 
 
 @pytest.mark.slow
