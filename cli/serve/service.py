@@ -89,7 +89,9 @@ class Service:
                  limits: Limits = Limits()):
         from kb.index.store import Store
 
-        self.store_dir = Store.open(db).dir  # fails here, before the server starts, if there is no store
+        store = Store.open(db)  # fails here, before the server starts, if there is no store
+        self.store_dir = store.dir
+        store.close()
         self.model, self.limits = model, limits
         self._search = Worker("kb-search", lambda: _Searching(self.store_dir, query_encoder), limits.max_waiting)
         self._answer = Worker("kb-answer", lambda: _Answering(self.store_dir, model), limits.max_waiting)
