@@ -19,6 +19,10 @@ def load_encoder(cfg):
 
     from kb.embed.encoder import Encoder
 
+    if cfg.backend:
+        from kb.embed.remote import RemoteEncoder
+
+        return RemoteEncoder(cfg)
     if len(cfg.devices) > 1:
         from kb.embed.multi import MultiEncoder
 
@@ -40,6 +44,8 @@ def load_query_encoder(cfg, backend: str = "auto"):
 
     if backend not in QUERY_ENCODERS:
         raise UsageError(f"KB_QUERY_ENCODER must be one of {', '.join(QUERY_ENCODERS)}, not {backend!r}")
+    if cfg.backend:
+        return load_encoder(cfg)
     runs = light.supported(cfg.folder())
     if backend == "numpy" and not runs:
         raise UsageError(f"the numpy query encoder does not run {cfg.folder().name} (BERT-family only)")

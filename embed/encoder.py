@@ -50,6 +50,9 @@ class EmbedConfig:
     # bge-base (3.28 s at 2, 3.64 s at 4, 3.89 s at 8).
     feed_depth: int = 2
     feed_graphs: bool = True  # full batches run as CUDA graphs (kb.embed.pipeline.PackedStream)
+    # an OpenAI-compatible embeddings server instead of a local model (kb.embed.remote), its model name
+    backend: str | None = None
+    backend_model: str | None = None
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -115,6 +118,10 @@ class EmbedSpec:
 def describe(cfg: EmbedConfig) -> EmbedSpec:
     from kb.embed.tokenizer import load_tokenizer
 
+    if cfg.backend:
+        from kb.embed import remote
+
+        return remote.describe(cfg)
     folder = cfg.folder()
     raw = (folder / "config.json").read_bytes()
     config = json.loads(raw)

@@ -126,7 +126,8 @@ def vectors(encoder, folder: Path) -> np.ndarray:
                 return z["vectors"]
     except BROKEN_FILE:
         pass  # absent, damaged or made by another encoder: embed again
-    vecs = encoder.embed_passages([encoder.tokenizer.encode(p).ids for p in PASSAGES]).astype(np.float32)
+    vecs = (encoder.embed_texts(list(PASSAGES)) if hasattr(encoder, "embed_texts") else
+            encoder.embed_passages([encoder.tokenizer.encode(p).ids for p in PASSAGES])).astype(np.float32)
     buf = io.BytesIO()
     np.savez(buf, vectors=vecs, tag=np.array(tag))
     try:

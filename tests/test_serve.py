@@ -281,3 +281,21 @@ def test_ask_backend_against_kb_serve_gives_the_local_answer(store, smollm2):
         stop(proc)
     gone = kb("ask", question, "--db", store, "--backend", url, check=69)
     assert gone.stderr.count("\n") == 1 and "cannot reach" in gone.stderr
+
+
+def test_index_with_embed_backend_against_kb_serve(server, store, tmp_path):
+    """`kb index --embed-backend URL` (kb serve's /v1/embeddings, the tiny encoder behind it): the
+    same vectors as the local encoder gives, the model's name and dimension in the fingerprint,
+    queries embedded at the server; a server that is gone is exit 69, one line."""
+    db = tmp_path / "remote"
+    kb("index", SAMPLE, "--db", db, "--embed-backend", server, "--quiet")
+    fp = kb_json("status", "--db", db)["vectors"]["fingerprint"]
+    assert fp["model"] == "default" and fp["api"] == "openai-embeddings" and fp["dims"] == kb_json(
+        "status", "--db", store)["vectors"]["dims"]
+    for q in ("feeding a sourdough starter", "write-ahead log checkpoints"):
+        got = kb_json("query", q, "--db", db, "--mode", "vector", "-k", "5")["results"]
+        want = kb_json("query", q, "--db", store, "--mode", "vector", "-k", "5")["results"]
+        assert [(h["path"], h["start_line"], round(h["score"], 4)) for h in got] == \
+               [(h["path"], h["start_line"], round(h["score"], 4)) for h in want]
+    gone = kb("index", SAMPLE, "--db", tmp_path / "x", "--embed-backend", f"http://127.0.0.1:{free_port()}", check=69)
+    assert gone.stderr.count("\n") == 1 and "cannot reach" in gone.stderr

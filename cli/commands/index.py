@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import sys
 
+from typing import Annotated, Optional
+
+import typer
+
 from kb.cli import options, render
 from kb.errors import PartialFailure
+
+EmbedBackend = Annotated[Optional[str], typer.Option(
+    show_default=False, help="Embed through an OpenAI-compatible embeddings server (TEI, vLLM, Infinity, kb serve): "
+                             "its URL; queries are embedded there too. API key from $KB_BACKEND_API_KEY or $OPENAI_API_KEY.")]
+EmbedBackendModel = Annotated[Optional[str], typer.Option(
+    show_default=False, help="The model name to ask the --embed-backend server for (default: the server's).")]
 
 
 def index(
@@ -25,20 +35,17 @@ def index(
     query_prefix: options.QueryPrefix = "",
     passage_prefix: options.PassagePrefix = "",
     devices: options.Devices = "",
-    name: options.Name = None,
-    include: options.Include = None,
-    exclude: options.Exclude = None,
-    context: options.Context = None,
-    watch: options.Watch = False,
+    name: options.Name = None, include: options.Include = None, exclude: options.Exclude = None,
+    context: options.Context = None, watch: options.Watch = False, embed_backend: EmbedBackend = None, embed_backend_model: EmbedBackendModel = None,
 ) -> None:
     """Index files and folders (each folder a collection; none: refresh them all); only what changed is redone."""
     from kb.cli.progress import for_terminal
     from kb.index.collections import Settings
     from kb.index.indexer import IndexConfig, index_paths
 
+    embed = _embed(model, pooling, query_prefix, passage_prefix, devices, dims, embed_backend, embed_backend_model)
     cfg = IndexConfig(max_file_mb=max_file_mb, follow_symlinks=follow_symlinks, gitignore=gitignore, wait=wait,
-                      rebuild=rebuild, embed=_embed(model, pooling, query_prefix, passage_prefix, devices, dims),
-                      vector_index=vector_index)
+                      rebuild=rebuild, embed=embed, vector_index=vector_index)
     settings = Settings(name, include and tuple(include), exclude and tuple(exclude), context)
     if watch:
         return _watch(paths or [], db, cfg, settings, json_out, quiet)
@@ -66,13 +73,17 @@ def _watch(paths, db, cfg, settings, json_out: bool, quiet: bool) -> None:
     watch(paths, db, cfg, settings, lambda r: _show(r, json_out, quiet), progress=for_terminal(quiet or json_out))
 
 
-def _embed(model, pooling, query_prefix, passage_prefix, devices, dims):
+def _embed(model, pooling, query_prefix, passage_prefix, devices, dims, backend=None, backend_model=None):
     from kb.embed.encoder import EmbedConfig
     from kb.embed.multi import parse_devices
+    from kb.errors import UsageError
     from kb.rag.catalog import encoder_folder
 
+    if backend and (model or devices):
+        raise UsageError("--embed-backend embeds at a server: give it without --model or --devices")
     return EmbedConfig(model=encoder_folder(model), pooling=pooling, query_prefix=query_prefix,
-                       passage_prefix=passage_prefix, devices=parse_devices(devices), dims=dims)
+                       passage_prefix=passage_prefix, devices=parse_devices(devices), dims=dims,
+                       backend=backend, backend_model=backend_model)
 
 
 def _show(report, json_out: bool, quiet: bool) -> None:

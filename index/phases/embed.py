@@ -74,8 +74,8 @@ class Embed:
                 part = todo[i:i + self.embed_batch]
                 vecs = np.vstack([self._slice(encoder, part[j:j + step]) for j in range(0, len(part), step)])
                 with self.store.transaction() as conn:
-                    embeddings.write(conn, self.key, [h for h, _ in part], vecs)
-                self._remember([h for h, _ in part], vecs)
+                    embeddings.write(conn, self.key, [row[0] for row in part], vecs)
+                self._remember([row[0] for row in part], vecs)
                 self.report.embedded += len(part)
         finally:
             self.progress.finish()
@@ -84,8 +84,11 @@ class Embed:
     def _slice(self, encoder, part) -> np.ndarray:
         """Vectors of a few texts, then the progress bar moves (a batch of 256 takes tens of
         seconds on a CPU: the bar sat at 0 until it was written)."""
-        vecs = encoder.embed_passages([np.frombuffer(blob, np.int32) for _, blob in part])
-        for _, blob in part:
+        if hasattr(encoder, "embed_texts"):  # a server (kb.embed.remote) reads the texts themselves
+            vecs = encoder.embed_texts([text for _, _, text in part])
+        else:
+            vecs = encoder.embed_passages([np.frombuffer(blob, np.int32) for _, blob, _ in part])
+        for _, blob, _ in part:
             self.progress.advance(Path("embedding"), len(blob) // 4)
         return vecs
 

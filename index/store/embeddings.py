@@ -10,10 +10,10 @@ import numpy as np
 from kb.index.store import Store
 
 
-def missing(conn: sqlite3.Connection, key: str) -> list[tuple[str, bytes]]:
-    """(hash, token_ids blob) of chunk texts that have no vector under `key` yet, one per text."""
+def missing(conn: sqlite3.Connection, key: str) -> list[tuple[str, bytes, str]]:
+    """(hash, token_ids blob, text) of chunk texts that have no vector under `key` yet, one per text."""
     return conn.execute(
-        "SELECT c.hash, min(c.token_ids) FROM chunks c WHERE NOT EXISTS "
+        "SELECT c.hash, min(c.token_ids), min(c.text) FROM chunks c WHERE NOT EXISTS "
         "(SELECT 1 FROM embeddings e WHERE e.model = ? AND e.hash = c.hash) GROUP BY c.hash",
         (key,)).fetchall()
 
