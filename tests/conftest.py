@@ -121,3 +121,14 @@ def damage(path: Path) -> None:
     for i in range(200, min(len(data) // 2, 200 + 64 * 40), 40):
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def completes_like_fresh(db: Path, folder: Path, fresh: Path) -> None:
+    """After a killed run: `kb index` completes the store, `kb check` passes, and it holds what a
+    fresh BM25-only index of `folder` holds (documents, chunks, postings)."""
+    kb("index", "--db", db, "--quiet")
+    assert json.loads(kb("check", "--db", db, "--json").stdout)["ok"]
+    kb("index", folder, "--db", fresh, "--quiet", "--vector-index", "none")
+    counts = [json.loads(kb("status", "--db", d, "--json").stdout) for d in (db, fresh)]
+    assert [(c["documents"], c["chunks"], c["postings"]) for c in counts][0] == \
+           [(c["documents"], c["chunks"], c["postings"]) for c in counts][1]

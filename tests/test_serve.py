@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SAMPLE, kb, kb_json
+from conftest import SAMPLE, completes_like_fresh, kb, kb_json
 
 pytest.importorskip("mcp")
 
@@ -256,12 +256,7 @@ def test_watch_keeps_answering_and_a_kill_mid_write_leaves_a_store_the_next_run_
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    kb("index", "--db", db, "--quiet")
-    assert json.loads(kb("check", "--db", db, "--json").stdout)["ok"]
-    kb("index", folder, "--db", tmp_path / "fresh", "--quiet", "--vector-index", "none")
-    counts = [json.loads(kb("status", "--db", d, "--json").stdout) for d in (db, tmp_path / "fresh")]
-    assert (counts[0]["documents"], counts[0]["chunks"], counts[0]["postings"]) == \
-           (counts[1]["documents"], counts[1]["chunks"], counts[1]["postings"])
+    completes_like_fresh(db, folder, tmp_path / "fresh")
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import kb
+from conftest import completes_like_fresh, kb
 
 pytestmark = pytest.mark.slow  # real processes, waiting on the file system
 
@@ -68,9 +68,4 @@ def test_sigkill_of_the_watcher_mid_write_leaves_a_store_the_next_run_completes(
     time.sleep(1.0)  # the watcher is writing its run of these
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kb("index", "--db", db, "--quiet")
-    assert json.loads(kb("check", "--db", db, "--json").stdout)["ok"]
-    kb("index", folder, "--db", tmp_path / "fresh", "--quiet", "--vector-index", "none")
-    counts = [json.loads(kb("status", "--db", d, "--json").stdout) for d in (db, tmp_path / "fresh")]
-    assert [(c["documents"], c["chunks"], c["postings"]) for c in counts][0] == \
-           [(c["documents"], c["chunks"], c["postings"]) for c in counts][1]
+    completes_like_fresh(db, folder, tmp_path / "fresh")
