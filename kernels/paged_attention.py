@@ -7,8 +7,9 @@ int32, `ctx` (seqs,) int32: each sequence's length with its new tokens):
   each sequence's cached prefix plus causal attention among themselves: prefill, cached-prefix
   prefill and mixed batches; a short step splits each tile's keys over several programs and
   merges their partial softmaxes;
-- `kv_tile`, `attend_tile`: the key tile and online-softmax step that `extend` and the decode
-  kernels (kb.kernels.paged_decode) share.
+- `kv_tile`, `attend_tile`, `attend_range`: the key tile, the online-softmax step and a range of
+  tiles (unmasked where nothing is hidden) that `extend` and the decode kernels
+  (kb.kernels.paged_decode) share.
 
 They take plain tensors; kb.rag.attention adapts a step's batch to them. Their reference is
 kb.kernels.paged_attention_ref; tests compare them on random inputs.
@@ -75,20 +76,47 @@ def kv_tile(table_row, n0, end, kvh, offs_d, KV_HEADS: tl.constexpr, DIM: tl.con
 
 
 @triton.jit
-def attend_tile(q, kc_ptr, vc_ptr, kv_off, live, keep, m_i, l_i, acc, scale, PRECISION: tl.constexpr):
+def attend_tile(q, kc_ptr, vc_ptr, kv_off, live, keep, m_i, l_i, acc, scale, PRECISION: tl.constexpr,
+                MASKED: tl.constexpr):
     """One key tile of flash attention for a (BLOCK_M, DIM) tile of queries: the scores where
     `keep`, then the running max, sum and output brought up to date; returns (m, l, acc).
-    `scale` includes log2(e): scores and maxima are in base 2 (exp2 is the hardware's)."""
-    k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
+    `scale` includes log2(e): scores and maxima are in base 2 (exp2 is the hardware's). Without
+    MASKED, every key of the tile is there and seen by every query (`live`, `keep` unread): no
+    masks, the common case of a long context, whose masked tiles are the diagonal and the end."""
+    if MASKED:
+        k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
+    else:
+        k = tl.load(kc_ptr + kv_off)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-    s = tl.where(keep, s, float("-inf"))
+    if MASKED:
+        s = tl.where(keep, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key to see in this tile
     p = tl.math.exp2(s - m_safe[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
-    v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
+    if MASKED:
+        v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
+    else:
+        v = tl.load(vc_ptr + kv_off)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return m_new, l_i * alpha + tl.sum(p, 1), acc
+
+
+@triton.jit
+def attend_range(q, q_pos, kc_ptr, vc_ptr, table_row, lo, mid, hi, kvh, offs_d, m_i, l_i, acc, scale,
+                 KV_HEADS: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr,
+                 PRECISION: tl.constexpr):
+    """A tile of queries at positions `q_pos` against keys lo .. hi of one sequence (its block-table
+    row at `table_row`): the tiles before `mid` (a multiple of BLOCK_N past lo) unmasked, as every
+    query sees every key there; the rest masked by position and by hi. Returns (m, l, acc)."""
+    for n0 in range(lo, mid, BLOCK_N):
+        offs_n, live, kv_off = kv_tile(table_row, n0, hi, kvh, offs_d, KV_HEADS, DIM, BS, BLOCK_N)
+        m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, live, m_i, l_i, acc, scale, PRECISION, False)
+    for n0 in range(mid, hi, BLOCK_N):
+        offs_n, live, kv_off = kv_tile(table_row, n0, hi, kvh, offs_d, KV_HEADS, DIM, BS, BLOCK_N)
+        keep = (offs_n[None, :] <= q_pos[:, None]) & live[None, :]
+        m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, keep, m_i, l_i, acc, scale, PRECISION, True)
+    return m_i, l_i, acc
 
 
 @triton.jit
@@ -116,11 +144,11 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
     chunk = tl.cdiv(tl.cdiv(end, SPLITS), BLOCK_N) * BLOCK_N  # this program's share of the keys
     lo = split * chunk
     hi = tl.minimum(end, lo + chunk)
-    for n0 in range(lo, hi, BLOCK_N):
-        offs_n, live, kv_off = kv_tile(table_ptr + seq * stride_table, n0, hi, kvh, offs_d,
-                                       KV_HEADS, DIM, BS, BLOCK_N)
-        causal = (offs_n[None, :] <= q_pos[:, None]) & live[None, :]
-        m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, causal, m_i, l_i, acc, scale, PRECISION)
+    # whole tiles of keys that every query of the tile sees (up to its first query's position)
+    # need no mask; the diagonal and the range's end do
+    mid = tl.maximum(lo, tl.minimum(hi, ctx - q_len + m0 + 1) // BLOCK_N * BLOCK_N)
+    m_i, l_i, acc = attend_range(q, q_pos, kc_ptr, vc_ptr, table_ptr + seq * stride_table, lo, mid, hi, kvh, offs_d,
+                                 m_i, l_i, acc, scale, KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
     live_m = offs_m < q_len
     if SPLITS == 1:
         out = acc / l_i[:, None]

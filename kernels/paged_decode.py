@@ -15,9 +15,21 @@ import torch
 import triton
 import triton.language as tl
 
-from kb.kernels.paged_attention import LOG2E, attend_tile, kv_tile
+from kb.kernels.paged_attention import LOG2E, attend_range
 
 PREFIX_TILE = 64  # decode queries per tile of the shared-prefix pass
+
+
+@triton.jit
+def _attend_all(q, kc_ptr, vc_ptr, table_row, lo, hi, kvh, offs_d, m_i, l_i, acc, scale,
+                ROWS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
+                BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """Every query row sees keys lo .. hi (decode: all are before the query): whole tiles unmasked."""
+    hi = tl.maximum(hi, lo)  # an empty share
+    mid = lo + (hi - lo) // BLOCK_N * BLOCK_N
+    q_pos = tl.zeros([ROWS], tl.int32) + hi
+    return attend_range(q, q_pos, kc_ptr, vc_ptr, table_row, lo, mid, hi, kvh, offs_d, m_i, l_i, acc, scale,
+                        KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
 
 
 @triton.jit
@@ -41,11 +53,8 @@ def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, memb
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, DIM], tl.float32)
-    for n0 in range(0, length, BLOCK_N):
-        offs_n, live, kv_off = kv_tile(table_ptr + rep * stride_table, n0, length, kvh, offs_d,
-                                       KV_HEADS, DIM, BS, BLOCK_N)
-        m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, live[None, :], m_i, l_i, acc, scale,
-                                    PRECISION)
+    m_i, l_i, acc = _attend_all(q, kc_ptr, vc_ptr, table_ptr + rep * stride_table, 0, length, kvh, offs_d,
+                                m_i, l_i, acc, scale, BLOCK_M, KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
     row = seq * HEADS + head
     tl.store(pre_o_ptr + row[:, None] * DIM + offs_d[None, :], acc, mask=live_m[:, None])
     tl.store(pre_ml_ptr + row * 2, m_i, mask=live_m)
@@ -78,11 +87,8 @@ def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx
     chunk = tl.cdiv(tl.cdiv(ctx - skip, SPLITS), BLOCK_N) * BLOCK_N
     lo = skip + split * chunk
     hi = tl.minimum(ctx, lo + chunk)
-    for n0 in range(lo, hi, BLOCK_N):
-        offs_n, live, kv_off = kv_tile(table_ptr + seq * stride_table, n0, hi, kvh, offs_d,
-                                       KV_HEADS, DIM, BS, BLOCK_N)
-        m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, live[None, :], m_i, l_i, acc, scale,
-                                    PRECISION)
+    m_i, l_i, acc = _attend_all(q, kc_ptr, vc_ptr, table_ptr + seq * stride_table, lo, hi, kvh, offs_d,
+                                m_i, l_i, acc, scale, GROUP_P2, KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
     row = (seq * HEADS + heads) * SPLITS + split  # (seq, head, split); an empty share writes m=-inf, l=0
     tl.store(part_o_ptr + row[:, None] * DIM + offs_d[None, :], acc, mask=keep[:, None])
     tl.store(part_ml_ptr + row * 2, m_i, mask=keep)
@@ -119,13 +125,14 @@ def _decode_reduce(part_o_ptr, part_ml_ptr, pre_o_ptr, pre_ml_ptr, o_ptr, skip_p
 
 def decode_splits(seqs: int, kv_heads: int) -> int:
     """Shares each sequence's context is split into: enough programs to fill the GPU (about 256)
-    for a few sequences, one each when the batch fills it alone."""
+    for a few sequences, one each when the batch fills it alone. (H200, one sequence after 30K
+    tokens, 2 KV heads: 64 shares of 64-key tiles 11.5 us a layer, 128 of 128-key tiles 8.2 us.)"""
     n = 256 // (seqs * kv_heads)
-    return min(64, 1 << (n.bit_length() - 1)) if n else 1
+    return min(128, 1 << (n.bit_length() - 1)) if n else 1
 
 
 def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, skip=None, members=None, prefix_tiles=None,
-           splits: int = 0, block_n: int = 64, warps: int = 4, stages: int = 3):
+           splits: int = 0, block_n: int = 128, warps: int = 4, stages: int = 3):
     """q: (seqs, heads, dim), one query per sequence -> (seqs, heads, dim). The grid depends on
     the batch's shape alone (`splits` shares of each context; 0: `decode_splits`), so a CUDA graph
     replays it for any context lengths. With shared prefixes planned (kb.rag.batch.shared_prefixes:
