@@ -185,11 +185,12 @@ def test_decode_with_shared_prefixes_matches_reference(heads, kv_heads, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("tokens, hidden, heads, kv_heads, dim", [(1, 896, 14, 2, 64), (5, 200, 6, 2, 32),
+@pytest.mark.parametrize("tokens, hidden, heads, kv_heads, dim", [(1, 1100, 2, 1, 64), (5, 200, 6, 2, 32),
                                                                   (16, 128, 4, 4, 128)])
 def test_decode_layer_kernels_match_reference(tokens, hidden, heads, kv_heads, dim, dtype):
     """The fused decode-step kernels (norm + qkv + bias + rotary + KV store; projection + residual;
-    norm + gate/up + SwiGLU) on 1 to 16 tokens, a hidden size off the tile (200), GQA and MHA."""
+    norm + gate/up + SwiGLU) on 1 to 16 tokens, hidden sizes off the tile (1,100 in two loads for
+    one token, 200), GQA and MHA."""
     from kb.kernels import decode_layer, decode_layer_ref
 
     if dtype == torch.bfloat16 and DEVICE.type == "cpu":

@@ -207,11 +207,13 @@ def sse(url: str, path: str, body: dict) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_ask_and_chat_on_the_generator(store, smollm2):
-    """/ask equals `kb ask --json` (greedy), streamed or not; chat completions, streamed or not, agree."""
+def test_ask_chat_and_ask_backend_on_the_generator(store, smollm2):
+    """/ask equals `kb ask --json` (greedy), streamed or not; chat completions, streamed or not,
+    agree; and `kb ask --backend URL`, which sends the messages kb's own engine reads, gives the
+    same answer, sources and citations through /v1/chat/completions. A server gone: exit 69."""
     proc, url = start(store, "--model", smollm2)
+    question = "How often is a sourdough starter fed?"
     try:
-        question = "How often is a sourdough starter fed?"
         status, got = call(url, "/ask", {"question": question, "max_tokens": 24})
         want = kb_json("ask", question, "--db", store, "--model", smollm2, "--max-tokens", "24")
         assert status == 200 and got["answer"] == want["answer"] and got["sources"] == want["sources"]
@@ -226,8 +228,15 @@ def test_ask_and_chat_on_the_generator(store, smollm2):
         assert chunks[-1] == "[DONE]"
         text = "".join(json.loads(c)["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
         assert text == whole["choices"][0]["message"]["content"]
+        remote = kb_json("ask", question, "--db", store, "--backend", url, "--max-tokens", "24")
+        assert remote["answer"] == want["answer"] and remote["sources"] == want["sources"]
+        assert remote["cited"] == want["cited"] and remote["model"] == f"default at {url}"
+        assert remote["stats"]["prompt_tokens"] == want["stats"]["prompt_tokens"] and remote["stats"]["new_tokens"] > 0
+        assert remote["prompt_token_ids"] == [] and json.loads(remote["prompt"])[1]["role"] == "user"
     finally:
         stop(proc)
+    gone = kb("ask", question, "--db", store, "--backend", url, check=69)
+    assert gone.stderr.count("\n") == 1 and "cannot reach" in gone.stderr
 
 
 @pytest.mark.slow
@@ -257,25 +266,6 @@ def test_watch_keeps_answering_and_a_kill_mid_write_leaves_a_store_the_next_run_
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     completes_like_fresh(db, folder, tmp_path / "fresh")
-
-
-@pytest.mark.slow
-def test_ask_backend_against_kb_serve_gives_the_local_answer(store, smollm2):
-    """`kb ask --backend URL` sends the messages kb's own engine reads: with the same model behind
-    kb serve's /v1/chat/completions, the greedy answer, its sources and citations are the same."""
-    proc, url = start(store, "--model", smollm2)
-    try:
-        question = "How often is a sourdough starter fed?"
-        remote = kb_json("ask", question, "--db", store, "--backend", url, "--max-tokens", "24")
-        local = kb_json("ask", question, "--db", store, "--model", smollm2, "--max-tokens", "24")
-        assert remote["answer"] == local["answer"] and remote["sources"] == local["sources"]
-        assert remote["cited"] == local["cited"] and remote["model"] == f"default at {url}"
-        assert remote["stats"]["prompt_tokens"] == local["stats"]["prompt_tokens"] and remote["stats"]["new_tokens"] > 0
-        assert remote["prompt_token_ids"] == [] and json.loads(remote["prompt"])[1]["role"] == "user"
-    finally:
-        stop(proc)
-    gone = kb("ask", question, "--db", store, "--backend", url, check=69)
-    assert gone.stderr.count("\n") == 1 and "cannot reach" in gone.stderr
 
 
 def test_index_with_embed_backend_against_kb_serve(server, store, tmp_path):
