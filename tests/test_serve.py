@@ -170,11 +170,13 @@ def test_mcp_over_streamable_http(server):
     assert "cooking/sourdough-starter.md" in listing.contents[0].text
 
 
-def test_mcp_over_stdio_with_the_sdks_client(store):
+def test_mcp_over_stdio_with_the_sdks_client(store, tiny_encoder):
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
-    params = StdioServerParameters(command=sys.executable, args=["-m", "kb.cli", "serve", "--mcp", "stdio", "--db", str(store)],
+    # --model: any folder with a config.json will do, as a declined question never loads the generator
+    args = ["-m", "kb.cli", "serve", "--mcp", "stdio", "--db", str(store), "--model", str(tiny_encoder)]
+    params = StdioServerParameters(command=sys.executable, args=args,
                                    env={"NO_COLOR": "1", "KB_CONFIG": os.environ["KB_CONFIG"]})
 
     async def session():
@@ -183,12 +185,14 @@ def test_mcp_over_stdio_with_the_sdks_client(store):
             got = await client.call_tool("get", {"path": "cooking/sourdough-starter.md:1"})
             bad = await client.call_tool("get", {"path": "no/such/file.md"})
             status = await client.call_tool("status", {})
-            return names, got, bad, status
-    names, got, bad, status = asyncio.run(session())
+            asked = await client.call_tool("ask", {"question": "zqxv frobnicates the quux of the vorpal gimble"})
+            return names, got, bad, status, asked
+    names, got, bad, status, asked = asyncio.run(session())
     assert names == {"search", "ask", "get", "status"}
     assert got.structured_content["text"] == "# Keeping a sourdough starter alive"
     assert bad.is_error and "no indexed document" in bad.content[0].text
     assert status.structured_content["documents"] > 30
+    assert asked.structured_content["declined"] and not asked.structured_content["sources"]  # no model loaded
 
 
 def sse(url: str, path: str, body: dict) -> list[tuple[str, str]]:
