@@ -1,5 +1,5 @@
 """Triton kernels for a decode step's layers (1 to 16 tokens): each streams one weight matrix once
-and does the work around it in the same launch, so that a layer is five launches (these three and
+and does the work around it in the same launch, so that a layer is six launches (these three, one of them twice, and
 the two of decode attention) instead of a dozen, and no activation makes a round trip through
 memory between a norm and its product:
 

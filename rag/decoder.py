@@ -202,7 +202,7 @@ class CausalLM(nn.Module):
             cos, sin = cos * self.rope_scale, sin * self.rope_scale
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         fused = getattr(attend, "fused", None)
-        if fused is not None:  # a small decode step: five launches a layer
+        if fused is not None:  # a small decode step: six launches a layer
             for i, layer in enumerate(self.layers):
                 x = layer.decode(x, cos, sin, attend, i, fused)
             return self.norm(x)
