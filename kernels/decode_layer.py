@@ -1,7 +1,7 @@
 """Triton kernels for a decode step's layers (1 to 16 tokens): each streams one weight matrix once
-and does the work around it in the same launch, so that a layer is six launches (these three, one of them twice, and
-the two of decode attention) instead of a dozen, and no activation makes a round trip through
-memory between a norm and its product:
+and does the work around it in the same launch, so that a layer is six launches (these three, one
+of them twice, and the two of decode attention) instead of eleven, and no activation makes a round
+trip through memory between a norm and its product:
 
 - `norm_qkv_rope_store`: RMSNorm of the residual stream, the fused q/k/v projection (+ bias),
   rotary positions, queries out, keys and values into their KV-cache slots;
