@@ -19,9 +19,11 @@ pytestmark = pytest.mark.slow  # real processes, waiting on the file system
 
 
 def _watcher(folder: Path, db: Path) -> subprocess.Popen:
+    # Ctrl-C as in a terminal: a shell's background job (a CI script run with `&`) starts with
+    # SIGINT ignored, and Python keeps an inherited ignore
     proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "index", str(folder), "--db", str(db), "--watch",
                              "--json", "--vector-index", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     json.loads(proc.stdout.readline())  # the first run is done: the watcher is watching
     return proc
 
