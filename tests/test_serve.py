@@ -286,5 +286,17 @@ def test_index_with_embed_backend_against_kb_serve(server, store, tmp_path):
         want = kb_json("query", q, "--db", store, "--mode", "vector", "-k", "5")["results"]
         assert [(h["path"], h["start_line"], round(h["score"], 4)) for h in got] == \
                [(h["path"], h["start_line"], round(h["score"], 4)) for h in want]
-    gone = kb("index", SAMPLE, "--db", tmp_path / "x", "--embed-backend", f"http://127.0.0.1:{free_port()}", check=69)
+    dead = f"http://127.0.0.1:{free_port()}"
+    gone = kb("index", SAMPLE, "--db", tmp_path / "x", "--embed-backend", dead, check=69)
     assert gone.stderr.count("\n") == 1 and "cannot reach" in gone.stderr
+    import sqlite3  # the server moves away: hybrid queries fall back to BM25, saying why; vector ones fail
+
+    conn = sqlite3.connect(db / "kb.sqlite")
+    meta = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'embedding'").fetchone()[0])
+    meta["config"]["backend"] = dead
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'embedding'", (json.dumps(meta),))
+    conn.commit()
+    conn.close()
+    fell = kb_json("query", "feeding a sourdough starter", "--db", db)
+    assert fell["mode"] == "bm25" and "cannot reach" in fell["note"] and fell["results"]
+    assert kb("query", "starter", "--db", db, "--mode", "vector", check=69).stderr.count("\n") == 1

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
-from kb.errors import StoreIncompatible, UsageError
+from kb.errors import StoreIncompatible, Unavailable, UsageError
 from kb.index.search import exact, fusion
 from kb.index.search.bm25 import Bm25Retriever
 from kb.index.search.paths import ChunkPaths, Scope
@@ -51,7 +51,13 @@ class Searcher:
         pool = exact.pool(k, wanted)
         depth = pool if mode != "hybrid" else max(pool, self.cfg.hybrid_depth)
         t0 = time.perf_counter()
-        lists, terms = self._retrieve(query, mode, depth, scope, timings)
+        try:
+            lists, terms = self._retrieve(query, mode, depth, scope, timings)
+        except Unavailable as e:  # the server the store's vectors came from (kb index --embed-backend)
+            if mode != "hybrid":
+                raise
+            mode, note = "bm25", f"{e}: hybrid fell back to bm25"
+            lists, terms = self._retrieve(query, mode, depth, scope, timings)
         t1 = time.perf_counter()
         if mode == "hybrid":
             ranked = fusion.fuse(lists["bm25"], lists["vector"], pool, *self.fusion(query))
