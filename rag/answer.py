@@ -52,10 +52,11 @@ class Answer:
 
 
 def answered(p: Prepared, out, model: str) -> Answer:
-    """The Answer from the generator's output `out` (kb.rag.engine.Output) for `p`."""
+    """The Answer from the generator's output `out` (kb.rag.engine.Output, or kb.rag.backend.Output
+    for a server's answer) for `p`."""
     text = out.text.strip()
     stats = {"prompt_tokens": out.prompt_tokens, "cached_tokens": out.cached_tokens,
-             "new_tokens": getattr(out, "new_tokens", 0) or len(out.token_ids), "retrieval_ms": round(p.retrieval_ms, 2),
+             "new_tokens": out.new_tokens, "retrieval_ms": round(p.retrieval_ms, 2),
              "ttft_ms": round(out.ttft_s * 1000, 2), "decode_tokens_per_s": round(out.decode_tokens_per_s, 2)}
     cited = check(text, [s.text for s in p.sources])
     return Answer(p.question, grounding.shown(text, cited), p.sources, cited, model, p.prompt, p.ids, stats,

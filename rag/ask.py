@@ -19,7 +19,7 @@ from kb.index.store.kv import KV_DIR
 from kb.rag import backend, provenance
 from kb.rag.answer import Answer, Prepared, answered, declined
 from kb.rag.catalog import DEFAULT as DEFAULT_MODEL
-from kb.rag.prompt import SYSTEM_PROMPT, chat_prompt, source_block, user_message
+from kb.rag.prompt import SYSTEM_PROMPT, chat_messages, chat_prompt, source_block
 from kb.rag.sources import MIN_SCORE, SOURCE_FLOOR, pack, relevant
 
 
@@ -156,8 +156,7 @@ class Asker:
         return chat_prompt(self.engine.tokenizer, self.cfg.system, sources, question)
 
     def _messages(self, sources, question: str) -> list[dict]:
-        user = user_message([(s.n, s.path, s.start_line, s.end_line, s.text, s.context) for s in sources], question)
-        return backend.messages(self.cfg.system, user)
+        return chat_messages(self.cfg.system, sources, question)
 
     def _remote(self, p: Prepared, on_text):
         return backend.generate(self.cfg.backend, self.cfg.backend_model, self._messages(p.sources, p.question),

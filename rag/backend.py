@@ -1,8 +1,8 @@
 """`kb ask --backend URL`: kb's retrieval, declining and citation checking, with the answer written
 by an OpenAI-compatible server (vLLM, SGLang, llama.cpp, kb serve) instead of kb's own engine.
 
-The request carries the same messages kb's engine would read (the system prompt, then the
-numbered sources in retrieval order, then the question), so the bytes before the question are
+The request carries the same messages kb's engine reads (kb.rag.prompt.chat_messages: the system
+prompt, then the numbered sources in retrieval order, then the question), so the bytes before the question are
 the same for questions that retrieve the same sources and the server's own prefix cache hits.
 Without the server's tokenizer, the sources are packed against a character estimate of tokens.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 CONTEXT = 8192  # tokens assumed for the server's model when --context-tokens is not given
@@ -21,10 +21,6 @@ CHARS_PER_TOKEN = 3  # a cautious estimate for English and code (BPE vocabularie
 def count(text: str) -> int:
     """Tokens `text` is taken to cost (rounded up)."""
     return -(-len(text) // CHARS_PER_TOKEN)
-
-
-def messages(system: str, user: str) -> list[dict]:
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def render(msgs: list[dict]) -> str:
@@ -42,8 +38,7 @@ class Output:
     ttft_s: float
     decode_tokens_per_s: float
     finish_reason: str
-    token_ids: list[int] = field(default_factory=list)  # the server's ids are not returned
-    new_tokens: int = 0
+    new_tokens: int = 0  # the server's count (its token ids are not returned)
 
 
 def generate(url: str, model: str | None, msgs: list[dict], max_tokens: int, temperature: float,
@@ -71,4 +66,4 @@ def generate(url: str, model: str | None, msgs: list[dict], max_tokens: int, tem
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     first = first if first is not None else total
     return Output("".join(pieces), usage.get("prompt_tokens") or 0, cached, first,
-                  (new - 1) / (total - first) if new > 1 and total > first else 0.0, finish, new_tokens=new)
+                  (new - 1) / (total - first) if new > 1 and total > first else 0.0, finish, new)

@@ -44,6 +44,10 @@ class Output:
     decode_tokens_per_s: float
     logprobs: list[float] | None = None  # of the params' `logprobs_of` ids, at the first answer token
 
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
 
 class Engine:
     """Requests, the scheduler, the prefix cache and the outputs; the model runner does the rest."""

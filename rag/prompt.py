@@ -69,9 +69,15 @@ def user_message(blocks: list[tuple], question: str) -> str:
     return f"Sources:\n\n{body}Question: {' '.join(question.split())}\n{ANSWER_HINT}"
 
 
+def chat_messages(system: str, sources: list[Source], question: str) -> list[dict]:
+    """The chat: the system prompt, then the user message of sources and question (what kb's
+    engine reads through the chat template, and what `kb ask --backend` sends a server)."""
+    user = user_message([(s.n, s.path, s.start_line, s.end_line, s.text, s.context) for s in sources], question)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def chat_prompt(tokenizer, system: str, sources: list[Source], question: str) -> str:
     """The whole prompt as text: `tokenizer`'s chat template (a Hugging Face tokenizer's
-    `apply_chat_template`) over the system prompt and the user message, ready for the answer."""
-    user = user_message([(s.n, s.path, s.start_line, s.end_line, s.text, s.context) for s in sources], question)
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    `apply_chat_template`) over `chat_messages`, ready for the answer."""
+    return tokenizer.apply_chat_template(chat_messages(system, sources, question), add_generation_prompt=True,
+                                         tokenize=False)
