@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kb.kernels.paged_attention import precision
+
 MAX_TOKENS = 16  # tokens a launch takes: the rows of one tensor-core tile
 # Launch settings swept on an H200 (Qwen2.5-0.5B shapes, one token; .scratch sweep, 2026-12-03):
 # us a call, fused against the unfused ops it replaces: qkv 3.2 vs 6.6 (4 rows of each half, whole
@@ -145,10 +147,6 @@ def _store_head(x1, x2, head, d, m, live_m, q_ptr, kc_ptr, vc_ptr, slot_ptr,
         tl.store(dst + HALF, x2.to(kc_ptr.dtype.element_ty), mask=live_m[:, None])
 
 
-def _precision(x: torch.Tensor) -> str:
-    return "ieee" if x.dtype == torch.float32 else "tf32"  # fp32 stays fp32, to match the reference
-
-
 def norm_qkv_rope_store(x, norm_weight, eps: float, weight, bias, cos, sin, k_cache, v_cache, slots,
                         heads: int, kv_heads: int, rows: int = 0, block_k: int = 0, warps: int = 4,
                         stages: int = 3) -> torch.Tensor:
@@ -165,7 +163,7 @@ def norm_qkv_rope_store(x, norm_weight, eps: float, weight, bias, cos, sin, k_ca
     _norm_qkv_rope_store[grid](x, norm_weight, weight, bias if bias is not None else weight, cos, sin, q,
                                k_cache, v_cache, slots, tokens, hidden, eps, x.stride(0), cos.stride(0),
                                HEADS=heads, KV_HEADS=kv_heads, DIM=dim, HB=hb, M_P2=m_p2, BLOCK_K=block_k,
-                               HAS_BIAS=bias is not None, PRECISION=_precision(x), num_warps=warps,
+                               HAS_BIAS=bias is not None, PRECISION=precision(x), num_warps=warps,
                                num_stages=stages)
     return q
 
@@ -200,7 +198,7 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
     warps = 8 if m_p2 == 1 and k > 2048 and warps == 4 else warps  # a long row (the down projection)
     _linear_residual[(triton.cdiv(n, block_n),)](x, weight, residual, out, tokens, n, k, x.stride(0),
                                                  residual.stride(0), M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                 PRECISION=_precision(x), num_warps=warps, num_stages=stages)
+                                                 PRECISION=precision(x), num_warps=warps, num_stages=stages)
     return out
 
 
@@ -242,5 +240,5 @@ def norm_gate_up(x: torch.Tensor, norm_weight: torch.Tensor, eps: float, weight:
     block_n = rows or 16
     _norm_gate_up[(triton.cdiv(n, block_n),)](x, norm_weight, weight, out, tokens, n, k, eps, x.stride(0),
                                               M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
-                                              PRECISION=_precision(x), num_warps=warps, num_stages=stages)
+                                              PRECISION=precision(x), num_warps=warps, num_stages=stages)
     return out

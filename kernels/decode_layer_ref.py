@@ -7,6 +7,8 @@ import torch
 
 from kb.kernels import fused_ref
 
+MAX_TOKENS = 16  # as the kernels'
+
 
 def norm_qkv_rope_store(x, norm_weight, eps: float, weight, bias, cos, sin, k_cache, v_cache, slots,
                         heads: int, kv_heads: int) -> torch.Tensor:

@@ -23,12 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kb.kernels.paged_attention import precision
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _precision(x: torch.Tensor) -> str:
-    """fp32 inputs are multiplied in full precision (Hopper would round them to tf32 otherwise)."""
-    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 @triton.jit
@@ -131,7 +128,7 @@ def varlen_attention(qkv: torch.Tensor, cu: torch.Tensor, tiles: tuple[torch.Ten
     _varlen_attention[(tile_seq.numel(), heads)](
         qkv, out, cu, tile_seq, tile_m, bias, 1.0 / math.sqrt(dim), qkv.stride(0), out.stride(0),
         HEADS=heads, DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, HAS_BIAS=rel_bias is not None,
-        NUM_BUCKETS=num_buckets, MAX_DISTANCE=max_distance, WHILE=INTERPRET, PRECISION=_precision(qkv),
+        NUM_BUCKETS=num_buckets, MAX_DISTANCE=max_distance, WHILE=INTERPRET, PRECISION=precision(qkv),
         num_warps=warps or (4 if block_m <= 64 else 8), **({"num_stages": stages} if stages else {}))
     return out
 
@@ -243,7 +240,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     bm, bn, bk = block
     _linear[(triton.cdiv(M, bm) * triton.cdiv(N, bn),)](
-        x, weight, bias, out, M, N, x.stride(0), weight.stride(0), out.stride(0), K=K, GELU=gelu, PRECISION=_precision(x),
+        x, weight, bias, out, M, N, x.stride(0), weight.stride(0), out.stride(0), K=K, GELU=gelu, PRECISION=precision(x),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP=8, num_warps=warps, num_stages=stages)
     return out
 

@@ -33,6 +33,12 @@ LOG2E = 1.4426950408889634  # the kernels' softmax runs in base 2: scores are sc
 LONG = {128: dict(block_m=128, block_n=32, warps=8, stages=2)}
 
 
+def precision(x: torch.Tensor) -> str:
+    """tl.dot's input precision for x's dtype: fp32 stays fp32 (Hopper would round it to tf32), so
+    that results match the torch references to 1e-5."""
+    return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
 def settings(tokens: int, dim: int) -> dict:
     """The extend kernel's tiles and launch settings for a step of `tokens` new tokens."""
     if tokens >= LONG_STEP and dim in LONG:
@@ -207,9 +213,7 @@ def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, bl
         q, k_cache, v_cache, out, part_o, part_ml, block_tables, cu_q, ctx, tiles[0], tiles[1],
         scale * LOG2E, tokens, q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HEADS=heads, KV_HEADS=kv_heads, GROUP=heads // kv_heads, DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,
-        SPLITS=splits,
-        # fp32 stays fp32 (no TF32), so that it matches the reference to 1e-5
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps, num_stages=stages)
+        SPLITS=splits, PRECISION=precision(q), num_warps=warps, num_stages=stages)
     if splits > 1:
         _extend_reduce[(tokens, heads)](part_o, part_ml, out, tokens, out.stride(0), out.stride(1),
                                         HEADS=heads, DIM=dim, SPLITS=splits)

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kb.kernels.paged_attention import LOG2E, attend_range
+from kb.kernels.paged_attention import LOG2E, attend_range, precision
 
 PREFIX_TILE = 64  # decode queries per tile of the shared-prefix pass
 
@@ -143,7 +143,6 @@ def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, skip=None, memb
     kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
     group = heads // kv_heads
     splits = splits or decode_splits(seqs, kv_heads)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"
     scale = scale * LOG2E
     part_o = torch.empty((seqs * heads * splits, dim), dtype=torch.float32, device=q.device)
     part_ml = torch.empty((seqs * heads * splits, 2), dtype=torch.float32, device=q.device)
@@ -155,13 +154,13 @@ def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, skip=None, memb
         _decode_prefix[(prefix_tiles.shape[0], heads)](
             q, k_cache, v_cache, pre_o, pre_ml, block_tables, members, prefix_tiles, scale,
             q.stride(0), q.stride(1), block_tables.stride(0), HEADS=heads, KV_HEADS=kv_heads, GROUP=group,
-            DIM=dim, BS=bs, BLOCK_M=PREFIX_TILE, BLOCK_N=64, PRECISION=precision)
+            DIM=dim, BS=bs, BLOCK_M=PREFIX_TILE, BLOCK_N=64, PRECISION=precision(q))
     skip = skip if shared else ctx  # an unread stand-in
     _decode_split[(seqs, kv_heads, splits)](
         q, k_cache, v_cache, part_o, part_ml, block_tables, ctx, skip, scale, q.stride(0),
         q.stride(1), block_tables.stride(0), HEADS=heads, KV_HEADS=kv_heads, GROUP=group,
         GROUP_P2=max(triton.next_power_of_2(group), 16), DIM=dim, BS=bs, SPLITS=splits, BLOCK_N=block_n,
-        HAS_SKIP=shared, PRECISION=precision, num_warps=warps, num_stages=stages)
+        HAS_SKIP=shared, PRECISION=precision(q), num_warps=warps, num_stages=stages)
     out = torch.empty_like(q)
     _decode_reduce[(seqs, heads)](part_o, part_ml, pre_o, pre_ml, out, skip, out.stride(0), out.stride(1),
                                   HEADS=heads, DIM=dim, SPLITS=splits, HAS_SKIP=shared)

@@ -132,7 +132,7 @@ class Attend:
     def __init__(self, pool: BlockPool, attention, batch: Batch):
         self.pool, self.attention, self.batch = pool, attention, batch
         kernels = attention.decode_layers
-        small = batch.decode and len(batch.q_lens) <= getattr(kernels, "MAX_TOKENS", 16)
+        small = batch.decode and len(batch.q_lens) <= kernels.MAX_TOKENS
         self.fused = kernels if attention.fuse_decode and small else None
 
     def __call__(self, layer: int, qkv, cos, sin) -> torch.Tensor:
