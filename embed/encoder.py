@@ -114,6 +114,12 @@ class EmbedSpec:
     key: str
     dims: int
 
+    @classmethod
+    def of(cls, fingerprint: dict) -> "EmbedSpec":
+        """The spec of a fingerprint: its key is a hash of it."""
+        key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+        return cls(fingerprint, key, fingerprint["dims"])
+
 
 def describe(cfg: EmbedConfig) -> EmbedSpec:
     from kb.embed.tokenizer import load_tokenizer
@@ -139,8 +145,7 @@ def describe(cfg: EmbedConfig) -> EmbedSpec:
     }
     if dense:  # (kept out of older stores' fingerprints, which had none)
         fingerprint["dense"] = [d[0] for d in dense]
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    return EmbedSpec(fingerprint, key, fingerprint["dims"])
+    return EmbedSpec.of(fingerprint)
 
 
 class Encoder(Framing):

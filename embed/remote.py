@@ -7,8 +7,7 @@ kb.remote; the API key comes from the environment and is never stored.
 
 from __future__ import annotations
 
-import hashlib
-import json
+from functools import lru_cache
 
 import numpy as np
 
@@ -36,16 +35,16 @@ def _vectors(cfg, texts: list[str]) -> np.ndarray:
     return vecs
 
 
+@lru_cache(maxsize=4)
 def describe(cfg):
-    """kb.embed.encoder.EmbedSpec of a backend: its dimension asked of the server (one text)."""
+    """kb.embed.encoder.EmbedSpec of a backend: its dimension asked of the server (one text), once
+    per process (an index run describes its encoder several times)."""
     from kb.embed.encoder import EmbedSpec
 
     dims = cfg.dims or _vectors(cfg.__class__(**{**cfg.stored(), "dims": 0}), ["kb"]).shape[1]
-    fingerprint = {"model": cfg.backend_model or "default", "api": "openai-embeddings", "dims": dims,
-                   "normalize": cfg.normalize, "query_prefix": cfg.query_prefix,
-                   "passage_prefix": cfg.passage_prefix, "max_tokens": MAX_TOKENS}
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    return EmbedSpec(fingerprint, key, dims)
+    return EmbedSpec.of({"model": cfg.backend_model or "default", "api": "openai-embeddings", "dims": dims,
+                         "normalize": cfg.normalize, "query_prefix": cfg.query_prefix,
+                         "passage_prefix": cfg.passage_prefix, "max_tokens": MAX_TOKENS})
 
 
 class RemoteEncoder:
