@@ -8,14 +8,15 @@ endpoint is covered too):
 - the body's size: over `max_body` bytes is refused before it is read (413); a chunked body without
   a length is refused too (411).
 
-A refusal is one JSON error (kb.cli.serve.http's shape); nothing else runs.
+A refusal is one JSON error (`error_json`, the shape of every error kb serve gives); nothing else runs.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from urllib.parse import urlsplit
+
+from starlette.responses import JSONResponse
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -38,12 +39,12 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self.refusal(headers)
         if refusal is not None:
-            return await _error(send, *refusal)
+            return await error_json(*refusal, 2)(scope, receive, send)
         size = headers.get("content-length")
         if size is None and "chunked" in headers.get("transfer-encoding", ""):
-            return await _error(send, 411, "a body needs a Content-Length")
+            return await error_json(411, "a body needs a Content-Length", 2)(scope, receive, send)
         if size is not None and (not size.isdigit() or int(size) > self.max_body):
-            return await _error(send, 413, f"the body is over {self.max_body} bytes")
+            return await error_json(413, f"the body is over {self.max_body} bytes", 2)(scope, receive, send)
         return await self.app(scope, receive, send)
 
     def refusal(self, headers: dict) -> tuple[int, str] | None:
@@ -59,9 +60,13 @@ class Guard:
         return None
 
 
-async def _error(send, status: int, message: str) -> None:
-    kind = {401: "unauthorized", 403: "forbidden", 411: "length_required", 413: "too_large"}.get(status, "error")
-    body = json.dumps({"error": {"message": message, "type": kind, "code": 2}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+TYPES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "store_incompatible",
+         411: "length_required", 413: "too_large", 503: "busy", 500: "internal"}
+
+
+def error_json(status: int, message: str, code: int) -> JSONResponse:
+    """kb serve's one shape of an error: {"error": {"message", "type", "code"}} (`code`: the CLI's
+    exit code), with its status (503 says when to come back)."""
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": {"message": message, "type": TYPES.get(status, "error"), "code": code}},
+                        status_code=status, headers=headers)

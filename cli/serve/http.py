@@ -30,11 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
+from kb.cli.serve.guard import error_json
 from kb.cli.serve.service import Service
 from kb.errors import UsageError
 
 STATUS = {2: 400, 3: 404, 4: 409, 73: 503, 74: 503, 75: 503}
-TYPES = {400: "invalid_request", 404: "not_found", 409: "store_incompatible", 503: "busy", 500: "internal"}
 
 
 def error_response(e: Exception) -> JSONResponse:
@@ -44,9 +44,7 @@ def error_response(e: Exception) -> JSONResponse:
     line, code = explain(e)
     status = STATUS.get(code, 500)
     message = line.split(": ", 1)[1] if line.startswith(("error: ", "internal error: ")) else line
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse({"error": {"message": message, "type": TYPES.get(status, "error"), "code": code}},
-                        status_code=status, headers=headers)
+    return error_json(status, message, code)
 
 
 async def body(request: Request) -> dict:
