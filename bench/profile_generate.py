@@ -56,8 +56,8 @@ def profile(fn, title: str, steps: int = 5) -> None:
 
 
 def graph_replay_ms(hf) -> dict:
-    """A batch-1 decode graph's replay time against the longest context the cache can hold
-    (which fixes the decode kernel's grid)."""
+    """A batch-1 decode graph's replay time for caches of three sizes (the graph's block tables are
+    as wide as the longest context the cache can hold)."""
     from kb.rag.kv_cache import CacheConfig
 
     out = {}

@@ -3,8 +3,8 @@ instead of a few hundred kernel launches from Python (a small model's step is la
 
 - Decode: one graph per batch size in BATCH_SIZES, captured when the model runner starts. A step of n
   sequences replays the smallest graph of at least n, its spare rows pointed at a scratch block
-  so that their writes touch nothing real. The decode kernel's grid is fixed by the longest
-  context the cache can hold, so a replay is valid for any context length.
+  so that their writes touch nothing real. The decode kernel's grid depends on the batch size
+  alone (it splits each sequence's own context), so a replay is valid for any context length.
 - Prefill of one sequence (a question's prompt, or a chunk of a long one): one graph per token
   bucket in PREFILL_TOKENS, captured the first time a prompt of that size comes (its first run
   is eager). n new tokens replay the smallest bucket of at least n; the padding tokens write
