@@ -210,16 +210,24 @@ def sse(url: str, path: str, body: dict) -> list[tuple[str, str]]:
     return events
 
 
+QUESTION = "How often is a sourdough starter fed?"
+
+
+@pytest.fixture(scope="module")
+def local_answer(store, smollm2) -> dict:
+    """`kb ask --json` with kb's own engine (greedy, SmolLM2): what every backend must give."""
+    return kb_json("ask", QUESTION, "--db", store, "--model", smollm2, "--max-tokens", "24")
+
+
 @pytest.mark.slow
-def test_ask_chat_and_ask_backend_on_the_generator(store, smollm2):
+def test_ask_chat_and_ask_backend_on_the_generator(store, smollm2, local_answer):
     """/ask equals `kb ask --json` (greedy), streamed or not; chat completions, streamed or not,
     agree; and `kb ask --backend URL`, which sends the messages kb's own engine reads, gives the
     same answer, sources and citations through /v1/chat/completions. A server gone: exit 69."""
     proc, url = start(store, "--model", smollm2)
-    question = "How often is a sourdough starter fed?"
+    question, want = QUESTION, local_answer
     try:
         status, got = call(url, "/ask", {"question": question, "max_tokens": 24})
-        want = kb_json("ask", question, "--db", store, "--model", smollm2, "--max-tokens", "24")
         assert status == 200 and got["answer"] == want["answer"] and got["sources"] == want["sources"]
         events = sse(url, "/ask", {"question": question, "max_tokens": 24, "stream": True})
         pieces = [json.loads(d)["text"] for e, d in events if e == "text"]
@@ -241,6 +249,33 @@ def test_ask_chat_and_ask_backend_on_the_generator(store, smollm2):
         stop(proc)
     gone = kb("ask", question, "--db", store, "--backend", url, check=69)
     assert gone.stderr.count("\n") == 1 and "cannot reach" in gone.stderr
+
+
+@pytest.mark.slow
+def test_ask_backend_against_a_server_kb_did_not_write(store, smollm2, local_answer):
+    """`kb ask --backend` against Hugging Face's own OpenAI-compatible server (`transformers serve`,
+    the same SmolLM2 folder, greedy): the same answer, sources and citations as kb's engine."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(smollm2),
+                             "--device", "cpu", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(url + "/v1/models", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                time.sleep(0.5)
+        got = kb_json("ask", QUESTION, "--db", store, "--backend", url, "--backend-model", str(smollm2),
+                      "--max-tokens", "24")
+    finally:
+        stop(proc)
+    want = local_answer
+    assert got["answer"] == want["answer"] and got["sources"] == want["sources"] and got["cited"] == want["cited"]
+    assert got["model"] == f"{smollm2} at {url}" and got["stats"]["new_tokens"] == want["stats"]["new_tokens"]
 
 
 @pytest.mark.slow
