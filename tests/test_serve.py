@@ -279,6 +279,24 @@ def test_ask_backend_against_a_server_kb_did_not_write(store, smollm2, local_ans
 
 
 @pytest.mark.slow
+def test_mcp_ask_over_stdio_answers_with_the_model(store, smollm2, local_answer):
+    """The MCP `ask` tool with a small model behind it (SmolLM2, greedy): `kb ask --json`'s answer."""
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    args = ["-m", "kb.cli", "serve", "--mcp", "stdio", "--db", str(store), "--model", str(smollm2)]
+    params = StdioServerParameters(command=sys.executable, args=args,
+                                   env={"NO_COLOR": "1", "KB_CONFIG": os.environ["KB_CONFIG"]})
+
+    async def session():
+        async with Client(params) as client:
+            return await client.call_tool("ask", {"question": QUESTION, "max_tokens": 24})
+    asked = asyncio.run(session())
+    got = asked.structured_content
+    assert not asked.is_error and got["answer"] == local_answer["answer"] and got["sources"] == local_answer["sources"]
+
+
+@pytest.mark.slow
 def test_watch_keeps_answering_and_a_kill_mid_write_leaves_a_store_the_next_run_completes(tmp_path):
     """`kb serve --watch`: a new file shows in served queries; queries answer while a run writes;
     SIGKILL of the server mid-write, then `kb index` completes the store (kb check, and the same

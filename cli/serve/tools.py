@@ -45,10 +45,10 @@ def make_server(service: Service):
         return await done(service.query, query, k, mode, path)
 
     @server.tool()
-    async def ask(question: str, k: int = 6) -> dict[str, Any]:
+    async def ask(question: str, k: int = 6, max_tokens: int = 256) -> dict[str, Any]:
         """An answer to a question from the indexed documents by a local model, citing its numbered
-        sources; declined when the documents have nothing relevant."""
-        return await done(service.ask, question, k)
+        sources; declined when the documents have nothing relevant. max_tokens bounds the answer."""
+        return await done(service.ask, question, k, max_tokens)
 
     @server.tool()
     async def get(path: str) -> dict[str, Any]:
