@@ -204,13 +204,13 @@ def test_queries_see_the_old_index_during_a_rebuild(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_killed_while_embedding_says_so_and_the_next_completes(tmp_path):
+def test_a_run_killed_while_embedding_says_so_and_the_next_completes(tmp_path, tiny_encoder):
     from test_crash import make_corpus, same_vectors
 
     corpus = tmp_path / "corpus"
-    make_corpus(corpus, 150, 11)
-    db = tmp_path / "db"
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "index", str(corpus), "--db", str(db), "--quiet"],
+    make_corpus(corpus, 300, 11)
+    db, model = tmp_path / "db", ("--model", str(tiny_encoder))  # a small encoder: the kill lands all the same
+    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "index", str(corpus), "--db", str(db), "--quiet", *model],
                             cwd=REPO)
     vectors = 0
     while proc.poll() is None and not vectors:  # embedding is committed batch by batch
@@ -230,8 +230,8 @@ def test_a_run_killed_while_embedding_says_so_and_the_next_completes(tmp_path):
     assert "incomplete" in kb("status", "--db", db).stdout
     proc = kb("query", "note", "--db", db, "--mode", "vector", check=4)
     assert "incomplete" in proc.stderr and "--vector-index none" not in proc.stderr
-    kb("index", corpus, "--db", db, "--quiet")
-    kb("index", corpus, "--db", tmp_path / "reference", "--quiet")
+    kb("index", corpus, "--db", db, "--quiet", *model)
+    kb("index", corpus, "--db", tmp_path / "reference", "--quiet", *model)
     same_vectors(db, tmp_path / "reference")
     assert kb_json("status", "--db", db)["vectors"]["complete"] is True
 
