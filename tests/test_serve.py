@@ -182,13 +182,15 @@ def test_mcp_over_stdio_with_the_sdks_client(store, tiny_encoder):
     async def session():
         async with Client(params) as client:
             names = {t.name for t in (await client.list_tools()).tools}
+            found = await client.call_tool("search", {"query": "sourdough starter", "k": 2, "mode": "bm25"})
             got = await client.call_tool("get", {"path": "cooking/sourdough-starter.md:1"})
             bad = await client.call_tool("get", {"path": "no/such/file.md"})
             status = await client.call_tool("status", {})
             asked = await client.call_tool("ask", {"question": "zqxv frobnicates the quux of the vorpal gimble"})
-            return names, got, bad, status, asked
-    names, got, bad, status, asked = asyncio.run(session())
+            return names, found, got, bad, status, asked
+    names, found, got, bad, status, asked = asyncio.run(session())
     assert names == {"search", "ask", "get", "status"}
+    assert found.structured_content["results"][0]["path"] == "cooking/sourdough-starter.md"
     assert got.structured_content["text"] == "# Keeping a sourdough starter alive"
     assert bad.is_error and "no indexed document" in bad.content[0].text
     assert status.structured_content["documents"] > 30
