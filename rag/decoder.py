@@ -21,6 +21,7 @@ from torch import nn
 
 from kb.errors import NotFound, UsageError
 from kb.kernels import fused_ref
+from kb.rag.rope import ROPE_KINDS, dynamic_frequencies, dynamic_limit, rotary
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 
@@ -62,6 +63,9 @@ class ModelConfig:
         if kind not in ROPE_KINDS:
             raise UsageError(f"unsupported rope scaling {kind!r} (kb supports {', '.join(ROPE_KINDS)})")
         positions = c.get("max_position_embeddings", 4096)
+        if kind == "dynamic":  # its base grows past the trained context, up to `factor` times it
+            rope["max_position_embeddings"] = positions
+            positions = int(rope["factor"] * positions)
         if kind in ("linear", "yarn") and rope.get("factor"):  # the context these scalings extend to
             positions = max(positions, int(rope["factor"] * rope.get("original_max_position_embeddings", positions)))
         heads = c["num_attention_heads"]
@@ -74,63 +78,6 @@ class ModelConfig:
                    max_positions=positions,
                    tie_embeddings=bool(c.get("tie_word_embeddings", False)),
                    attention_bias=arch == "qwen2" or bool(c.get("attention_bias", False)))
-
-
-ROPE_KINDS = ("default", "linear", "llama3", "yarn")
-
-
-def rotary(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
-    """((head_dim/2,) float32 rotary frequencies, the factor cos and sin are scaled by), with the
-    configuration's long-context scaling: linear (positions slowed by `factor`), Llama 3's (long
-    wavelengths slowed, short ones kept, the band between blended) or YaRN (Qwen2.5's 128K
-    configurations: the same idea with the band set by how often each frequency turns within the
-    original context, and attention sharpened by 0.1 ln(factor) + 1)."""
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float) / cfg.head_dim))
-    s = dict(cfg.rope_scaling)
-    kind = s.pop("rope_type", "default")
-    if kind == "linear":
-        return inv / s["factor"], 1.0
-    if kind == "llama3":
-        return _llama3(inv, s), 1.0
-    if kind == "yarn":
-        return _yarn(inv, s, cfg)
-    return inv, 1.0
-
-
-def _llama3(inv: torch.Tensor, s: dict) -> torch.Tensor:
-    factor, low, high = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
-    old = s.get("original_max_position_embeddings", 8192)
-    wavelen = 2 * math.pi / inv
-    # Long wavelengths are slowed by `factor`, short ones kept, the band between blended.
-    scaled = torch.where(wavelen > old / low, inv / factor, inv)
-    blend = (old / wavelen - low) / (high - low)
-    mid = (wavelen >= old / high) & (wavelen <= old / low)
-    return torch.where(mid, (1 - blend) * inv / factor + blend * inv, scaled)
-
-
-def _yarn(inv: torch.Tensor, s: dict, cfg: ModelConfig) -> tuple[torch.Tensor, float]:
-    original = s.get("original_max_position_embeddings") or cfg.max_positions
-    factor = s.get("factor") or cfg.max_positions / original
-    d, theta = cfg.head_dim, cfg.rope_theta
-
-    def index_turning(turns: float) -> float:
-        """The frequency index (continuous) that turns `turns` times within the original context."""
-        return d * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(theta))
-    lo, hi = index_turning(s.get("beta_fast") or 32), index_turning(s.get("beta_slow") or 1)
-    if s.get("truncate", True):
-        lo, hi = math.floor(lo), math.ceil(hi)
-    lo, hi = max(lo, 0), min(hi, d - 1)
-    # 0 below `lo` (fast frequencies, kept), 1 above `hi` (slow ones, slowed by `factor`), a ramp between
-    ramp = ((torch.arange(d // 2, dtype=torch.float) - lo) / (hi - lo if hi != lo else 1e-3)).clamp(0, 1)
-    inv = inv / factor * ramp + inv * (1 - ramp)
-
-    def sharpen(scale: float, m: float = 1.0) -> float:
-        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
-    attention = s.get("attention_factor")
-    if attention is None:
-        m, m_all = s.get("mscale"), s.get("mscale_all_dim")
-        attention = sharpen(factor, m) / sharpen(factor, m_all) if m and m_all else sharpen(factor)
-    return inv, float(attention)
 
 
 class RMSNorm(nn.Module):
@@ -189,12 +136,17 @@ class CausalLM(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.inv_freq, self.rope_scale = rotary(cfg)  # not a buffer: `to(dtype)` must not round it
+        self.dynamic_rope = dynamic_limit(cfg)  # dynamic NTK's trained context, or None
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, attend, rope_lens: list[int] | None = None):
         """ids, positions: (tokens,) of many sequences back to back; `attend(layer, qkv, cos, sin)`
-        (kb.rag.runner.Attend; with `attend.fused`, each layer's `decode`). Returns the final
-        hidden states (tokens, hidden)."""
-        freqs = positions[:, None].float() * self.inv_freq[None]
+        (kb.rag.runner.Attend; with `attend.fused`, each layer's `decode`); `rope_lens`: each
+        token's sequence length as dynamic NTK scaling counts it (`dynamic_rope`'s models only).
+        Returns the final hidden states (tokens, hidden)."""
+        inv = self.inv_freq[None]
+        if rope_lens is not None and (grown := dynamic_frequencies(self.cfg, self.inv_freq, rope_lens)) is not None:
+            inv = grown
+        freqs = positions[:, None].float() * inv
         angles = torch.cat((freqs, freqs), dim=-1)
         x = self.embed_tokens(ids)
         cos, sin = angles.cos(), angles.sin()

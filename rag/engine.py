@@ -66,7 +66,8 @@ class Engine:
             disk = DiskCache(Path(cfg.disk_cache), fingerprint(folder, self.runner.dtype, cfg.cache.block_size),
                              cfg.disk_cache_bytes)
         self.radix: PrefixCache = RadixCache(self.pool, disk)
-        self.scheduler = Scheduler(self.pool, self.radix, self.runner.token_budget, cfg.max_seqs, cfg.speculate)
+        self.scheduler = Scheduler(self.pool, self.radix, self.runner.token_budget, cfg.max_seqs, cfg.speculate,
+                                   share_limit=self.model.dynamic_rope)
         self._ids = itertools.count()
 
     @property

@@ -62,7 +62,9 @@ class ModelRunner:
         # decode batches are planned for shared prefixes where the backend reads them once
         self.prefix_tile = self.attention.prefix_tile if cfg.shared_prefix_decode else 0
         self.graphs = None
-        if cfg.cuda_graphs and self.device.type == "cuda" and self.attention.name == "triton":
+        # dynamic NTK rotates each token by its sequence's length: steps run eagerly, without graphs
+        graphs = cfg.cuda_graphs and self.model.dynamic_rope is None
+        if graphs and self.device.type == "cuda" and self.attention.name == "triton":
             from kb.rag.graphs import StepGraphs
 
             self.graphs = StepGraphs(self)
@@ -92,10 +94,10 @@ class ModelRunner:
             picked = [_logprobs(logits[last[j] - widths[j]], s.params.logprobs_of) for j, s in enumerate(done)]
         return list(zip(done, gained, picked))
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, rope_lens: list[int] | None = None) -> torch.Tensor:
         """Hidden states (tokens, hidden) of the batch's new tokens (`batch.ids`); their keys and
-        values are written to the pool."""
-        return self.model(batch.ids, batch.positions, self.attend(batch))
+        values are written to the pool. `rope_lens`: for dynamic NTK scaling (see `_rope_lens`)."""
+        return self.model(batch.ids, batch.positions, self.attend(batch), rope_lens)
 
     def attend(self, batch: Batch) -> "Attend":
         return Attend(self.pool, self.attention, batch)
@@ -118,7 +120,7 @@ class ModelRunner:
             hidden = graphs.prefill(ids, ctx[0], tables[0])
         else:
             hidden = self.forward(Batch.build(q_lens, ctx, tables, self.pool.block_size, self.device, ids,
-                                              prefix_tile=self.prefix_tile))
+                                              prefix_tile=self.prefix_tile), _rope_lens(self.model, plan))
         last = list(itertools.accumulate(q_lens))
         rows = [r for i, w in zip(ends, widths) for r in range(last[i] - w, last[i])]
         return self.model.logits(hidden[rows[0]:rows[0] + 1] if len(rows) == 1 else hidden[rows])
@@ -143,6 +145,16 @@ class Attend:
 
     def rotated(self, layer: int, q) -> torch.Tensor:
         return self.attention.rotated(self.pool.k[layer], self.pool.v[layer], q, self.batch)
+
+
+def _rope_lens(model: CausalLM, plan: list[tuple[Sequence, int]]) -> list[int] | None:
+    """For dynamic NTK scaling, each planned token's sequence length as Hugging Face's `generate`
+    counts it: a prompt's tokens, computed in one forward there, its whole length; a generated
+    token (or a guess), computed alone there, its position + 1. Then a token's rotation depends
+    neither on how the prompt is chunked nor on speculation. None for other models."""
+    if model.dynamic_rope is None:
+        return None
+    return [max(s.prompt_len, p + 1) for s, n in plan for p in range(s.computed, s.computed + n)]
 
 
 def _logprobs(logits: torch.Tensor, ids: tuple[int, ...]) -> list[float] | None:

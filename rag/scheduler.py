@@ -52,10 +52,15 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, pool: BlockPool, cache: PrefixCache, token_budget: int, max_seqs: int, speculate: int = 0):
+    def __init__(self, pool: BlockPool, cache: PrefixCache, token_budget: int, max_seqs: int, speculate: int = 0,
+                 share_limit: int | None = None):
         self.pool, self.cache = pool, cache
         self.token_budget, self.max_seqs = token_budget, max_seqs
         self.speculate = speculate  # guessed tokens checked per decode step at most (0: none)
+        # Dynamic NTK scaling rotates a token by its sequence's length once that passes the trained
+        # context (`share_limit`): only keys before it, of prompts within it, are alike in every
+        # sequence and go to the prefix cache; a longer prompt reuses nothing.
+        self.share_limit = share_limit
         self.waiting: deque[Sequence] = deque()
         # oldest first; a dict for its order and O(1) membership (a step of 500 sequences asked a
         # list "still running?" 500 times a step: 2.5 ms of host time a step, twice)
@@ -121,13 +126,13 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """Remember the finished sequence's KV in the prefix cache and release its blocks."""
         if seq.computed > seq.prompt_len:  # else `prefilled` has inserted all of it
-            self.cache.insert_prefix(seq.tokens[:seq.computed], seq.blocks)
+            self._insert(seq, seq.computed)
         del self.running[seq]
         self._release(seq)
 
     def prefilled(self, seq: Sequence) -> None:
         """The prompt is computed: insert it so that requests sharing it reuse it."""
-        self.cache.insert_prefix(seq.tokens[:seq.prompt_len], seq.blocks)
+        self._insert(seq, seq.prompt_len)
 
     # -- internals ------------------------------------------------------------------------------
     def _order_waiting(self) -> dict[int, int]:
@@ -157,11 +162,22 @@ class Scheduler:
         """The two blocks of `seq`'s prompt from position `at`, if its prompt is still to be
         computed there (a waiting sequence, or a running prefill) and reaches that far."""
         span = 2 * self.pool.block_size
+        if self.share_limit is not None and seq.prompt_len > self.share_limit:
+            return None  # it shares nothing (see share_limit)
         if seq.computed < seq.prompt_len and seq.prompt_len >= at + span:
             return tuple(seq.tokens[at:at + span])
         return None
 
+    def _insert(self, seq: Sequence, n: int) -> None:
+        """The first n tokens' KV into the prefix cache (those of them that `share_limit` lets others reuse)."""
+        if self.share_limit is not None:
+            n = 0 if seq.prompt_len > self.share_limit else min(n, self.share_limit)
+        if n:
+            self.cache.insert_prefix(seq.tokens[:n], seq.blocks)
+
     def _admit(self, seq: Sequence) -> None:
+        if self.share_limit is not None and seq.prompt_len > self.share_limit:
+            return  # its keys are all rotated for its own length: nothing cached is alike
         match = self.cache.match_prefix(seq.tokens[:len(seq.tokens) - 1])  # at least one token is computed
         seq.blocks, seq.computed = match.blocks, match.cached
         seq.cached = max(seq.cached, min(match.cached, seq.prompt_len))
@@ -184,7 +200,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         del self.running[seq]
-        self.cache.insert_prefix(seq.tokens[:seq.computed], seq.blocks)  # recomputed from here if it stays
+        self._insert(seq, seq.computed)  # recomputed from here if it stays
         self._release(seq)
         seq.computed, seq.preemptions, seq.draft = 0, seq.preemptions + 1, []
         self.waiting.appendleft(seq)
