@@ -87,7 +87,7 @@ def main() -> None:
         return pa.extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(block_m), DIM ** -0.5,
                          block_m=block_m, block_n=block_n, splits=1, warps=warps, stages=stages)
     grid = [dict(block_m=m, block_n=n, stages=s, warps=w)
-            for m, n, s, w in itertools.product((16, 32, 64), (32, 64), (2, 3), (4, 8))]
+            for m, n, s, w in itertools.product((16, 32, 64, 128), (32, 64), (2, 3), (4, 8))]
     out["extend"] = sweep(f"extend: 500 x 28 new after {SHARED} cached, {HEADS} heads, dim {DIM}", extend, grid,
                           dict(block_m=pa.EXTEND_TILE, block_n=64, stages=3, warps=4))
     emit("batch_sweep", device=torch.cuda.get_device_name(), **out)

@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 
 EXTEND_TILE = 64  # queries per tile of the extend kernel (fastest for 64 to 2,304 new tokens on an H100)
-# A step of at least LONG_STEP new tokens (a long prompt's chunks; more than any prefill CUDA
-# graph's bucket) at head dim 128 takes bigger tiles, 8 warps and 2 stages: on an H200, 8,192
+# A step with a sequence of at least LONG_STEP new tokens (a long prompt's chunks; more than any
+# prefill CUDA graph's bucket) at head dim 128 takes bigger tiles, 8 warps and 2 stages: on an H200, 8,192
 # queries after 24,576 cached went from 254 to 292 TFLOP/s (bench/prefill_sweep.py) and a 128K
 # prompt on a 7B shape from 17.3 to 14.9 s (bench/generate.py d). At head dim 64 the kernel alone
 # was faster (186 -> 244 TFLOP/s) but a 32K prompt end to end slower (0.305 -> 0.777 s, not yet
@@ -40,7 +40,8 @@ def precision(x: torch.Tensor) -> str:
 
 
 def settings(tokens: int, dim: int) -> dict:
-    """The extend kernel's tiles and launch settings for a step of `tokens` new tokens."""
+    """The extend kernel's tiles and launch settings for a step whose longest sequence has `tokens`
+    new tokens (many short ones, as 500 prompts after a shared prefix, keep 64-query tiles)."""
     if tokens >= LONG_STEP and dim in LONG:
         return LONG[dim]
     return dict(block_m=EXTEND_TILE, block_n=64, warps=4, stages=3)

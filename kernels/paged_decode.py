@@ -131,18 +131,31 @@ def decode_splits(seqs: int, kv_heads: int) -> int:
     return min(128, 1 << (n.bit_length() - 1)) if n else 1
 
 
+# Launch settings of the per-sequence pass (H200, bench/batch_sweep.py and the decode sweep of
+# 2026-12-03): when a context is split into shares, big tiles (one sequence after 30K tokens:
+# 128-key tiles 8.2 us a layer against 11.5 for 64); when each sequence is one program, the batch
+# fills the GPU and its own contexts are short after a shared prefix, small tiles and few stages
+# (more programs at once: 512 sequences, 752 shared + 30..60 own tokens, 32 heads of dim 128:
+# 157.6 us a layer against 309.1 with the split settings).
+SPLIT = dict(block_n=128, warps=4, stages=3)
+FILLED = dict(block_n=32, warps=2, stages=2)
+
+
 def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, skip=None, members=None, prefix_tiles=None,
-           splits: int = 0, block_n: int = 128, warps: int = 4, stages: int = 3):
+           splits: int = 0, block_n: int = 0, warps: int = 0, stages: int = 0):
     """q: (seqs, heads, dim), one query per sequence -> (seqs, heads, dim). The grid depends on
     the batch's shape alone (`splits` shares of each context; 0: `decode_splits`), so a CUDA graph
     replays it for any context lengths. With shared prefixes planned (kb.rag.batch.shared_prefixes:
     `skip` (seqs,), `members` (seqs,), `prefix_tiles` (tiles, 4) int32), a prefix pass first
     attends each group's queries to their common prefix at once, and the per-sequence pass covers
-    the rest."""
+    the rest. `block_n`, `warps`, `stages` (0: SPLIT, or FILLED with one share per sequence):
+    the per-sequence pass's key tile and launch settings."""
     seqs, heads, dim = q.shape
     kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
     group = heads // kv_heads
     splits = splits or decode_splits(seqs, kv_heads)
+    chosen = FILLED if splits == 1 else SPLIT
+    block_n, warps, stages = block_n or chosen["block_n"], warps or chosen["warps"], stages or chosen["stages"]
     scale = scale * LOG2E
     part_o = torch.empty((seqs * heads * splits, dim), dtype=torch.float32, device=q.device)
     part_ml = torch.empty((seqs * heads * splits, 2), dtype=torch.float32, device=q.device)

@@ -68,7 +68,7 @@ class TritonBackend(TorchBackend):
         if batch.decode:
             return self._decode(q, k_cache, v_cache, batch.block_tables, batch.ctx, self.scale,
                                 batch.skip, batch.members, batch.prefix_tiles)
-        launch = self._settings(q.shape[0], q.shape[-1])  # long prompts' chunks take bigger tiles
+        launch = self._settings(max(batch.q_lens), q.shape[-1])  # long prompts' chunks take bigger tiles
         return self._extend(q, k_cache, v_cache, batch.block_tables, batch.cu_q, batch.ctx,
                             batch.tiles(launch["block_m"]), self.scale, **launch)
 
