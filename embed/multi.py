@@ -9,6 +9,7 @@ copies two arrays; packing on the host is done by each process for its own share
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from dataclasses import replace
 from multiprocessing.shared_memory import SharedMemory
 
@@ -64,6 +65,7 @@ class MultiEncoder:
             p = ctx.Process(target=_serve, args=(replace(cfg, device=d, devices=()), child),
                             name=f"kb-embed-{d}", daemon=True)
             p.start()
+            child.close()  # the process's end is its own: when it dies, recv() here ends, never hangs
             self._conns.append(parent)
             self._procs.append(p)
         packed = []
@@ -91,12 +93,9 @@ class MultiEncoder:
             np.cumsum(lengths, out=offsets[1:])
             ids[:offsets[-1]] = np.concatenate([np.asarray(x, np.int32) for x in id_lists])
             del offsets, ids
-            groups = shares(lengths, len(self._conns))
-            for conn, idx in zip(self._conns, groups):
-                conn.send((ids_mem.name, out_mem.name, n, idx))
-            errors = [m for conn in self._conns for ok, m in [conn.recv()] if not ok]
-            if errors:
-                raise RuntimeError(f"embedding on several GPUs failed: {errors[0]}")
+            todo = np.arange(n)
+            while len(todo):  # the shares of a process that ended go to the others
+                todo = self._embed_shares(ids_mem.name, out_mem.name, n, todo, lengths)
             shared = np.ndarray((n, self.dims), np.float32, out_mem.buf)
             vectors = shared.copy()
             del shared  # no view may outlive close()
@@ -106,6 +105,40 @@ class MultiEncoder:
             ids_mem.unlink()
             out_mem.close()
             out_mem.unlink()
+
+    def _embed_shares(self, ids_name: str, out_name: str, n: int, todo: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Texts `todo` shared out over the live processes; returns those of processes that ended."""
+        from kb.errors import KbError
+
+        if not self._conns:
+            raise KbError("embedding on several GPUs failed: every encoder process has ended")
+        sent, lost = [], []
+        for i, idx in enumerate(shares(lengths[todo], len(self._conns))):
+            try:
+                self._conns[i].send((ids_name, out_name, n, todo[idx]))
+                sent.append((i, todo[idx]))
+            except OSError:
+                lost.append((i, todo[idx]))
+        for i, idx in sent:
+            try:
+                ok, message = self._conns[i].recv()
+            except (EOFError, OSError):
+                lost.append((i, idx))
+                continue
+            if not ok:
+                raise RuntimeError(f"embedding on several GPUs failed: {message}")
+        for i, _ in sorted(lost, reverse=True):
+            self._lose(i)
+        return np.sort(np.concatenate([idx for _, idx in lost])) if lost else todo[:0]
+
+    def _lose(self, i: int) -> None:
+        """A process that ended (killed, or its GPU failed): the run goes on without it."""
+        conn, proc, device = self._conns.pop(i), self._procs.pop(i), self.devices[i]
+        self.devices = self.devices[:i] + self.devices[i + 1:]
+        conn.close()
+        proc.join(timeout=5)
+        sys.stderr.write(f"kb: warning: the encoder process on {device} ended (exit code {proc.exitcode}); "
+                         f"going on with {', '.join(self.devices) or 'none'}\n")
 
     def close(self) -> None:
         for conn in self._conns:

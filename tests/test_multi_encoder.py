@@ -51,3 +51,33 @@ def test_a_gpu_that_is_not_there_is_a_one_line_error_before_the_store_is_touched
     proc = kb("index", corpus, "--db", db, "--devices", "99", check=2)
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no GPU 99" in proc.stderr
     assert not db.exists()
+
+
+@pytest.mark.slow
+def test_an_encoder_process_killed_mid_call_leaves_the_other_to_finish_then_a_one_line_error(capfd):
+    """One process (a GPU's, on CPU here) is SIGKILLed while it embeds its share: the call still
+    returns every vector (the other process embeds the lost share), with one warning; when the
+    last one is gone, a KbError, not a hang."""
+    import os
+    import signal
+    import threading
+
+    from kb.errors import KbError
+
+    rng = np.random.default_rng(1)
+    texts = [rng.integers(1000, 20000, 250).astype(np.int32) for _ in range(200)]
+    multi = MultiEncoder(EmbedConfig(), ["cpu", "cpu"])
+    signal.alarm(240)  # a hang fails the test instead of holding CI
+    try:
+        want = multi.embed_passages(texts[:50])
+        victim = multi._procs[1].pid
+        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()  # about a third into its share
+        got = multi.embed_passages(texts)
+        assert multi.devices == ["cpu"] and np.abs(got[:50] - want).max() < 1e-4
+        assert "encoder process on cpu ended (exit code -9)" in capfd.readouterr().err
+        os.kill(multi._procs[0].pid, signal.SIGKILL)
+        with pytest.raises(KbError, match="every encoder process has ended"):
+            multi.embed_passages(texts[:5])
+    finally:
+        signal.alarm(0)
+        multi.close()
