@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 from common import best_of, emit
-from embed_model import bge_base, cosines, feed_batches, model_only, reference, two_gpus
+from embed_model import (bge_base, cosines, end_to_end_two_gpus, feed_batches, index_runs, model_only, reference,
+                         two_gpus)
 
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
@@ -78,19 +79,6 @@ def stored_cosine(db: Path, texts: list[str], ref: np.ndarray) -> dict:
     got = np.frombuffer(b"".join(v for _, v in found), np.float32).reshape(len(found), ref.shape[1])
     cos = cosines(ref[[i for i, _ in found]], got)
     return {"chunks": len(rows), "matched": len(found), "min": round(float(cos.min()), 6)}
-
-
-def index_runs(files: Path, db: Path, cfg, runs: int) -> tuple[list[float], object]:
-    """Wall times of `runs` `kb index` runs of `files`, each into a fresh store; the last report."""
-    from kb.index.indexer import index_paths
-
-    times, report = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        report = index_paths([files], db, cfg)
-        times.append(time.perf_counter() - t0)
-        shutil.rmtree(db)
-    return times, report
 
 
 def phases(files: Path, db: Path, cfg) -> dict:
@@ -212,6 +200,7 @@ def end_to_end(name: str, folder: Path, texts, ref, files: Path, work: Path, arg
     db = work / f"store-{name}-phases"
     r["kb_end_to_end_phases"] = phases(files, db, cfg)
     r["kb_end_to_end_stored_cosine_fp32"] = stored_cosine(db, texts, ref)
+    end_to_end_two_gpus(name, files, work, cfg, db, r)
     shutil.rmtree(db)
     if args.feed_variants:
         r["kb_end_to_end_feed_variants_s"] = feed_variants(files, work, cfg)
@@ -250,7 +239,7 @@ def table(results: list[dict]) -> None:
             "tokenizer_tok_s", "kb_model_over_hf", "kb_end_to_end_over_st", "min_cosine_fp32",
             "kb_model_feed_eager_tok_s", "kb_model_feed_graphs_tok_s")
     if "two_gpus_over_one" in results[0]:
-        cols += ("kb_model_2gpu_tok_s", "two_gpus_over_one")
+        cols += ("kb_model_2gpu_tok_s", "two_gpus_over_one", "kb_end_to_end_2gpu_tok_s", "kb_end_to_end_2gpu_over_one")
     print(f"{'':10}" + "".join(f"{c.replace('_tok_s', ''):>22}" for c in cols))
     for r in results:
         print(f"{r['shape']:10}" + "".join(f"{r.get(c, '-'):>22}" for c in cols))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,46 @@ def bge_base(folder: Path, tokenizer_dir: Path) -> Path:
         if (tokenizer_dir / name).exists():
             shutil.copy(tokenizer_dir / name, folder / name)
     return folder
+
+
+def index_runs(files: Path, db: Path, cfg, runs: int) -> tuple[list[float], object]:
+    """Wall times of `runs` `kb index` runs of `files`, each into a fresh store; the last report."""
+    from kb.index.indexer import index_paths
+
+    times, report = [], None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        report = index_paths([files], db, cfg)
+        times.append(time.perf_counter() - t0)
+        shutil.rmtree(db)
+    return times, report
+
+
+def end_to_end_two_gpus(name: str, files: Path, work: Path, cfg, one: Path, r: dict) -> None:
+    """`kb index --devices 0,1` where there are two GPUs: best of two warm runs, its ratio to one
+    GPU, and its stored vectors against the one-GPU store's (`one`), chunk by chunk."""
+    import sqlite3
+
+    import torch
+
+    from kb.index.indexer import index_paths
+
+    if torch.cuda.device_count() < 2:
+        return
+    two = replace(cfg, embed=replace(cfg.embed, devices=(0, 1)))
+    times = index_runs(files, work / f"store-{name}-2gpu", two, 3)[0]  # the first also starts the processes
+    r["kb_end_to_end_2gpu_runs_s"] = [round(t, 3) for t in times]
+    r["kb_end_to_end_2gpu_tok_s"] = round(r["tokens"] / min(times[1:]))
+    r["kb_end_to_end_2gpu_over_one"] = round(r["kb_end_to_end_2gpu_tok_s"] / r["kb_end_to_end_tok_s"], 2)
+    db = work / f"store-{name}-2gpu-check"
+    index_paths([files], db, two)
+    vectors = []
+    for store in (one, db):
+        conn = sqlite3.connect(store / "kb.sqlite")
+        vectors.append(dict(conn.execute("SELECT hash, vector FROM embeddings")))
+        conn.close()
+    common = sorted(vectors[0].keys() & vectors[1].keys())
+    a, b = (np.frombuffer(b"".join(v[h] for h in common), np.float32).reshape(len(common), -1) for v in vectors)
+    r["kb_2gpu_vs_1gpu_stored"] = {"chunks": len(common), "of": len(vectors[0]),
+                                   "min_cosine": round(float(cosines(a, b).min()), 6)}
+    shutil.rmtree(db)

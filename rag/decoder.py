@@ -12,7 +12,6 @@ concatenated at load so that each is one matrix product.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
