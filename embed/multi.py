@@ -127,7 +127,7 @@ class MultiEncoder:
                 continue
             if not ok:
                 raise RuntimeError(f"embedding on several GPUs failed: {message}")
-        for i, _ in sorted(lost, reverse=True):
+        for i in sorted({i for i, _ in lost}, reverse=True):
             self._lose(i)
         return np.sort(np.concatenate([idx for _, idx in lost])) if lost else todo[:0]
 
