@@ -2,9 +2,9 @@
 the Qwen2.5-0.5B shape, bf16): GPU time per kernel from torch.profiler, and the host's cost of
 one launch (a torch op and a Triton kernel) on this machine. `--workload b`: the 500-request
 Llama-2-7B workload of bench/generate.py, its steps timed by kind (scheduling, prefill, decode)
-and its kernels profiled.
+and its kernels profiled; `--workload b-hf`: that workload timed before and after an HF run.
 
-    python bench/profile_generate.py [--workload a|b] [--steps]
+    python bench/profile_generate.py [--workload a|b|b-hf] [--steps]
 """
 
 from __future__ import annotations
@@ -178,6 +178,33 @@ def steps_b(requests: int = 500, shared_len: int = 752) -> None:
             f"{requests} requests, kernels", steps=1)
 
 
+def b_after_hf(requests: int = 500) -> None:
+    """Why workload (b) in bench/generate.py (HF runs first) can take longer than here: the same
+    engine timed fresh, after an HF `generate` run, after emptying the allocator and collecting
+    garbage, and with the garbage collector off."""
+    import gc
+
+    from gen_common import hf_generate
+
+    rng, vocab = random.Random(2), LLAMA2_7B["vocab_size"]
+    hf = hf_model(LLAMA2_7B)
+    eng = kb_engine(hf, LLAMA2_7B, max_seqs=512, cache=_cache(0.9))
+
+    def prompts():
+        shared = tokens(752, vocab, rng)
+        return [shared + tokens(rng.randint(24, 34), vocab, rng) for _ in range(requests)]
+    kb_run(eng, [tokens(40, vocab, rng), tokens(300, vocab, rng)], 4)
+    kb_run(eng, prompts(), 30)
+    steps = (("fresh engine", None), ("again", None), ("after an HF run", lambda: hf_generate(hf, prompts()[:128], 30, 128)),
+             ("after empty_cache + gc", lambda: (torch.cuda.empty_cache(), gc.collect())), ("gc off", gc.disable))
+    for label, before in steps:
+        if before is not None:
+            before()
+        eng.radix.evict(eng.pool.num_blocks)
+        print(f"kb {requests} requests, {label}: {timed(lambda: kb_run(eng, prompts(), 30))[0]:.3f} s", flush=True)
+    gc.enable()
+
+
 def extend_sweep() -> None:
     """The extend kernel alone for a question after its context (256 new tokens, 2,048 cached;
     Qwen2.5-0.5B heads), over query tiles and key splits: microseconds per layer."""
@@ -243,6 +270,8 @@ def main() -> None:
         return extend_sweep()
     if args.workload == "b":
         return steps_b()
+    if args.workload == "b-hf":
+        return b_after_hf()
     if args.steps:
         return steps_a()
     rng = random.Random(0)
