@@ -162,22 +162,29 @@ class Scheduler:
         """The two blocks of `seq`'s prompt from position `at`, if its prompt is still to be
         computed there (a waiting sequence, or a running prefill) and reaches that far."""
         span = 2 * self.pool.block_size
-        if self.share_limit is not None and seq.prompt_len > self.share_limit:
-            return None  # it shares nothing (see share_limit)
+        if not self._shareable(seq):
+            return None
         if seq.computed < seq.prompt_len and seq.prompt_len >= at + span:
             return tuple(seq.tokens[at:at + span])
         return None
 
+    def _shareable(self, seq: Sequence) -> int:
+        """How many of `seq`'s leading tokens have keys alike in every sequence (see `share_limit`):
+        all without a limit; up to it for a prompt within it; none for a longer prompt, whose keys
+        are all rotated for its own length."""
+        if self.share_limit is None:
+            return len(seq.tokens)
+        return 0 if seq.prompt_len > self.share_limit else self.share_limit
+
     def _insert(self, seq: Sequence, n: int) -> None:
-        """The first n tokens' KV into the prefix cache (those of them that `share_limit` lets others reuse)."""
-        if self.share_limit is not None:
-            n = 0 if seq.prompt_len > self.share_limit else min(n, self.share_limit)
+        """The first n tokens' KV into the prefix cache (those of them others may reuse)."""
+        n = min(n, self._shareable(seq))
         if n:
             self.cache.insert_prefix(seq.tokens[:n], seq.blocks)
 
     def _admit(self, seq: Sequence) -> None:
-        if self.share_limit is not None and seq.prompt_len > self.share_limit:
-            return  # its keys are all rotated for its own length: nothing cached is alike
+        if not self._shareable(seq):
+            return  # nothing cached is alike
         match = self.cache.match_prefix(seq.tokens[:len(seq.tokens) - 1])  # at least one token is computed
         seq.blocks, seq.computed = match.blocks, match.cached
         seq.cached = max(seq.cached, min(match.cached, seq.prompt_len))
