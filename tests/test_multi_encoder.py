@@ -67,7 +67,10 @@ def test_an_encoder_process_killed_mid_call_leaves_the_other_to_finish_then_a_on
     rng = np.random.default_rng(1)
     texts = [rng.integers(1000, 20000, 250).astype(np.int32) for _ in range(200)]
     multi = MultiEncoder(EmbedConfig(), ["cpu", "cpu"])
-    signal.alarm(240)  # a hang fails the test instead of holding CI
+    def hung(*_):
+        raise TimeoutError("embed_passages hung after an encoder process was killed")
+    previous = signal.signal(signal.SIGALRM, hung)  # a hang fails the test instead of holding CI
+    signal.alarm(240)
     try:
         want = multi.embed_passages(texts[:50])
         victim = multi._procs[1].pid
@@ -80,4 +83,5 @@ def test_an_encoder_process_killed_mid_call_leaves_the_other_to_finish_then_a_on
             multi.embed_passages(texts[:5])
     finally:
         signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
         multi.close()

@@ -45,20 +45,33 @@ def start(db, *args, env: dict | None = None):
     proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--db", str(db), "--port", str(port), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "NO_COLOR": "1", **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    return proc, answering(proc, f"http://127.0.0.1:{port}", 120)
+
+
+def answering(proc, url: str, seconds: float) -> str:
+    """`url` once the server process `proc` answers HTTP there (any status); it is killed if it
+    does not within `seconds`, and its stderr is the failure if it exits."""
+    deadline = time.time() + seconds
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url + "/v1/models", timeout=2)
-            return proc, url
+            return url
         except urllib.error.HTTPError:
-            return proc, url  # answering (a guard refused the bare request)
+            return url  # answering (a guard refused the bare request)
         except OSError:
             if proc.poll() is not None:
                 raise AssertionError(proc.stderr.read())
             time.sleep(0.2)
     proc.kill()
-    raise AssertionError("kb serve did not start")
+    raise AssertionError(f"the server at {url} did not start")
+
+
+def stdio_params(store, model):
+    """The MCP SDK's parameters for `kb serve --mcp stdio` on `store` with `model`."""
+    from mcp.client.stdio import StdioServerParameters
+
+    args = ["-m", "kb.cli", "serve", "--mcp", "stdio", "--db", str(store), "--model", str(model)]
+    return StdioServerParameters(command=sys.executable, args=args, env={"NO_COLOR": "1", "KB_CONFIG": os.environ["KB_CONFIG"]})
 
 
 def stop(proc) -> None:
@@ -172,12 +185,9 @@ def test_mcp_over_streamable_http(server):
 
 def test_mcp_over_stdio_with_the_sdks_client(store, tiny_encoder):
     from mcp import Client
-    from mcp.client.stdio import StdioServerParameters
 
     # --model: any folder with a config.json will do, as a declined question never loads the generator
-    args = ["-m", "kb.cli", "serve", "--mcp", "stdio", "--db", str(store), "--model", str(tiny_encoder)]
-    params = StdioServerParameters(command=sys.executable, args=args,
-                                   env={"NO_COLOR": "1", "KB_CONFIG": os.environ["KB_CONFIG"]})
+    params = stdio_params(store, tiny_encoder)
 
     async def session():
         async with Client(params) as client:
@@ -261,16 +271,8 @@ def test_ask_backend_against_a_server_kb_did_not_write(store, smollm2, local_ans
     proc = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(smollm2),
                              "--device", "cpu", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(url + "/v1/models", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read()
-                time.sleep(0.5)
+        url = answering(proc, f"http://127.0.0.1:{port}", 180)
         got = kb_json("ask", QUESTION, "--db", store, "--backend", url, "--backend-model", str(smollm2),
                       "--max-tokens", "24")
     finally:
@@ -284,11 +286,8 @@ def test_ask_backend_against_a_server_kb_did_not_write(store, smollm2, local_ans
 def test_mcp_ask_over_stdio_answers_with_the_model(store, smollm2, local_answer):
     """The MCP `ask` tool with a small model behind it (SmolLM2, greedy): `kb ask --json`'s answer."""
     from mcp import Client
-    from mcp.client.stdio import StdioServerParameters
 
-    args = ["-m", "kb.cli", "serve", "--mcp", "stdio", "--db", str(store), "--model", str(smollm2)]
-    params = StdioServerParameters(command=sys.executable, args=args,
-                                   env={"NO_COLOR": "1", "KB_CONFIG": os.environ["KB_CONFIG"]})
+    params = stdio_params(store, smollm2)
 
     async def session():
         async with Client(params) as client:
