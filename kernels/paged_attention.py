@@ -126,7 +126,7 @@ def attend_range(q, q_pos, kc_ptr, vc_ptr, table_row, lo, mid, hi, kvh, offs_d, 
     return m_i, l_i, acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tokens", "stride_table"])  # step-sized: one compiled variant for all
 def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_ptr,
             tile_m_ptr, scale, n_tokens, stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
             HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
@@ -168,7 +168,7 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
         tl.store(part_ml_ptr + row * 2 + 1, l_i, mask=live_m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tokens"])
 def _extend_reduce(part_o_ptr, part_ml_ptr, o_ptr, n_tokens, stride_ot, stride_oh,
                    HEADS: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr):
     t, head = tl.program_id(0), tl.program_id(1)

@@ -32,7 +32,7 @@ def _attend_all(q, kc_ptr, vc_ptr, table_row, lo, hi, kvh, offs_d, m_i, l_i, acc
                         KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_table"])  # a step's widest table: one variant for all
 def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, members_ptr, tiles_ptr, scale,
                    stride_qt, stride_qh, stride_table,
                    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
@@ -61,7 +61,7 @@ def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, memb
     tl.store(pre_ml_ptr + row * 2 + 1, l_i, mask=live_m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_table"])
 def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx_ptr, skip_ptr, scale,
                   stride_qt, stride_qh, stride_table,
                   HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
