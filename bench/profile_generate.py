@@ -1,10 +1,9 @@
-"""Where a decode step and a cached-prefix prefill spend their time (kb's engine, random weights of
-the Qwen2.5-0.5B shape, bf16): GPU time per kernel from torch.profiler, and the host's cost of
-one launch (a torch op and a Triton kernel) on this machine. `--workload b`: the 500-request
-Llama-2-7B workload of bench/generate.py, its steps timed by kind (scheduling, prefill, decode)
-and its kernels profiled; `--workload b-hf`: that workload timed before and after an HF run.
+"""Where kb's generator spends its time (random bf16 weights): a Qwen2.5-0.5B decode step and a
+cached-prefix prefill, GPU time per kernel (torch.profiler) and a launch's host cost; `--workload
+b`: bench/generate.py's 500-request Llama-2-7B workload, steps by kind and kernels; `b-hf`: that
+workload in the bench's order and three variants (see b_after_hf).
 
-    python bench/profile_generate.py [--workload a|b|b-hf] [--steps]
+    python bench/profile_generate.py [--workload a|b|b-hf] [--steps] [--extend-sweep]
 """
 
 from __future__ import annotations
@@ -56,8 +55,7 @@ def profile(fn, title: str, steps: int = 5) -> None:
 
 
 def graph_replay_ms(hf) -> dict:
-    """A batch-1 decode graph's replay time for caches of three sizes (the graph's block tables are
-    as wide as the longest context the cache can hold)."""
+    """A batch-1 decode graph's replay time for caches of three sizes (its tables' width)."""
     from kb.rag.kv_cache import CacheConfig
 
     out = {}
@@ -76,8 +74,7 @@ def graph_replay_ms(hf) -> dict:
 
 
 class StepTimer:
-    """Times an engine's steps by kind (decode, single-sequence prefill, mixed) and the host's
-    scheduling, with a sync around each step."""
+    """An engine's steps timed by kind (decode, one prefill, mixed), with a sync around each."""
 
     def __init__(self, eng):
         self.eng, self.stats = eng, defaultdict(lambda: [0, 0.0, 0])  # kind -> steps, seconds, seqs
@@ -179,30 +176,38 @@ def steps_b(requests: int = 500, shared_len: int = 752) -> None:
 
 
 def b_after_hf(requests: int = 500) -> None:
-    """Why workload (b) in bench/generate.py (HF runs first) can take longer than here: the same
-    engine timed fresh, after an HF `generate` run, after emptying the allocator and collecting
-    garbage, and with the garbage collector off."""
+    """Workload (b) in the bench's order (an HF run, then the engine; `peak_bytes` empties the
+    allocator before the timed run), then without emptying it, on the prompts just run, and with
+    GC off: each run's steps by kind and its time in Python's garbage collector."""
     import gc
 
-    from gen_common import hf_generate
+    from gen_common import hf_generate, peak_bytes
 
-    rng, vocab = random.Random(2), LLAMA2_7B["vocab_size"]
-    hf = hf_model(LLAMA2_7B)
-    eng = kb_engine(hf, LLAMA2_7B, max_seqs=512, cache=_cache(0.9))
+    rng, vocab, pauses, since = random.Random(2), LLAMA2_7B["vocab_size"], [], {}
+    gc.callbacks.append(lambda phase, info: since.update(t=time.perf_counter()) if phase == "start"
+                        else pauses.append(time.perf_counter() - since["t"]))
 
     def prompts():
         shared = tokens(752, vocab, rng)
         return [shared + tokens(rng.randint(24, 34), vocab, rng) for _ in range(requests)]
+    hf = hf_model(LLAMA2_7B)
+    hf_generate(hf, prompts()[:256], 30, 128)
+    eng = kb_engine(hf, LLAMA2_7B, max_seqs=512, cache=_cache(0.9))
+    del hf
     kb_run(eng, [tokens(40, vocab, rng), tokens(300, vocab, rng)], 4)
     kb_run(eng, prompts(), 30)
-    steps = (("fresh engine", None), ("again", None), ("after an HF run", lambda: hf_generate(hf, prompts()[:128], 30, 128)),
-             ("after empty_cache + gc", lambda: (torch.cuda.empty_cache(), gc.collect())), ("gc off", gc.disable))
-    for label, before in steps:
-        if before is not None:
-            before()
+    timer, p = StepTimer(eng), prompts()
+    for label in ("as the bench (empty_cache first)", "allocator kept", "the prompts just run", "gc off"):
+        p = p if label == "the prompts just run" else prompts()
+        if label == "gc off":
+            gc.disable()
         eng.radix.evict(eng.pool.num_blocks)
-        print(f"kb {requests} requests, {label}: {timed(lambda: kb_run(eng, prompts(), 30))[0]:.3f} s", flush=True)
+        pauses.clear()
+        run = lambda: kb_run(eng, p, 30)  # noqa: E731
+        s = peak_bytes(run)[0] if label.startswith("as the bench") else timed(run)[0]
+        timer.report(f"kb {requests} requests, {label}: {s:.3f} s; gc {len(pauses)} runs, {sum(pauses) * 1000:.1f} ms")
     gc.enable()
+    timer.close()
 
 
 def extend_sweep() -> None:
