@@ -178,3 +178,34 @@ def test_stop_strings_and_max_tokens(smollm2, prompts, expected):
     assert out.finish_reason == "stop" and stop not in out.text and full.startswith(out.text)
     out = engine(smollm2).generate([prompts[6]], SamplingParams(max_tokens=3))[0]
     assert out.finish_reason == "length" and out.token_ids == expected[6][:3]
+
+
+def test_a_dropped_engine_is_collected_by_the_next():
+    """The engine freezes what the process holds out of the garbage collector's full passes; an
+    engine dropped later, held only by a reference cycle (as CUDA graphs hold their runner), is
+    still reclaimed: at the latest when the next engine starts."""
+    import gc
+    import weakref
+
+    from kb.rag.decoder import ModelConfig, build_model
+    from kb.rag.engine import Engine, EngineConfig
+    from kb.rag.kv_cache import CacheConfig
+
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    shape = dict(architectures=["LlamaForCausalLM"], vocab_size=64, hidden_size=32, intermediate_size=64,
+                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    weights = AutoModelForCausalLM.from_config(LlamaConfig(**shape)).state_dict()
+
+    def make():
+        model = build_model(ModelConfig.from_dict(shape), weights, torch.device("cpu"), torch.float32)
+        return Engine(EngineConfig(model="(random weights)", device="cpu", cache=CacheConfig(num_blocks=8)), model=model)
+    first = make()
+    first.runner.cycle = first.runner
+    pool = weakref.ref(first.pool)
+    make()  # freezes `first`
+    del first
+    gc.collect()
+    assert pool() is not None  # frozen: a full pass does not see the cycle
+    make()
+    assert pool() is None
