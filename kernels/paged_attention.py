@@ -23,14 +23,14 @@ import triton.language as tl
 
 EXTEND_TILE = 64  # queries per tile of the extend kernel (fastest for 64 to 2,304 new tokens on an H100)
 # A step with a sequence of at least LONG_STEP new tokens (a long prompt's chunks; more than any
-# prefill CUDA graph's bucket) at head dim 128 takes bigger tiles, 8 warps and 2 stages: on an H200, 8,192
-# queries after 24,576 cached went from 254 to 292 TFLOP/s (bench/prefill_sweep.py) and a 128K
-# prompt on a 7B shape from 17.3 to 14.9 s (bench/generate.py d). At head dim 64 the kernel alone
-# was faster (186 -> 244 TFLOP/s) but a 32K prompt end to end slower (0.305 -> 0.777 s, not yet
-# understood): dim 64 keeps the defaults.
+# prefill CUDA graph's bucket) takes bigger tiles, 8 warps and 2 stages. On an H200: at head dim
+# 128, 8,192 queries after 24,576 cached went from 254 to 292 TFLOP/s (bench/prefill_sweep.py) and
+# a 128K prompt on a 7B shape from 17.3 to 14.9 s (bench/generate.py d); at head dim 64, a 32K
+# prompt of the 0.5B shape in one step from 0.190 to 0.181 s (in 8,192-token chunks 0.204 ->
+# 0.201 s). An earlier end-to-end loss at dim 64 was Triton compiling a variant inside the timed run.
 LONG_STEP = 6144
 LOG2E = 1.4426950408889634  # the kernels' softmax runs in base 2: scores are scaled by log2(e) once
-LONG = {128: dict(block_m=128, block_n=32, warps=8, stages=2)}
+LONG = {128: dict(block_m=128, block_n=32, warps=8, stages=2), 64: dict(block_m=128, block_n=64, warps=8, stages=2)}
 
 
 def precision(x: torch.Tensor) -> str:

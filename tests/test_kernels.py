@@ -81,7 +81,7 @@ def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dty
 
 
 @paged
-@pytest.mark.parametrize("dim", [128])
+@pytest.mark.parametrize("dim", [64, 128])
 def test_long_step_settings_match_reference(dim):
     """A long prompt's chunk (kb.kernels.paged_attention.settings: bigger tiles, 8 warps) after a
     cached prefix, two sequences, GQA 7 as Qwen2.5-7B's."""
