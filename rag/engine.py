@@ -75,7 +75,7 @@ class Engine:
                              cfg.disk_cache_bytes)
         self.radix: PrefixCache = RadixCache(self.pool, disk)
         self.scheduler = Scheduler(self.pool, self.radix, self.runner.token_budget, cfg.max_seqs, cfg.speculate,
-                                   share_limit=self.model.dynamic_rope)
+                                   share_limit=self.model.dynamic_rope, long_chunk=self.runner.long_chunk)
         self._ids = itertools.count()
 
     @property

@@ -25,6 +25,10 @@ from kb.rag.speculate import accept
 from kb.rag.scheduler import Sequence
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A lone long prompt's chunk on a GPU. H200, a 32,000-token prompt of the Qwen2.5-0.5B shape: in
+# 8,192-token chunks 0.204 s, in 16,384 0.184 s, in one step 0.181 s (HF 0.189 s); each chunk
+# re-launches the layers and ends its causal attention with a tail of long tiles.
+LONG_CHUNK = 32768
 
 
 def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -56,6 +60,7 @@ class ModelRunner:
         mc = self.model.cfg
         self.pool = kv_pool(cfg.cache, mc, self.dtype, self.device)
         self.token_budget = cfg.token_budget or (8192 if self.device.type == "cuda" else 512)
+        self.long_chunk = self._long_chunk()
         self.attention = choose_backend(cfg.attention, self.device, mc.num_heads, mc.num_kv_heads,
                                         mc.head_dim ** -0.5)
         self.model.use_kernels(self.attention.layer_kernels)
@@ -68,6 +73,21 @@ class ModelRunner:
             from kb.rag.graphs import StepGraphs
 
             self.graphs = StepGraphs(self)
+
+    def _long_chunk(self) -> int:
+        """Tokens a lone prompt (nothing else running or waiting) may prefill in one step: on a GPU
+        up to LONG_CHUNK, halved until the memory the pool left holds twice that step's activations
+        (projections, gate/up and residuals); else the token budget."""
+        if self.cfg.token_budget or self.device.type != "cuda":
+            return self.token_budget
+        mc = self.model.cfg
+        width = 4 * mc.hidden_size + (mc.num_heads + 2 * mc.num_kv_heads) * mc.head_dim + 3 * mc.intermediate_size
+        per_token = 2 * width * torch.empty(0, dtype=self.dtype).element_size()
+        free = torch.cuda.mem_get_info(self.device)[0]
+        n = LONG_CHUNK
+        while n > self.token_budget and 2 * n * per_token > free:
+            n //= 2
+        return max(n, self.token_budget)
 
     def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, list[int], list[float] | None]]:
         """One step: each planned sequence's next `n` tokens (with its `draft`, the guesses of

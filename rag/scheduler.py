@@ -53,9 +53,12 @@ class Sequence:
 
 class Scheduler:
     def __init__(self, pool: BlockPool, cache: PrefixCache, token_budget: int, max_seqs: int, speculate: int = 0,
-                 share_limit: int | None = None):
+                 share_limit: int | None = None, long_chunk: int = 0):
         self.pool, self.cache = pool, cache
         self.token_budget, self.max_seqs = token_budget, max_seqs
+        # a lone sequence (nothing else running or waiting) prefills up to `long_chunk` tokens a
+        # step: its bigger chunks stall no one (0: the token budget)
+        self.long_chunk = max(long_chunk, token_budget)
         self.speculate = speculate  # guessed tokens checked per decode step at most (0: none)
         # Dynamic NTK scaling rotates a token by its sequence's length once that passes the trained
         # context (`share_limit`): only keys before it, of prompts within it, are alike in every
@@ -76,7 +79,8 @@ class Scheduler:
     def schedule(self) -> list[tuple[Sequence, int]]:
         """[(sequence, new tokens)] for the next step; blocks for them are allocated."""
         plan: list[tuple[Sequence, int]] = []
-        budget = self.token_budget
+        total = self.long_chunk if len(self.running) + len(self.waiting) == 1 else self.token_budget
+        budget = total
         for seq in list(self.running):  # decodes first, then unfinished prefills, oldest first
             if seq not in self.running:
                 continue  # preempted while making room for an earlier one
@@ -89,7 +93,7 @@ class Scheduler:
             plan.append((seq, n))
             budget -= n
         plan = [(s, n) for s, n in plan if s in self.running]
-        budget = self.token_budget - sum(n for _, n in plan)
+        budget = total - sum(n for _, n in plan)
         hits = self._order_waiting()
         windows: dict[int, set] = {}
         admitted: set[Sequence] = set()

@@ -181,6 +181,24 @@ def test_scheduler_waits_for_a_shared_prefill_but_not_for_a_cached_one():
     assert all(s.cached == 24 and admitted[s.id] == 9 for s in seqs[1:])
 
 
+def test_a_lone_prompt_prefills_in_long_chunks_and_others_in_the_budget():
+    """A prompt with nothing else running or waiting takes chunks of up to `long_chunk`; once
+    another request arrives, each step holds the token budget again."""
+    from kb.rag.sampling import SamplingParams
+    from kb.rag.scheduler import Scheduler, Sequence
+
+    pool, radix = make(blocks=64)
+    sched = Scheduler(pool, radix, token_budget=8, max_seqs=4, long_chunk=40)
+    lone = Sequence(0, list(range(100, 200)), 100, SamplingParams(max_tokens=2))
+    sched.add(lone)
+    (seq, n), = sched.schedule()
+    assert n == 40
+    seq.computed += n
+    sched.add(Sequence(1, list(range(300, 310)), 10, SamplingParams(max_tokens=2)))
+    plan = sched.schedule()
+    assert sum(n for _, n in plan) == 8 and plan[0] == (lone, 8)
+
+
 def test_shared_prefixes_group_sequences_by_their_common_leading_blocks():
     import numpy as np
 
