@@ -47,6 +47,17 @@ def kv_pool(cfg: CacheConfig, mc: ModelConfig, dtype: torch.dtype, device: torch
     return BlockPool(mc.num_layers, blocks, cfg.block_size, mc.num_kv_heads, mc.head_dim, dtype, device)
 
 
+def fitting_chunk(free: int, mc: ModelConfig, dtype: torch.dtype, budget: int) -> int:
+    """LONG_CHUNK, halved while twice a step of that many tokens' activations (projections,
+    gate/up, residuals) would not fit in `free` bytes; never below `budget`."""
+    width = 4 * mc.hidden_size + (mc.num_heads + 2 * mc.num_kv_heads) * mc.head_dim + 3 * mc.intermediate_size
+    per_token = 2 * width * torch.empty(0, dtype=dtype).element_size()
+    n = LONG_CHUNK
+    while n > budget and 2 * n * per_token > free:
+        n //= 2
+    return max(n, budget)
+
+
 class ModelRunner:
     def __init__(self, cfg: EngineConfig, model: CausalLM | None = None):
         """`model`: an already built model (benchmarks on random weights) instead of loading
@@ -80,14 +91,7 @@ class ModelRunner:
         (projections, gate/up and residuals); else the token budget."""
         if self.cfg.token_budget or self.device.type != "cuda":
             return self.token_budget
-        mc = self.model.cfg
-        width = 4 * mc.hidden_size + (mc.num_heads + 2 * mc.num_kv_heads) * mc.head_dim + 3 * mc.intermediate_size
-        per_token = 2 * width * torch.empty(0, dtype=self.dtype).element_size()
-        free = torch.cuda.mem_get_info(self.device)[0]
-        n = LONG_CHUNK
-        while n > self.token_budget and 2 * n * per_token > free:
-            n //= 2
-        return max(n, self.token_budget)
+        return fitting_chunk(torch.cuda.mem_get_info(self.device)[0], self.model.cfg, self.dtype, self.token_budget)
 
     def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, list[int], list[float] | None]]:
         """One step: each planned sequence's next `n` tokens (with its `draft`, the guesses of

@@ -209,3 +209,17 @@ def test_a_dropped_engine_is_collected_by_the_next():
     assert pool() is not None  # frozen: a full pass does not see the cycle
     make()
     assert pool() is None
+
+
+def test_a_lone_prompts_chunk_fits_the_memory_the_pool_left():
+    """Qwen2.5-0.5B's shape in bf16: about 77 KB of activations a token, counted twice."""
+    from kb.rag.decoder import ModelConfig
+    from kb.rag.runner import LONG_CHUNK, fitting_chunk
+
+    mc = ModelConfig.from_dict(dict(architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=896,
+                                    intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                                    num_key_value_heads=2, max_position_embeddings=32768))
+    assert fitting_chunk(10 * 2**30, mc, torch.bfloat16, 8192) == LONG_CHUNK == 32768
+    assert fitting_chunk(2 * 2**30, mc, torch.bfloat16, 8192) == 8192  # 16,384 tokens would take 2.5 GB
+    assert fitting_chunk(3 * 2**30, mc, torch.bfloat16, 8192) == 16384
+    assert fitting_chunk(2**20, mc, torch.bfloat16, 8192) == 8192  # never below the budget
