@@ -126,7 +126,17 @@ def attend_range(q, q_pos, kc_ptr, vc_ptr, table_row, lo, mid, hi, kvh, offs_d, 
     return m_i, l_i, acc
 
 
-@triton.jit(do_not_specialize=["n_tokens", "stride_table"])  # step-sized: one compiled variant for all
+# Step-sized arguments, by kernel: the token count, the widest table, and the index arrays (views at
+# step-dependent offsets of one buffer: their 16-byte alignment varies). Triton would compile a new
+# variant for each divisibility by 16 it meets, some of them inside a later step; one serves all.
+STEP_SIZED = {
+    "_extend": dict(do_not_specialize=["n_tokens", "stride_table"],
+                    do_not_specialize_on_alignment=["table_ptr", "cu_ptr", "ctx_ptr", "tile_seq_ptr", "tile_m_ptr"]),
+    "_extend_reduce": dict(do_not_specialize=["n_tokens"]),
+}
+
+
+@triton.jit(**STEP_SIZED["_extend"])
 def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_ptr,
             tile_m_ptr, scale, n_tokens, stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
             HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
@@ -168,7 +178,7 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
         tl.store(part_ml_ptr + row * 2 + 1, l_i, mask=live_m)
 
 
-@triton.jit(do_not_specialize=["n_tokens"])
+@triton.jit(**STEP_SIZED["_extend_reduce"])
 def _extend_reduce(part_o_ptr, part_ml_ptr, o_ptr, n_tokens, stride_ot, stride_oh,
                    HEADS: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr):
     t, head = tl.program_id(0), tl.program_id(1)

@@ -32,7 +32,17 @@ def _attend_all(q, kc_ptr, vc_ptr, table_row, lo, hi, kvh, offs_d, m_i, l_i, acc
                         KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
 
 
-@triton.jit(do_not_specialize=["stride_table"])  # a step's widest table: one variant for all
+# as in kb.kernels.paged_attention: a step's widest table and its index arrays, one variant for all
+STEP_SIZED = {
+    "_decode_prefix": dict(do_not_specialize=["stride_table"],
+                           do_not_specialize_on_alignment=["table_ptr", "members_ptr", "tiles_ptr"]),
+    "_decode_split": dict(do_not_specialize=["stride_table"],
+                          do_not_specialize_on_alignment=["table_ptr", "ctx_ptr", "skip_ptr"]),
+    "_decode_reduce": dict(do_not_specialize_on_alignment=["skip_ptr"]),
+}
+
+
+@triton.jit(**STEP_SIZED["_decode_prefix"])
 def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, members_ptr, tiles_ptr, scale,
                    stride_qt, stride_qh, stride_table,
                    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
@@ -61,7 +71,7 @@ def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, memb
     tl.store(pre_ml_ptr + row * 2 + 1, l_i, mask=live_m)
 
 
-@triton.jit(do_not_specialize=["stride_table"])
+@triton.jit(**STEP_SIZED["_decode_split"])
 def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx_ptr, skip_ptr, scale,
                   stride_qt, stride_qh, stride_table,
                   HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
@@ -95,7 +105,7 @@ def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx
     tl.store(part_ml_ptr + row * 2 + 1, l_i, mask=keep)
 
 
-@triton.jit
+@triton.jit(**STEP_SIZED["_decode_reduce"])
 def _decode_reduce(part_o_ptr, part_ml_ptr, pre_o_ptr, pre_ml_ptr, o_ptr, skip_ptr, stride_ot, stride_oh,
                    HEADS: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr, HAS_SKIP: tl.constexpr):
     """Merge one head's partial softmaxes (all SPLITS at once, and the prefix pass's if any)."""

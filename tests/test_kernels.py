@@ -218,3 +218,20 @@ def test_decode_layer_kernels_match_reference(tokens, hidden, heads, kv_heads, d
         a = rand(tokens, 3 * dim)
         close(decode_layer.linear_residual(a, wo, x), decode_layer_ref.linear_residual(a, wo, x), dtype)
         close(decode_layer.norm_gate_up(x, norm, 1e-6, wgu), decode_layer_ref.norm_gate_up(x, norm, 1e-6, wgu), dtype)
+
+
+def test_step_sized_arguments_name_the_kernels_parameters():
+    """The attention kernels are compiled once for every step's shape: their step-sized ints and
+    index arrays are named as not to specialise on. Triton ignores a name that is no parameter,
+    so a renamed argument would bring back a compile inside some later step."""
+    import inspect
+
+    from kb.kernels import paged_attention, paged_decode
+
+    for module in (paged_attention, paged_decode):
+        for name, options in module.STEP_SIZED.items():
+            params = set(inspect.signature(getattr(module, name).fn).parameters)
+            named = {n for names in options.values() for n in names}
+            assert named and named <= params, (name, named - params)
+    assert {"n_tokens", "stride_table", "ctx_ptr", "table_ptr"} <= {
+        n for names in paged_attention.STEP_SIZED["_extend"].values() for n in names}
