@@ -13,6 +13,7 @@ the decode speed.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import itertools
 import time
@@ -31,6 +32,11 @@ from kb.rag.radix import RadixCache
 from kb.rag.runner import ModelRunner
 from kb.rag.sampling import SamplingParams
 from kb.rag.scheduler import Scheduler, Sequence
+
+
+# Engines freeze what the process holds (Engine.__init__); at exit it is thawed so that the last
+# collection frees it all (frozen, Triton's bindings print leak reports as the interpreter ends).
+atexit.register(gc.unfreeze)
 
 
 @dataclass
