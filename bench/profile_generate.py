@@ -1,7 +1,6 @@
-"""Where kb's generator spends its time (random bf16 weights): a Qwen2.5-0.5B decode step and a
-cached-prefix prefill, GPU time per kernel (torch.profiler) and a launch's host cost; `--workload
-b`: bench/generate.py's 500-request Llama-2-7B workload, steps by kind and kernels; `b-hf`: that
-workload in the bench's order and three variants (see b_after_hf).
+"""Where kb's generator spends its time (random bf16 weights): a Qwen2.5-0.5B decode step and a cached-prefix
+prefill, GPU time per kernel (torch.profiler) and a launch's host cost; `--workload b`: bench/generate.py's
+500-request Llama-2-7B workload, steps by kind and kernels; `b-hf`: it in the bench's order, and variants.
 
     python bench/profile_generate.py [--workload a|b|b-hf] [--steps] [--extend-sweep]
 """
@@ -184,7 +183,7 @@ def b_after_hf(requests: int = 500) -> None:
     from gen_common import hf_generate, peak_bytes
 
     rng, vocab, pauses, since = random.Random(2), LLAMA2_7B["vocab_size"], [], {}
-    gc.callbacks.append(lambda phase, info: since.update(t=time.perf_counter()) if phase == "start"
+    gc.callbacks.append(hook := lambda phase, info: since.update(t=time.perf_counter()) if phase == "start"
                         else pauses.append(time.perf_counter() - since["t"]))
 
     def prompts():
@@ -207,6 +206,7 @@ def b_after_hf(requests: int = 500) -> None:
         s = peak_bytes(run)[0] if label.startswith("as the bench") else timed(run)[0]
         timer.report(f"kb {requests} requests, {label}: {s:.3f} s; gc {len(pauses)} runs, {sum(pauses) * 1000:.1f} ms")
     gc.enable()
+    gc.callbacks.remove(hook)
     timer.close()
 
 

@@ -71,7 +71,6 @@ class ModelRunner:
         mc = self.model.cfg
         self.pool = kv_pool(cfg.cache, mc, self.dtype, self.device)
         self.token_budget = cfg.token_budget or (8192 if self.device.type == "cuda" else 512)
-        self.long_chunk = self._long_chunk()
         self.attention = choose_backend(cfg.attention, self.device, mc.num_heads, mc.num_kv_heads,
                                         mc.head_dim ** -0.5)
         self.model.use_kernels(self.attention.layer_kernels)
@@ -84,13 +83,14 @@ class ModelRunner:
             from kb.rag.graphs import StepGraphs
 
             self.graphs = StepGraphs(self)
+        self.long_chunk = self._long_chunk()  # from the memory left once graphs hold theirs
 
     def _long_chunk(self) -> int:
         """Tokens a lone prompt (nothing else running or waiting) may prefill in one step: on a GPU
         up to LONG_CHUNK, halved until the memory the pool left holds twice that step's activations
         (projections, gate/up and residuals); else the token budget."""
-        if self.cfg.token_budget or self.device.type != "cuda":
-            return self.token_budget
+        if self.cfg.token_budget or self.device.type != "cuda" or self.attention.name != "triton":
+            return self.token_budget  # (the torch reference's scores grow with the chunk times its context)
         return fitting_chunk(torch.cuda.mem_get_info(self.device)[0], self.model.cfg, self.dtype, self.token_budget)
 
     def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, list[int], list[float] | None]]:
