@@ -79,8 +79,7 @@ class Scheduler:
     def schedule(self) -> list[tuple[Sequence, int]]:
         """[(sequence, new tokens)] for the next step; blocks for them are allocated."""
         plan: list[tuple[Sequence, int]] = []
-        total = self.long_chunk if len(self.running) + len(self.waiting) == 1 else self.token_budget
-        budget = total
+        budget = total = self.long_chunk if len(self.running) + len(self.waiting) == 1 else self.token_budget
         for seq in list(self.running):  # decodes first, then unfinished prefills, oldest first
             if seq not in self.running:
                 continue  # preempted while making room for an earlier one
