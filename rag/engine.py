@@ -62,13 +62,14 @@ class Engine:
     def __init__(self, cfg: EngineConfig, model: CausalLM | None = None):
         """`model`: an already built model (benchmarks on random weights) instead of loading
         `cfg.model`; such an engine has no tokenizer (outputs carry token ids, no text)."""
-        # What the process holds by now (imported libraries, a caller's model) outlives every step:
-        # frozen out of the collector's full passes, which otherwise stall a step to scan it all
-        # (H200, the 7B workload's 500 requests: one such pass took 0.32 s of a 1.5 s run). What an
-        # earlier freeze kept (an engine dropped since, in a reference cycle) is collected first.
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+        # What the process holds before its first engine (imported libraries, a caller's model)
+        # outlives every step: frozen out of the collector's full passes, which otherwise stall a
+        # step to scan it all (H200, the 7B workload's 500 requests: one such pass took 0.32 s of a
+        # 1.5 s run). Once: a later engine's start would freeze the engines alive then, and one of
+        # them dropped in a reference cycle (CUDA graphs hold their runner) would never be freed.
+        if gc.get_freeze_count() == 0:
+            gc.collect()
+            gc.freeze()
         self.cfg = cfg
         self.runner = ModelRunner(cfg, model)
         folder = Path(cfg.model).expanduser()
