@@ -66,11 +66,10 @@ def test_tiny_random_model_matches_hf(arch):
     """The engine's whole CPU path (scheduler, model runner, batches, torch attention, the layers'
     reference kernels) on a tiny random model, fast: greedy tokens equal Hugging Face's one by one,
     as one batch sharing a prefix, in prefill chunks, and with a cache so small that it preempts."""
+    from tiny import random_engine
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-    from kb.rag.decoder import ModelConfig, build_model
-    from kb.rag.engine import Engine, EngineConfig
-    from kb.rag.kv_cache import CacheConfig
+    from kb.rag.decoder import ModelConfig
     from kb.rag.sampling import SamplingParams
 
     shape = dict(architectures=[arch], vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -88,9 +87,8 @@ def test_tiny_random_model_matches_hf(arch):
     params = SamplingParams(max_tokens=8, ignore_eos=True)
 
     def make(blocks, budget, fuse=False):
-        model = build_model(ModelConfig.from_dict(shape), hf.state_dict(), torch.device("cpu"), torch.float32)
-        eng = Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=budget,
-                                  cache=CacheConfig(block_size=4, num_blocks=blocks)), model=model)
+        eng = random_engine(ModelConfig.from_dict(shape), hf.state_dict(), block_size=4, blocks=blocks,
+                            token_budget=budget)
         eng.runner.attention.fuse_decode = fuse  # decode steps through the fused layers' references
         return eng
     eng = make(64, 512)
@@ -187,19 +185,17 @@ def test_engines_are_never_frozen_so_a_dropped_one_is_collected():
     import gc
     import weakref
 
+    from tiny import random_engine
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from kb.rag.decoder import ModelConfig, build_model
-    from kb.rag.engine import Engine, EngineConfig
-    from kb.rag.kv_cache import CacheConfig
+    from kb.rag.decoder import ModelConfig
 
     shape = dict(architectures=["LlamaForCausalLM"], vocab_size=64, hidden_size=32, intermediate_size=64,
                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
     weights = AutoModelForCausalLM.from_config(LlamaConfig(**shape)).state_dict()
 
     def make():
-        model = build_model(ModelConfig.from_dict(shape), weights, torch.device("cpu"), torch.float32)
-        return Engine(EngineConfig(model="(random weights)", device="cpu", cache=CacheConfig(num_blocks=8)), model=model)
+        return random_engine(ModelConfig.from_dict(shape), weights, blocks=8)
     first = make()
     assert gc.get_freeze_count() > 0
     first.runner.cycle = first.runner

@@ -44,11 +44,9 @@ def test_frequencies_and_attention_factor_match_hugging_face(scaling):
 
 
 def test_yarn_greedy_tokens_match_hf_past_the_original_context():
+    from tiny import random_engine
     from transformers import AutoModelForCausalLM
 
-    from kb.rag.decoder import build_model
-    from kb.rag.engine import Engine, EngineConfig
-    from kb.rag.kv_cache import CacheConfig
     from kb.rag.sampling import SamplingParams
 
     scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "rope_theta": 10000.0}
@@ -62,9 +60,7 @@ def test_yarn_greedy_tokens_match_hf_past_the_original_context():
         want = [hf.generate(torch.tensor([p]), max_new_tokens=8, min_new_tokens=8, do_sample=False, eos_token_id=None,
                             pad_token_id=0)[0, len(p):].tolist() for p in prompts]
         logits = hf(torch.tensor([prompts[2]])).logits[0].float()
-    model = build_model(cfg, hf.state_dict(), torch.device("cpu"), torch.float32)
-    eng = Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=64,
-                              cache=CacheConfig(block_size=8, num_blocks=64)), model=model)
+    eng = random_engine(cfg, hf.state_dict(), block_size=8, blocks=64, token_budget=64)
     assert [o.token_ids for o in eng.generate(prompts, SamplingParams(max_tokens=8, ignore_eos=True))] == want
     from kb.rag.batch import Batch
 
@@ -97,11 +93,9 @@ def test_dynamic_ntk_greedy_tokens_match_hf_and_long_prompts_share_no_cache():
     one prompt at a time: a short prompt generating past the trained context, a long prompt that
     begins like the short one (its keys rotate for its own length: it must not reuse the short
     one's cached prefix, nor leave its own), a short one after it that reuses the first's."""
+    from tiny import random_engine
     from transformers import AutoModelForCausalLM
 
-    from kb.rag.decoder import build_model
-    from kb.rag.engine import Engine, EngineConfig
-    from kb.rag.kv_cache import CacheConfig
     from kb.rag.sampling import SamplingParams
 
     scaling = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
@@ -121,10 +115,8 @@ def test_dynamic_ntk_greedy_tokens_match_hf_and_long_prompts_share_no_cache():
         return out[0, len(p):].tolist()
     with torch.inference_mode():
         want = [hf_tokens(p) for p in prompts]
-    model = build_model(ModelConfig.from_dict({**SHAPE, "rope_parameters": scaling}), hf.state_dict(),
-                        torch.device("cpu"), torch.float32)
-    eng = Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=16,
-                              cache=CacheConfig(block_size=8, num_blocks=64)), model=model)
+    eng = random_engine(ModelConfig.from_dict({**SHAPE, "rope_parameters": scaling}), hf.state_dict(),
+                        block_size=8, blocks=64, token_budget=16)
     params = SamplingParams(max_tokens=12, ignore_eos=True)
     assert [o.token_ids for o in eng.generate(prompts[:2], params)] == want[:2]
     out = eng.generate([again], params)[0]

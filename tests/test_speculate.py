@@ -43,9 +43,9 @@ def _tiny():
 
 def test_speculating_gives_plain_greedy_tokens_on_a_tiny_model():
     """A 40-token vocabulary makes greedy decoding loop, so guesses are often right and often wrong."""
-    from kb.rag.decoder import ModelConfig, build_model
-    from kb.rag.engine import Engine, EngineConfig
-    from kb.rag.kv_cache import CacheConfig
+    from tiny import random_engine
+
+    from kb.rag.decoder import ModelConfig
     from kb.rag.sampling import SamplingParams
 
     shape, hf = _tiny()
@@ -55,9 +55,8 @@ def test_speculating_gives_plain_greedy_tokens_on_a_tiny_model():
     params = SamplingParams(max_tokens=40, ignore_eos=True)
 
     def run(speculate, blocks=128, budget=512, together=False):
-        model = build_model(ModelConfig.from_dict(shape), hf.state_dict(), torch.device("cpu"), torch.float32)
-        eng = Engine(EngineConfig(model="(random weights)", device="cpu", token_budget=budget, speculate=speculate,
-                                  cache=CacheConfig(block_size=4, num_blocks=blocks)), model=model)
+        eng = random_engine(ModelConfig.from_dict(shape), hf.state_dict(), block_size=4, blocks=blocks,
+                            token_budget=budget, speculate=speculate)
         steps = []
         real = eng.runner.run
         eng.runner.run = lambda plan: steps.append(sum(len(s.draft) for s, _ in plan)) or real(plan)

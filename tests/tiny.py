@@ -1,7 +1,8 @@
 """A tiny real encoder for the fast test tier: a 2-layer BERT with seeded random weights and MiniLM's
 own tokenizer, saved as a Hugging Face folder, so that `kb index --model FOLDER` runs kb's real code
 path (tokenizer, chunker, transformers forward, vector index) in milliseconds instead of seconds.
-Its vectors mean nothing: tests of it assert shapes, counts and determinism, never rankings."""
+Its vectors mean nothing: tests of it assert shapes, counts and determinism, never rankings.
+And `random_engine`: kb's generator over a tiny random decoder's weights."""
 
 from __future__ import annotations
 
@@ -34,3 +35,17 @@ def write_tiny_encoder(dest: Path, seed: int = 0) -> Path:
     for name in COPIED:
         shutil.copy(source / name, dest / name)
     return dest
+
+
+def random_engine(cfg, weights: dict, block_size: int = 16, blocks: int = 64, **engine):
+    """kb's generation engine on the CPU in fp32 over a Hugging Face decoder's state dict (a tiny
+    random model): `cfg`, its kb.rag.decoder.ModelConfig; `engine`, other EngineConfig fields."""
+    import torch
+
+    from kb.rag.decoder import build_model
+    from kb.rag.engine import Engine, EngineConfig
+    from kb.rag.kv_cache import CacheConfig
+
+    model = build_model(cfg, weights, torch.device("cpu"), torch.float32)
+    cache = CacheConfig(block_size=block_size, num_blocks=blocks)
+    return Engine(EngineConfig(model="(random weights)", device="cpu", cache=cache, **engine), model=model)
