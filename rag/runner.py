@@ -86,9 +86,8 @@ class ModelRunner:
         self.long_chunk = self._long_chunk()  # from the memory left once graphs hold theirs
 
     def _long_chunk(self) -> int:
-        """Tokens a lone prompt (nothing else running or waiting) may prefill in one step: on a GPU
-        up to LONG_CHUNK, halved until the memory the pool left holds twice that step's activations
-        (projections, gate/up and residuals); else the token budget."""
+        """Tokens a lone prompt (nothing else running or waiting) may prefill in one step: with the
+        Triton backend on a GPU, `fitting_chunk` of the memory left; else the token budget."""
         if self.cfg.token_budget or self.device.type != "cuda" or self.attention.name != "triton":
             return self.token_budget  # (the torch reference's scores grow with the chunk times its context)
         return fitting_chunk(torch.cuda.mem_get_info(self.device)[0], self.model.cfg, self.dtype, self.token_budget)
