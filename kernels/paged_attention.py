@@ -23,14 +23,20 @@ import triton.language as tl
 
 EXTEND_TILE = 64  # queries per tile of the extend kernel (fastest for 64 to 2,304 new tokens on an H100)
 # A step with a sequence of at least LONG_STEP new tokens (a long prompt's chunks; more than any
-# prefill CUDA graph's bucket) takes bigger tiles, 8 warps and 2 stages. On an H200: at head dim
+# prefill CUDA graph's bucket) takes bigger tiles and 8 warps. On an H200: at head dim
 # 128, 8,192 queries after 24,576 cached went from 254 to 292 TFLOP/s (bench/prefill_sweep.py) and
 # a 128K prompt on a 7B shape from 17.3 to 14.9 s (bench/generate.py d); at head dim 64, a 32K
 # prompt of the 0.5B shape in one step from 0.190 to 0.181 s (in 8,192-token chunks 0.204 ->
 # 0.201 s). An earlier end-to-end loss at dim 64 was Triton compiling a variant inside the timed run.
+# With the heavy tiles first and the scale folded into the exponent (same H200, one layer): 32,000
+# new tokens at dim 64 from 5.18 to 4.52 ms with 3 stages (4.63 with 2); at dim 128 no setting beat
+# 128/32, 2 stages by more than 2 %.
 LONG_STEP = 6144
 LOG2E = 1.4426950408889634  # the kernels' softmax runs in base 2: scores are scaled by log2(e) once
-LONG = {128: dict(block_m=128, block_n=32, warps=8, stages=2), 64: dict(block_m=128, block_n=64, warps=8, stages=2)}
+LONG = {128: dict(block_m=128, block_n=32, warps=8, stages=2), 64: dict(block_m=128, block_n=64, warps=8, stages=3)}
+# ... and over one run of blocks (no gather), where a prototype over contiguous keys (same H200,
+# 32K tokens at dim 128) ran 128/64, 3 stages at 515 TFLOP/s against 128/32, 2 stages' 310
+LONG_RUN = {128: dict(block_m=128, block_n=64, warps=8, stages=3), 64: LONG[64]}
 
 
 def precision(x: torch.Tensor) -> str:
@@ -39,11 +45,13 @@ def precision(x: torch.Tensor) -> str:
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
-def settings(tokens: int, dim: int) -> dict:
+def settings(tokens: int, dim: int, contiguous=lambda: False) -> dict:
     """The extend kernel's tiles and launch settings for a step whose longest sequence has `tokens`
-    new tokens (many short ones, as 500 prompts after a shared prefix, keep 64-query tiles)."""
+    new tokens (many short ones, as 500 prompts after a shared prefix, keep 64-query tiles). For a
+    long step, `contiguous()` (asked only then) says whether each sequence's blocks are one run."""
     if tokens >= LONG_STEP and dim in LONG:
-        return LONG[dim]
+        run = contiguous()
+        return dict((LONG_RUN if run else LONG)[dim], contiguous=run)
     return dict(block_m=EXTEND_TILE, block_n=64, warps=4, stages=3)
 
 
@@ -72,13 +80,18 @@ def store_kv(k_cache, v_cache, k, v, slots) -> None:
 
 @triton.jit
 def kv_tile(table_row, n0, end, kvh, offs_d, KV_HEADS: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
-            BLOCK_N: tl.constexpr):
+            BLOCK_N: tl.constexpr, CONTIGUOUS: tl.constexpr):
     """Keys n0 .. n0 + BLOCK_N of a sequence (its block-table row at `table_row`), one KV head:
-    their positions, which of them are below `end`, and their (BLOCK_N, DIM) offsets in the cache."""
+    their positions, which of them are below `end`, and their (BLOCK_N, DIM) offsets in the cache.
+    CONTIGUOUS: the row's blocks are consecutive, so a key's slot follows from the first block's
+    (no gather: the loads' addresses are known a tile ahead)."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
     live = offs_n < end
-    block = tl.load(table_row + offs_n // BS, mask=live, other=0)
-    slot = (block * BS + offs_n % BS).to(tl.int64)
+    if CONTIGUOUS:
+        slot = tl.load(table_row).to(tl.int64) * BS + offs_n
+    else:
+        block = tl.load(table_row + offs_n // BS, mask=live, other=0)
+        slot = (block * BS + offs_n % BS).to(tl.int64)
     return offs_n, live, slot[:, None] * (KV_HEADS * DIM) + kvh * DIM + offs_d[None, :]
 
 
@@ -92,35 +105,35 @@ def attend_tile(q, kc_ptr, vc_ptr, kv_off, live, keep, m_i, l_i, acc, scale, PRE
     masks, the common case of a long context, whose masked tiles are the diagonal and the end."""
     if MASKED:
         k = tl.load(kc_ptr + kv_off, mask=live[:, None], other=0.0)
-    else:
-        k = tl.load(kc_ptr + kv_off)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-    if MASKED:
-        s = tl.where(keep, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key to see in this tile
-    p = tl.math.exp2(s - m_safe[:, None])
-    alpha = tl.math.exp2(m_i - m_safe)
-    if MASKED:
+        s = tl.where(keep, tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key to see in this tile
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
         v = tl.load(vc_ptr + kv_off, mask=live[:, None], other=0.0)
-    else:
+    else:  # every row sees a key: its maximum is finite, and scaling folds into the subtraction
+        k = tl.load(kc_ptr + kv_off)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        m_new = tl.maximum(m_i, tl.max(s, 1) * scale)
+        p = tl.math.exp2(s * scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
         v = tl.load(vc_ptr + kv_off)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
     return m_new, l_i * alpha + tl.sum(p, 1), acc
 
 
 @triton.jit
 def attend_range(q, q_pos, kc_ptr, vc_ptr, table_row, lo, mid, hi, kvh, offs_d, m_i, l_i, acc, scale,
                  KV_HEADS: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr,
-                 PRECISION: tl.constexpr):
+                 PRECISION: tl.constexpr, CONTIGUOUS: tl.constexpr):
     """A tile of queries at positions `q_pos` against keys lo .. hi of one sequence (its block-table
     row at `table_row`): the tiles before `mid` (a multiple of BLOCK_N past lo) unmasked, as every
     query sees every key there; the rest masked by position and by hi. Returns (m, l, acc)."""
     for n0 in range(lo, mid, BLOCK_N):
-        offs_n, live, kv_off = kv_tile(table_row, n0, hi, kvh, offs_d, KV_HEADS, DIM, BS, BLOCK_N)
+        offs_n, live, kv_off = kv_tile(table_row, n0, hi, kvh, offs_d, KV_HEADS, DIM, BS, BLOCK_N, CONTIGUOUS)
         m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, live, m_i, l_i, acc, scale, PRECISION, False)
     for n0 in range(mid, hi, BLOCK_N):
-        offs_n, live, kv_off = kv_tile(table_row, n0, hi, kvh, offs_d, KV_HEADS, DIM, BS, BLOCK_N)
+        offs_n, live, kv_off = kv_tile(table_row, n0, hi, kvh, offs_d, KV_HEADS, DIM, BS, BLOCK_N, CONTIGUOUS)
         keep = (offs_n[None, :] <= q_pos[:, None]) & live[None, :]
         m_i, l_i, acc = attend_tile(q, kc_ptr, vc_ptr, kv_off, live, keep, m_i, l_i, acc, scale, PRECISION, True)
     return m_i, l_i, acc
@@ -140,8 +153,10 @@ STEP_SIZED = {
 def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu_ptr, ctx_ptr, tile_seq_ptr,
             tile_m_ptr, scale, n_tokens, stride_qt, stride_qh, stride_ot, stride_oh, stride_table,
             HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BS: tl.constexpr,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, PRECISION: tl.constexpr):
-    tile, head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, PRECISION: tl.constexpr,
+            CONTIGUOUS: tl.constexpr):
+    # heads vary fastest (sharers of a KV head run together); the last tiles (most keys) go first
+    head, tile, split = tl.program_id(0), tl.num_programs(1) - 1 - tl.program_id(1), tl.program_id(2)
     seq = tl.load(tile_seq_ptr + tile)
     m0 = tl.load(tile_m_ptr + tile)
     q_begin = tl.load(cu_ptr + seq)
@@ -153,9 +168,8 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
     q = tl.load(q_ptr + (q_begin + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
                 mask=offs_m[:, None] < q_len, other=0.0)
     q_pos = ctx - q_len + offs_m  # each query's position in its sequence
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, DIM], tl.float32)
+    m_i, l_i, acc = tl.full([BLOCK_M], float("-inf"), tl.float32), tl.zeros([BLOCK_M], tl.float32), tl.zeros(
+        [BLOCK_M, DIM], tl.float32)
     end = tl.minimum(ctx, ctx - q_len + m0 + BLOCK_M)  # no key after the tile's last query
     end = tl.where(m0 < q_len, end, 0)  # a tile past the sequence's queries (a CUDA graph's padding)
     chunk = tl.cdiv(tl.cdiv(end, SPLITS), BLOCK_N) * BLOCK_N  # this program's share of the keys
@@ -165,7 +179,7 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
     # need no mask; the diagonal and the range's end do
     mid = tl.maximum(lo, tl.minimum(hi, ctx - q_len + m0 + 1) // BLOCK_N * BLOCK_N)
     m_i, l_i, acc = attend_range(q, q_pos, kc_ptr, vc_ptr, table_ptr + seq * stride_table, lo, mid, hi, kvh, offs_d,
-                                 m_i, l_i, acc, scale, KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
+                                 m_i, l_i, acc, scale, KV_HEADS, DIM, BS, BLOCK_N, PRECISION, CONTIGUOUS)
     live_m = offs_m < q_len
     if SPLITS == 1:
         out = acc / l_i[:, None]
@@ -207,11 +221,12 @@ def extend_splits(tokens: int) -> int:
 
 
 def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, block_m: int = EXTEND_TILE,
-           block_n: int = 64, splits: int = 0, warps: int = 4, stages: int = 3):
+           block_n: int = 64, splits: int = 0, warps: int = 4, stages: int = 3, contiguous: bool = False):
     """q: (tokens, heads, dim) -> (tokens, heads, dim). `cu_q` (seqs + 1,) int32: where each
     sequence's queries start; `tiles` (2, n) int32: each tile of `block_m` queries' sequence and
     first query (made for this `block_m`); `splits`: programs per tile over its keys (0: by the
-    step's size); `warps`, `stages`: Triton's launch settings (its defaults, 4 and 3)."""
+    step's size); `warps`, `stages`: Triton's launch settings (its defaults, 4 and 3);
+    `contiguous`: every sequence's blocks are consecutive (block_tables[i, j] = block_tables[i, 0] + j)."""
     tokens, heads, dim = q.shape
     splits = splits or extend_splits(tokens)
     kv_heads, bs = k_cache.shape[2], k_cache.shape[1]
@@ -220,11 +235,12 @@ def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, bl
     if splits > 1:
         part_o = torch.empty((splits * tokens * heads, dim), dtype=torch.float32, device=q.device)
         part_ml = torch.empty((splits * tokens * heads, 2), dtype=torch.float32, device=q.device)
-    _extend[(tiles.shape[1], heads, splits)](
+    _extend[(heads, tiles.shape[1], splits)](
         q, k_cache, v_cache, out, part_o, part_ml, block_tables, cu_q, ctx, tiles[0], tiles[1],
         scale * LOG2E, tokens, q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HEADS=heads, KV_HEADS=kv_heads, GROUP=heads // kv_heads, DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,
-        SPLITS=splits, PRECISION=precision(q), num_warps=warps, num_stages=stages)
+        SPLITS=splits, PRECISION=precision(q), CONTIGUOUS=contiguous, num_warps=warps,
+        num_stages=stages)
     if splits > 1:
         _extend_reduce[(tokens, heads)](part_o, part_ml, out, tokens, out.stride(0), out.stride(1),
                                         HEADS=heads, DIM=dim, SPLITS=splits)

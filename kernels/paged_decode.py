@@ -29,7 +29,7 @@ def _attend_all(q, kc_ptr, vc_ptr, table_row, lo, hi, kvh, offs_d, m_i, l_i, acc
     mid = lo + (hi - lo) // BLOCK_N * BLOCK_N
     q_pos = tl.zeros([ROWS], tl.int32) + hi
     return attend_range(q, q_pos, kc_ptr, vc_ptr, table_row, lo, mid, hi, kvh, offs_d, m_i, l_i, acc, scale,
-                        KV_HEADS, DIM, BS, BLOCK_N, PRECISION)
+                        KV_HEADS, DIM, BS, BLOCK_N, PRECISION, False)
 
 
 # as in kb.kernels.paged_attention: a step's widest table and its index arrays, one variant for all

@@ -68,7 +68,9 @@ class TritonBackend(TorchBackend):
         if batch.decode:
             return self._decode(q, k_cache, v_cache, batch.block_tables, batch.ctx, self.scale,
                                 batch.skip, batch.members, batch.prefix_tiles)
-        launch = self._settings(max(batch.q_lens), q.shape[-1])  # long prompts' chunks take bigger tiles
+        # long prompts' chunks take bigger tiles, and read their blocks without a gather where
+        # they are one run (the pool hands out its lowest free ids first)
+        launch = self._settings(max(batch.q_lens), q.shape[-1], batch.contiguous)
         return self._extend(q, k_cache, v_cache, batch.block_tables, batch.cu_q, batch.ctx,
                             batch.tiles(launch["block_m"]), self.scale, **launch)
 

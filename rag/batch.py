@@ -30,6 +30,8 @@ class Batch:
     members: torch.Tensor | None = None  # (seqs,) int32
     prefix_tiles: torch.Tensor | None = None  # (tiles, 4) int32
     _tiles: dict = field(default_factory=dict)
+    _host: tuple | None = None  # `build`'s block tables and each sequence's block count, on the host
+    _contiguous: bool | None = None
 
     @property
     def decode(self) -> bool:
@@ -61,8 +63,19 @@ class Batch:
             if len(plan["prefix_tiles"]):
                 h.update(plan)
         longs, ints = pack(h, ids)
-        return cls.unpack(q_lens, ctx_lens, torch.from_numpy(longs).to(device), torch.from_numpy(ints).to(device),
-                          prefix_tiles=len(h.get("prefix_tiles", ())))
+        batch = cls.unpack(q_lens, ctx_lens, torch.from_numpy(longs).to(device), torch.from_numpy(ints).to(device),
+                           prefix_tiles=len(h.get("prefix_tiles", ())))
+        batch._host = (h["tables"], -(-np.asarray(ctx_lens) // block_size))
+        return batch
+
+    def contiguous(self) -> bool:
+        """Whether every sequence's blocks are consecutive ids, so that attention can address its
+        keys without gathering them (known for batches that `build` made; False for others)."""
+        if self._contiguous is None:
+            tables, counts = self._host or (None, ())
+            self._contiguous = tables is not None and all(
+                np.array_equal(row[:n], row[0] + np.arange(n, dtype=row.dtype)) for row, n in zip(tables, counts))
+        return self._contiguous
 
     @classmethod
     def unpack(cls, q_lens: list[int], ctx_lens: list[int], longs: torch.Tensor, ints: torch.Tensor,

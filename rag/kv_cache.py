@@ -8,6 +8,7 @@ is contiguous and a token's slot is block * block_size + offset.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,9 @@ class BlockPool:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.block_size, self.num_blocks = block_size, num_blocks
         self.refs = [0] * num_blocks
-        self.free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() hands out low ids first
+        # a heap: the lowest free id goes first, so a long prompt's blocks come as one run where
+        # the pool has one, and attention reads them without a gather (kb.rag.batch.Batch.contiguous)
+        self.free: list[int] = list(range(num_blocks))
         self.peak_used = 0  # the most blocks held at once (sequences and the prefix cache)
 
     @property
@@ -58,7 +61,7 @@ class BlockPool:
     def allocate(self) -> int:
         if not self.free:
             raise OutOfBlocks
-        block = self.free.pop()
+        block = heapq.heappop(self.free)
         assert self.refs[block] == 0
         self.refs[block] = 1
         self.peak_used = max(self.peak_used, self.num_blocks - len(self.free))
@@ -72,7 +75,7 @@ class BlockPool:
         assert self.refs[block] > 0, f"block {block} released more often than held"
         self.refs[block] -= 1
         if self.refs[block] == 0:
-            self.free.append(block)
+            heapq.heappush(self.free, block)
 
     def copy(self, src: int, dst: int, tokens: int) -> None:
         """Copy the first `tokens` slots of block `src` into `dst` (copy-on-write of a shared block)."""

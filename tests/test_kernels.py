@@ -22,14 +22,16 @@ paged = pytest.mark.gpu(reason="attention kernels: GPU only (interpreter limit)"
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
 
-def setup(q_lens, ctx_lens, heads, kv_heads, dim=64, bs=16, dtype=torch.float32, seed=0):
+def setup(q_lens, ctx_lens, heads, kv_heads, dim=64, bs=16, dtype=torch.float32, seed=0, runs=False):
+    """Blocks scattered, not in order; with `runs`, each sequence's are consecutive ids (the
+    sequences from the pool's end down, past 3 unused blocks)."""
     g = torch.Generator().manual_seed(seed)
     need = sum((n + bs - 1) // bs for n in ctx_lens)
-    blocks = torch.randperm(need + 3, generator=g)[:need].tolist()  # scattered, not in order
+    blocks = torch.randperm(need + 3, generator=g)[:need].tolist()
     tables, at = [], 0
     for n in ctx_lens:
         k = (n + bs - 1) // bs
-        tables.append(blocks[at:at + k])
+        tables.append(list(range(need + 3 - at - k, need + 3 - at)) if runs else blocks[at:at + k])
         at += k
     shape = (need + 3, bs, kv_heads, dim)
     kc = torch.randn(shape, generator=g).to(DEVICE, dtype)
@@ -81,16 +83,32 @@ def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dty
 
 
 @paged
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("q_lens, ctx_lens, heads, kv_heads", CASES)
+def test_extend_over_consecutive_blocks_matches_reference(q_lens, ctx_lens, heads, kv_heads, dtype):
+    """`contiguous`: each sequence's keys addressed from its first block, without the gather."""
+    from kb.kernels.paged_attention import extend
+
+    batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, dtype=dtype, runs=True)
+    assert batch.contiguous()
+    close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(16), 0.125, block_m=16,
+                 block_n=16, splits=1, contiguous=True),
+          reference(q, kc, vc, batch, 0.125), dtype)
+
+
+@paged
+@pytest.mark.parametrize("runs", [False, True])
 @pytest.mark.parametrize("dim", [64, 128])
-def test_long_step_settings_match_reference(dim):
+def test_long_step_settings_match_reference(dim, runs):
     """A long prompt's chunk (kb.kernels.paged_attention.settings: bigger tiles, 8 warps) after a
-    cached prefix, two sequences, GQA 7 as Qwen2.5-7B's."""
+    cached prefix, two sequences, GQA 7 as Qwen2.5-7B's; their blocks scattered, or each in one run."""
     from kb.kernels.paged_attention import LONG_STEP, extend, settings
 
     q_lens = [LONG_STEP - 100, 300]
-    batch, q, k, v, kc, vc = setup(q_lens, [q_lens[0] + 777, 300], 14, 2, dim=dim, dtype=torch.bfloat16)
-    launch = settings(q.shape[0], dim)
-    assert launch["block_m"] == 128
+    batch, q, k, v, kc, vc = setup(q_lens, [q_lens[0] + 777, 300], 14, 2, dim=dim, dtype=torch.bfloat16,
+                                   runs=runs)
+    launch = settings(q.shape[0], dim, batch.contiguous)
+    assert launch["block_m"] == 128 and launch["contiguous"] == runs
     close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(launch["block_m"]), 0.125,
                  **launch), reference(q, kc, vc, batch, 0.125), torch.bfloat16)
 

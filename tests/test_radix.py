@@ -220,3 +220,23 @@ def test_shared_prefixes_group_sequences_by_their_common_leading_blocks():
     assert fixed["prefix_tiles"].tolist() == [[0, 3, 8, 0], [3, 1, 8, 0]]
     empty = shared_prefixes(np.array([[1], [2]], np.int32), np.array([3, 3], np.int32), bs, tile=3, max_tiles=1)
     assert empty["skip"].tolist() == [0, 0] and empty["prefix_tiles"].tolist() == [[0, 0, 0, 0]]
+
+
+def test_a_long_prompt_gets_one_run_of_blocks_after_others_are_freed():
+    """The pool hands out its lowest free ids first, so blocks freed in any order come back as one
+    run, which the step's batch reports as contiguous (attention then reads it without a gather)."""
+    from kb.rag.batch import Batch
+
+    pool, _ = make(blocks=16)
+    held = [pool.allocate() for _ in range(10)]
+    assert held == list(range(10))
+    for b in (7, 2, 9, 0, 5, 1, 8, 3, 6, 4):
+        pool.release(b)
+    run = [pool.allocate() for _ in range(6)]
+    assert run == list(range(6))
+    cpu = torch.device("cpu")
+    assert Batch.build([21], [21], [run], BS, cpu).contiguous()
+    assert Batch.build([20], [20], [run[:5] + [9]], BS, cpu).contiguous()  # the sixth block is not used
+    assert not Batch.build([21], [21], [run[:5] + [9]], BS, cpu).contiguous()
+    assert not Batch.build([4, 8], [4, 8], [[3], [0, 2]], BS, cpu).contiguous()
+    assert Batch.build([4, 8], [4, 8], [[3], [0, 1]], BS, cpu).contiguous()
