@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
+import kb  # noqa: F401  (first: it takes its own folder off the import path, see kb/__init__.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_corpus"
 # Never the user's own config file (a default store, flag defaults): tests that need one set it.
