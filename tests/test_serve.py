@@ -264,13 +264,14 @@ def test_ask_chat_and_ask_backend_on_the_generator(store, smollm2, local_answer)
 
 
 @pytest.mark.slow
-def test_ask_backend_against_a_server_kb_did_not_write(store, smollm2, local_answer):
+def test_ask_backend_against_a_server_kb_did_not_write(store, smollm2, local_answer, tmp_path):
     """`kb ask --backend` against Hugging Face's own OpenAI-compatible server (`transformers serve`,
     the same SmolLM2 folder, greedy): the same answer, sources and citations as kb's engine."""
     port = free_port()
+    # started outside kb's checkout, whose kernels/ would hide the PyPI `kernels` transformers imports
     proc = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(smollm2),
                              "--device", "cpu", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         url = answering(proc, f"http://127.0.0.1:{port}", 180)
         got = kb_json("ask", QUESTION, "--db", store, "--backend", url, "--backend-model", str(smollm2),
