@@ -46,13 +46,15 @@ def precision(x: torch.Tensor) -> str:
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
-def settings(tokens: int, dim: int, contiguous=lambda: False) -> dict:
+def settings(tokens: int, dim: int, contiguous=lambda: False, itemsize: int = 2) -> dict:
     """The extend kernel's tiles and launch settings for a step whose longest sequence has `tokens`
     new tokens (many short ones, as 500 prompts after a shared prefix, keep 64-query tiles). For a
-    long step, `contiguous()` (asked only then) says whether each sequence's blocks are one run."""
+    long step, `contiguous()` (asked only then) says whether each sequence's blocks are one run.
+    `itemsize`: bytes of q's dtype; fp32 keeps LONG's tiles (compiled for sm_90, LONG_RUN's at dim
+    128 need 384 KiB of shared memory in fp32, over the 227 KiB a Hopper block has; LONG's 113 KiB)."""
     if tokens >= LONG_STEP and dim in LONG:
         run = contiguous()
-        return dict((LONG_RUN if run else LONG)[dim], contiguous=run)
+        return dict((LONG_RUN if run and itemsize <= 2 else LONG)[dim], contiguous=run)
     return dict(block_m=EXTEND_TILE, block_n=64, warps=4, stages=3)
 
 
@@ -157,7 +159,7 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, PRECISION: tl.constexpr,
             CONTIGUOUS: tl.constexpr):
     # heads vary fastest (sharers of a KV head run together); the last tiles (most keys) go first
-    head, tile, split = tl.program_id(0), tl.num_programs(1) - 1 - tl.program_id(1), tl.program_id(2)
+    head, tile, split = tl.program_id(0) % HEADS, (tl.num_programs(0) - 1 - tl.program_id(0)) // HEADS, tl.program_id(1)
     seq = tl.load(tile_seq_ptr + tile)
     m0 = tl.load(tile_m_ptr + tile)
     q_begin = tl.load(cu_ptr + seq)
@@ -236,7 +238,7 @@ def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, bl
     if splits > 1:
         part_o = torch.empty((splits * tokens * heads, dim), dtype=torch.float32, device=q.device)
         part_ml = torch.empty((splits * tokens * heads, 2), dtype=torch.float32, device=q.device)
-    _extend[(heads, tiles.shape[1], splits)](
+    _extend[(heads * tiles.shape[1], splits)](
         q, k_cache, v_cache, out, part_o, part_ml, block_tables, cu_q, ctx, tiles[0], tiles[1],
         scale * LOG2E, tokens, q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HEADS=heads, KV_HEADS=kv_heads, GROUP=heads // kv_heads, DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,

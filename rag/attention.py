@@ -70,7 +70,7 @@ class TritonBackend(TorchBackend):
                                 batch.skip, batch.members, batch.prefix_tiles)
         # long prompts' chunks take bigger tiles, and read their blocks without a gather where
         # they are one run (the pool hands out its lowest free ids first)
-        launch = self._settings(max(batch.q_lens), q.shape[-1], batch.contiguous)
+        launch = self._settings(max(batch.q_lens), q.shape[-1], batch.contiguous, q.element_size())
         return self._extend(q, k_cache, v_cache, batch.block_tables, batch.cu_q, batch.ctx,
                             batch.tiles(launch["block_m"]), self.scale, **launch)
 

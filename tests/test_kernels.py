@@ -97,20 +97,32 @@ def test_extend_over_consecutive_blocks_matches_reference(q_lens, ctx_lens, head
 
 
 @paged
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("runs", [False, True])
 @pytest.mark.parametrize("dim", [64, 128])
-def test_long_step_settings_match_reference(dim, runs):
+def test_long_step_settings_match_reference(dim, runs, dtype):
     """A long prompt's chunk (kb.kernels.paged_attention.settings: bigger tiles, 8 warps) after a
-    cached prefix, two sequences, GQA 7 as Qwen2.5-7B's; their blocks scattered, or each in one run."""
+    cached prefix, two sequences, GQA 7 as Qwen2.5-7B's; their blocks scattered, or each in one run;
+    fp32 too (a GPU engine may run in fp32: its tiles must fit in shared memory)."""
     from kb.kernels.paged_attention import LONG_STEP, extend, settings
 
     q_lens = [LONG_STEP - 100, 300]
-    batch, q, k, v, kc, vc = setup(q_lens, [q_lens[0] + 777, 300], 14, 2, dim=dim, dtype=torch.bfloat16,
-                                   runs=runs)
-    launch = settings(q.shape[0], dim, batch.contiguous)
+    batch, q, k, v, kc, vc = setup(q_lens, [q_lens[0] + 777, 300], 14, 2, dim=dim, dtype=dtype, runs=runs)
+    launch = settings(q.shape[0], dim, batch.contiguous, q.element_size())
     assert launch["block_m"] == 128 and launch["contiguous"] == runs
     close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(launch["block_m"]), 0.125,
-                 **launch), reference(q, kc, vc, batch, 0.125), torch.bfloat16)
+                 **launch), reference(q, kc, vc, batch, 0.125), dtype)
+
+
+def test_long_steps_take_run_tiles_only_where_they_fit():
+    """Over one run of blocks a long bf16 step takes LONG_RUN's tiles; fp32 keeps LONG's, whose
+    shared memory fits a Hopper block (LONG_RUN's at dim 128 would not); short steps neither."""
+    from kb.kernels.paged_attention import LONG, LONG_RUN, LONG_STEP, settings
+
+    assert settings(LONG_STEP, 128, lambda: True) == dict(LONG_RUN[128], contiguous=True)
+    assert settings(LONG_STEP, 128, lambda: True, itemsize=4) == dict(LONG[128], contiguous=True)
+    assert settings(LONG_STEP, 128, lambda: False) == dict(LONG[128], contiguous=False)
+    assert "contiguous" not in settings(LONG_STEP - 1, 128, lambda: 1 / 0)  # not even asked
 
 
 @paged
