@@ -269,6 +269,7 @@ def test_ask_backend_against_a_server_kb_did_not_write(store, smollm2, local_ans
     the same SmolLM2 folder, greedy): the same answer, sources and citations as kb's engine."""
     port = free_port()
     # started outside kb's checkout, whose kernels/ would hide the PyPI `kernels` transformers imports
+    smollm2 = os.path.realpath(smollm2)  # the server resolves the model's path from its own folder
     proc = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(smollm2),
                              "--device", "cpu", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
