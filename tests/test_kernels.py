@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from kb.kernels import fused_ref  # noqa: E402
 from kb.kernels.paged_attention_ref import attend, store_kv as store_ref  # noqa: E402
@@ -17,7 +17,8 @@ from kb.rag.batch import Batch  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # Triton 3.6's interpreter cannot run a loop whose bound is loaded from memory under NumPy 2 (it
-# converts a 1-element array to an int), which the attention kernels do: those run on a GPU only.
+# converts a 1-element array to an int), which the attention kernels do: those run on a GPU, and
+# one test runs the extend kernel through the interpreter of Triton 3.9 and later.
 paged = pytest.mark.gpu(reason="attention kernels: GPU only (interpreter limit)")
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
@@ -94,6 +95,21 @@ def test_extend_over_consecutive_blocks_matches_reference(q_lens, ctx_lens, head
     close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(16), 0.125, block_m=16,
                  block_n=16, splits=1, contiguous=True),
           reference(q, kc, vc, batch, 0.125), dtype)
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="on a GPU the tests above run the kernel natively")
+@pytest.mark.skipif(tuple(map(int, triton.__version__.split(".")[:2])) < (3, 9),
+                    reason="Triton's interpreter runs the attention kernels from 3.9 on")
+def test_extend_in_the_interpreter_matches_reference():
+    """Without a GPU, the extend kernel through Triton's interpreter (fp32: its bf16 products are
+    wrong): blocks scattered, split over 3 programs, and in runs (`contiguous`)."""
+    from kb.kernels.paged_attention import extend
+
+    for q_lens, ctx_lens, heads, kv_heads in CASES[1:]:
+        for runs, splits in ((False, 1), (False, 3), (True, 1)):
+            batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, runs=runs)
+            close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(16), 0.125, block_m=16,
+                         block_n=16, splits=splits, contiguous=runs), reference(q, kc, vc, batch, 0.125), torch.float32)
 
 
 @paged
