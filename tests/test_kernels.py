@@ -83,18 +83,23 @@ def test_store_and_extend_match_reference(q_lens, ctx_lens, heads, kv_heads, dty
           reference(q, kc, vc, batch, 0.125), dtype)
 
 
+def check_extend(q_lens, ctx_lens, heads, kv_heads, dtype, splits=1, runs=False):
+    """The extend kernel in 16-query, 16-key tiles against the reference; `runs`: each sequence's
+    blocks consecutive, read through the kernel's `contiguous` path."""
+    from kb.kernels.paged_attention import extend
+
+    batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, dtype=dtype, runs=runs)
+    assert batch.contiguous() == runs
+    close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(16), 0.125, block_m=16,
+                 block_n=16, splits=splits, contiguous=runs), reference(q, kc, vc, batch, 0.125), dtype)
+
+
 @paged
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("q_lens, ctx_lens, heads, kv_heads", CASES)
 def test_extend_over_consecutive_blocks_matches_reference(q_lens, ctx_lens, heads, kv_heads, dtype):
     """`contiguous`: each sequence's keys addressed from its first block, without the gather."""
-    from kb.kernels.paged_attention import extend
-
-    batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, dtype=dtype, runs=True)
-    assert batch.contiguous()
-    close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(16), 0.125, block_m=16,
-                 block_n=16, splits=1, contiguous=True),
-          reference(q, kc, vc, batch, 0.125), dtype)
+    check_extend(q_lens, ctx_lens, heads, kv_heads, dtype, runs=True)
 
 
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="on a GPU the tests above run the kernel natively")
@@ -104,13 +109,9 @@ def test_extend_in_the_interpreter_matches_reference():
     """Without a GPU, the extend kernel through Triton's interpreter (fp32: its bf16 products are
     wrong): blocks scattered, split over 3 programs, and in runs (`contiguous`). Each program runs
     in turn there: a few cases keep it to ~10 s."""
-    from kb.kernels.paged_attention import extend
-
-    for (q_lens, ctx_lens, heads, kv_heads), runs, splits in ((CASES[1], False, 3), (CASES[2], False, 1),
-                                                              (CASES[2], True, 1)):
-        batch, q, k, v, kc, vc = setup(q_lens, ctx_lens, heads, kv_heads, runs=runs)
-        close(extend(q, kc, vc, batch.block_tables, batch.cu_q, batch.ctx, batch.tiles(16), 0.125, block_m=16,
-                     block_n=16, splits=splits, contiguous=runs), reference(q, kc, vc, batch, 0.125), torch.float32)
+    check_extend(*CASES[1], torch.float32, splits=3)
+    check_extend(*CASES[2], torch.float32)
+    check_extend(*CASES[2], torch.float32, runs=True)
 
 
 @paged
