@@ -171,8 +171,8 @@ def _extend(q_ptr, kc_ptr, vc_ptr, o_ptr, part_o_ptr, part_ml_ptr, table_ptr, cu
     q = tl.load(q_ptr + (q_begin + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
                 mask=offs_m[:, None] < q_len, other=0.0)
     q_pos = ctx - q_len + offs_m  # each query's position in its sequence
-    m_i, l_i, acc = tl.full([BLOCK_M], float("-inf"), tl.float32), tl.zeros([BLOCK_M], tl.float32), tl.zeros(
-        [BLOCK_M, DIM], tl.float32)
+    m_i, l_i = tl.full([BLOCK_M], float("-inf"), tl.float32), tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, DIM], tl.float32)
     end = tl.minimum(ctx, ctx - q_len + m0 + BLOCK_M)  # no key after the tile's last query
     end = tl.where(m0 < q_len, end, 0)  # a tile past the sequence's queries (a CUDA graph's padding)
     chunk = tl.cdiv(tl.cdiv(end, SPLITS), BLOCK_N) * BLOCK_N  # this program's share of the keys
@@ -242,8 +242,7 @@ def extend(q, k_cache, v_cache, block_tables, cu_q, ctx, tiles, scale: float, bl
         q, k_cache, v_cache, out, part_o, part_ml, block_tables, cu_q, ctx, tiles[0], tiles[1],
         scale * LOG2E, tokens, q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HEADS=heads, KV_HEADS=kv_heads, GROUP=heads // kv_heads, DIM=dim, BS=bs, BLOCK_M=block_m, BLOCK_N=block_n,
-        SPLITS=splits, PRECISION=precision(q), CONTIGUOUS=contiguous, num_warps=warps,
-        num_stages=stages)
+        SPLITS=splits, PRECISION=precision(q), CONTIGUOUS=contiguous, num_warps=warps, num_stages=stages)
     if splits > 1:
         _extend_reduce[(tokens, heads)](part_o, part_ml, out, tokens, out.stride(0), out.stride(1),
                                         HEADS=heads, DIM=dim, SPLITS=splits)
