@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import struct
 import zipfile
 from pathlib import Path
 
@@ -76,4 +77,4 @@ ROOT_HASH = b"kb-prefix-v1"
 
 def chain(parent: bytes, tokens: tuple[int, ...]) -> bytes:
     """The digest of a block of `tokens` that follows the prefix whose digest is `parent`."""
-    return hashlib.sha256(parent + b"".join(t.to_bytes(4, "little") for t in tokens)).digest()
+    return hashlib.sha256(parent + struct.pack(f"<{len(tokens)}I", *tokens)).digest()  # 4 bytes each, little-endian

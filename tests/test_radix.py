@@ -240,3 +240,17 @@ def test_a_long_prompt_gets_one_run_of_blocks_after_others_are_freed():
     assert not Batch.build([21], [21], [run[:5] + [9]], BS, cpu).contiguous()
     assert not Batch.build([4, 8], [4, 8], [[3], [0, 2]], BS, cpu).contiguous()
     assert Batch.build([4, 8], [4, 8], [[3], [0, 1]], BS, cpu).contiguous()
+
+
+def test_block_names_keep_their_format_on_disk():
+    """A block's name is sha256(parent digest + each token as 4 little-endian bytes): blocks a
+    previous kb wrote keep their names (the same bytes as written out token by token)."""
+    import hashlib
+
+    from kb.common import ROOT_HASH, chain
+
+    tokens = (0, 1, 255, 256, 151_935, 2**32 - 1)
+    by_hand = hashlib.sha256(ROOT_HASH + b"".join(t.to_bytes(4, "little") for t in tokens)).digest()
+    assert chain(ROOT_HASH, tokens) == by_hand
+    assert chain(ROOT_HASH, ()).hex() == hashlib.sha256(ROOT_HASH).hexdigest()
+    assert chain(chain(ROOT_HASH, (7,)), (8,)) != chain(ROOT_HASH, (7, 8))
