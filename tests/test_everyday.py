@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -42,7 +43,10 @@ def test_help_and_version():
     assert "<bool>" not in kb_run("query", "-h").stdout  # flags are shown as flags
     assert kb_run("--version").stdout.startswith("kb ")
     assert "--install-completion" in kb_run("-h").stdout  # Typer's shell completion is on
-    script = kb_run("--show-completion", env={"SHELL": "/bin/bash"}).stdout
+    # Typer finds the shell among the process's ancestors; under cron or a detached runner there is
+    # none, so the test names it (what is checked is kb's completion script, not the detection)
+    with mock.patch("shellingham.detect_shell", return_value=("bash", "/bin/bash")):
+        script = kb_run("--show-completion").stdout
     assert "complete" in script and "_KB_COMPLETE" in script
 
 
