@@ -134,6 +134,7 @@ class CausalLM(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.packed_head = None  # the output embedding in oneDNN's layout, on the CPU (kb.rag.packed)
         self.inv_freq, self.rope_scale = rotary(cfg)  # not a buffer: `to(dtype)` must not round it
         self.dynamic_rope = dynamic_limit(cfg)  # dynamic NTK's trained context, or None
 
@@ -177,6 +178,8 @@ class CausalLM(nn.Module):
                 m.kernels = kernels
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.packed_head is not None:  # kb.rag.packed
+            return self.packed_head(hidden).float()
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return (hidden @ weight.T).float()
 

@@ -20,6 +20,7 @@ from kb.rag.batch import Batch
 from kb.rag.config import EngineConfig
 from kb.rag.decoder import CausalLM, ModelConfig, load_model
 from kb.rag.kv_cache import BlockPool, CacheConfig, block_bytes, blocks_that_fit
+from kb.rag.packed import pack, packable
 from kb.rag.sampling import sample
 from kb.rag.speculate import accept
 from kb.rag.scheduler import Sequence
@@ -68,6 +69,8 @@ class ModelRunner:
             torch.set_num_threads(os.cpu_count() or 1)
         self.model = (load_model(Path(cfg.model).expanduser(), self.device, self.dtype) if model is None
                       else model.to(self.device, self.dtype))
+        if self.device.type == "cpu" and packable(self.dtype):
+            pack(self.model)  # oneDNN's layout: decode steps' few rows no longer repack each weight
         mc = self.model.cfg
         self.pool = kv_pool(cfg.cache, mc, self.dtype, self.device)
         self.token_budget = cfg.token_budget or (8192 if self.device.type == "cuda" else 512)

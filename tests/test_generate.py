@@ -12,6 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from kb.rag.packed import PackedLinear, packable  # noqa: E402
+
 SYSTEM = ("You are kb, a careful assistant. Answer from the numbered sources only, cite them as [n], "
           "and say so when they do not contain the answer. Sources:\n[1] notes/bread.md:1-4\nA sourdough "
           "starter is fed with equal weights of flour and water once a day and kept at room temperature.\n")
@@ -96,6 +98,24 @@ def test_tiny_random_model_matches_hf(arch):
     assert [o.token_ids for o in make(64, 16).generate(prompts, params)] == want
     assert [o.token_ids for o in make(20, 16).generate(prompts, params)] == want
     assert [o.token_ids for o in make(64, 16, fuse=True).generate(prompts, params)] == want
+    assert isinstance(eng.model.layers[0].gate_up, PackedLinear) == packable(torch.float32)  # the CPU's path
+
+
+def test_packed_linear_layers_give_the_dense_products():
+    """kb.rag.packed: oneDNN's reordered weights give F.linear's result for the rows of a decode
+    step, a speculative one and a prefill chunk; bf16 is never packed (no gain without bf16
+    instructions). Where this torch has no oneDNN, nothing is packed and the tests above cover it."""
+    from torch.nn import functional as F
+
+    if not packable(torch.float32):
+        pytest.skip("this torch build has no oneDNN: the runner keeps torch's dense products")
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(300, 64, generator=g), torch.randn(300, generator=g)
+    layer = PackedLinear(w, b)
+    for rows in (1, 5, 200):
+        x = torch.randn(rows, 64, generator=g)
+        torch.testing.assert_close(layer(x), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    assert torch.equal(layer.weight, w) and not packable(torch.bfloat16)
 
 
 @pytest.mark.slow
