@@ -121,6 +121,10 @@ Passages = Annotated[int, typer.Option("-k", help="Passages retrieved at most.")
 Generator = Annotated[Optional[str], typer.Option(
     "--model", help="A generator: an installed name (kb models list) or a local Hugging Face folder "
                     "(default: qwen2.5-coder-0.5b).", show_default=False)]
+Draft = Annotated[Optional[str], typer.Option(
+    "--draft", help="A smaller generator with the same tokenizer (an installed name or a local folder) that "
+                    "guesses tokens for --model to check: same answer, fewer passes of the large model.",
+    show_default=False)]
 MaxTokens = Annotated[int, typer.Option(help="Answer length limit in tokens.")]
 Temperature = Annotated[float, typer.Option(help="0: greedy (deterministic).")]
 ContextTokens = Annotated[int, typer.Option(

@@ -23,9 +23,13 @@ from kb.rag.prompt import SYSTEM_PROMPT, chat_messages, chat_prompt, source_bloc
 from kb.rag.sources import MIN_SCORE, SOURCE_FLOOR, pack, relevant
 
 
+DRAFT_GUESSES = 4  # a draft model's guesses per step (bench/speculate.py --draft)
+
+
 @dataclass(frozen=True)
 class AskConfig:
     model: str | None = None  # a catalogue name or a local folder; None: DEFAULT_MODEL
+    draft: str | None = None  # a smaller model of the same tokenizer that guesses for it (kb.rag.draft)
     k: int = 6  # passages retrieved at most
     max_tokens: int = 256
     temperature: float = 0.0
@@ -39,8 +43,9 @@ class AskConfig:
     device: str = "auto"
     cache_bytes: int = 1 << 30  # cap of the KV blocks kept on disk under the store
     collections: tuple[str, ...] = ()  # search only these (kb.index.collections; -c NAME)
-    # prompt-lookup speculation (kb.rag.speculate): guessed tokens per decode step; None: 8 on the
-    # CPU, where it paid (bench/speculate.py), 0 on a GPU, where guesses leave the CUDA graphs
+    # guessed tokens per decode step; None: with a draft, DRAFT_GUESSES; by prompt lookup
+    # (kb.rag.speculate), 8 on the CPU, where it paid (bench/speculate.py), 0 on a GPU, where guesses
+    # leave the CUDA graphs
     speculate: int | None = None
     backend: str | None = None  # an OpenAI-compatible server's URL writes the answer (kb.rag.backend)
     backend_model: str | None = None  # the model name sent to it (None: the server's default)
@@ -67,6 +72,9 @@ class Asker:
         self.store, self.cfg = store, cfg
         self.folder = f"{cfg.backend_model or 'default'} at {cfg.backend}" if cfg.backend else resolve(
             cfg.model or DEFAULT_MODEL)
+        if cfg.draft and cfg.backend:
+            raise UsageError("--draft guesses for kb's own generator, not for a --backend server")
+        self.draft = resolve(cfg.draft) if cfg.draft else None
         self.searcher = Searcher(store)
         self.scope, self.contexts = _collections(store, cfg.collections)
         self._engine = engine
@@ -78,8 +86,9 @@ class Asker:
         if self._engine is None:
             from kb.rag.engine import Engine, EngineConfig
 
+            draft = str(self.draft) if self.draft else None
             self._engine = Engine(EngineConfig(model=str(self.folder), device=self.cfg.device,
-                                               disk_cache=str(self.store.path(KV_DIR)),
+                                               disk_cache=str(self.store.path(KV_DIR)), draft=draft,
                                                disk_cache_bytes=self.cfg.cache_bytes, speculate=self._speculate()))
             if self._engine.tokenizer.chat_template is None:
                 raise UsageError(f"{self.folder} has no chat template: kb ask needs an instruction-tuned model")
@@ -176,6 +185,8 @@ class Asker:
 
         if self.cfg.speculate is not None:
             return self.cfg.speculate
+        if self.cfg.draft:
+            return DRAFT_GUESSES
         on_gpu = self.cfg.device != "cpu" and torch.cuda.is_available()
         return 0 if on_gpu else 8
 

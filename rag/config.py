@@ -22,3 +22,6 @@ class EngineConfig:
     shared_prefix_decode: bool = True  # decode attention reads a prefix running sequences share once
     # prompt-lookup speculation (kb.rag.speculate): guessed tokens checked per greedy decode step; 0: off
     speculate: int = 0
+    # a smaller model of the same tokenizer (a local folder) that makes the `speculate` guesses
+    # instead of prompt lookup (kb.rag.draft)
+    draft: str | None = None

@@ -59,9 +59,10 @@ class Output:
 class Engine:
     """Requests, the scheduler, the prefix cache and the outputs; the model runner does the rest."""
 
-    def __init__(self, cfg: EngineConfig, model: CausalLM | None = None):
+    def __init__(self, cfg: EngineConfig, model: CausalLM | None = None, draft: CausalLM | None = None):
         """`model`: an already built model (benchmarks on random weights) instead of loading
-        `cfg.model`; such an engine has no tokenizer (outputs carry token ids, no text)."""
+        `cfg.model`; such an engine has no tokenizer (outputs carry token ids, no text). `draft`:
+        likewise, a built draft model instead of `cfg.draft`."""
         # What the process holds before its first engine (imported libraries, a caller's model)
         # outlives every step: frozen out of the collector's full passes, which otherwise stall a
         # step to scan it all (H200, the 7B workload's 500 requests: one such pass took 0.32 s of a
@@ -71,9 +72,14 @@ class Engine:
             gc.collect()
             gc.freeze()
         self.cfg = cfg
+        drafter = _drafter(cfg, draft)  # before the target: its KV pool takes most of what is left
         self.runner = ModelRunner(cfg, model)
         folder = Path(cfg.model).expanduser()
         self.tokenizer, self.eos = (_tokenizer(folder), _eos_ids(folder)) if model is None else (None, set())
+        if drafter is not None:
+            drafter.limit(self.model.cfg.vocab_size)
+            if self.tokenizer is not None and cfg.draft:
+                _same_tokenizer(self.tokenizer, Path(cfg.draft).expanduser())
         disk = None
         if cfg.disk_cache:
             from kb.rag.disk_cache import DiskCache, fingerprint
@@ -82,7 +88,8 @@ class Engine:
                              cfg.disk_cache_bytes)
         self.radix: PrefixCache = RadixCache(self.pool, disk)
         self.scheduler = Scheduler(self.pool, self.radix, self.runner.token_budget, cfg.max_seqs, cfg.speculate,
-                                   share_limit=self.model.dynamic_rope, long_chunk=self.runner.long_chunk)
+                                   share_limit=self.model.dynamic_rope, long_chunk=self.runner.long_chunk,
+                                   drafter=drafter)
         self._ids = itertools.count()
 
     @property
@@ -193,6 +200,21 @@ class Engine:
         return Output(seq.id, seq.prompt_len, seq.cached, toks, seq.text, seq.finish_reason,
                       seq.first_token - seq.arrived, (len(seq.output) - 1) / decode_s if decode_s > 0 else 0.0,
                       seq.logprobs)
+
+
+def _drafter(cfg: EngineConfig, draft: CausalLM | None):
+    """The draft model that makes the speculative guesses, or None (prompt lookup makes them)."""
+    if draft is None and not cfg.draft:
+        return None
+    from kb.rag.draft import DraftModel
+
+    return DraftModel(cfg, draft)
+
+
+def _same_tokenizer(tokenizer, folder: Path) -> None:
+    """A draft's guesses are token ids: its vocabulary must be the target's."""
+    if _tokenizer(folder).get_vocab() != tokenizer.get_vocab():
+        raise UsageError(f"the draft model {folder} does not share the generator's tokenizer")
 
 
 def _tokenizer(folder: Path):

@@ -53,13 +53,14 @@ class Sequence:
 
 class Scheduler:
     def __init__(self, pool: BlockPool, cache: PrefixCache, token_budget: int, max_seqs: int, speculate: int = 0,
-                 share_limit: int | None = None, long_chunk: int = 0):
+                 share_limit: int | None = None, long_chunk: int = 0, drafter=None):
         self.pool, self.cache = pool, cache
         self.token_budget, self.max_seqs = token_budget, max_seqs
         # a lone sequence (nothing else running or waiting) prefills up to `long_chunk` tokens a
         # step: its bigger chunks stall no one (0: the token budget)
         self.long_chunk = max(long_chunk, token_budget)
         self.speculate = speculate  # guessed tokens checked per decode step at most (0: none)
+        self.drafter = drafter  # a kb.rag.draft.DraftModel guesses them, else prompt lookup
         # Dynamic NTK scaling rotates a token by its sequence's length once that passes the trained
         # context (`share_limit`): only keys before it, of prompts within it, are alike in every
         # sequence and go to the prefix cache; a longer prompt reuses nothing.
@@ -122,9 +123,12 @@ class Scheduler:
         left = seq.params.max_tokens - len(seq.output) - 1  # the step adds one token besides them
         if not self.speculate or seq.computed < seq.prompt_len or not eligible(seq.params) or left <= 0:
             return []
+        k = min(self.speculate, left, budget - 1)
+        if self.drafter is not None:
+            return self.drafter.propose(seq, k)
         if seq.lookup is None:
             seq.lookup = Lookup()
-        return seq.lookup.propose(seq.tokens, min(self.speculate, left, budget - 1))
+        return seq.lookup.propose(seq.tokens, k)
 
     def finish(self, seq: Sequence) -> None:
         """Remember the finished sequence's KV in the prefix cache and release its blocks."""
@@ -132,6 +136,8 @@ class Scheduler:
             self._insert(seq, seq.computed)
         del self.running[seq]
         self._release(seq)
+        if self.drafter is not None:
+            self.drafter.forget(seq)
 
     def prefilled(self, seq: Sequence) -> None:
         """The prompt is computed: insert it so that requests sharing it reuse it."""

@@ -31,13 +31,13 @@ def test_accept_keeps_the_confirmed_prefix_and_the_next_token():
     assert accept([5], [4, 0]) == [4]
 
 
-def _tiny():
+def _tiny(seed=3, **changes):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     shape = dict(architectures=["LlamaForCausalLM"], vocab_size=40, hidden_size=64, intermediate_size=128,
                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                 initializer_range=0.3)
-    torch.manual_seed(3)
+                 initializer_range=0.3) | changes
+    torch.manual_seed(seed)
     return shape, AutoModelForCausalLM.from_config(LlamaConfig(**shape), dtype=torch.float32).eval()
 
 
@@ -69,6 +69,47 @@ def test_speculating_gives_plain_greedy_tokens_on_a_tiny_model():
         assert fast == plain, kw
         assert any(steps), kw  # guesses were made
     assert len(run(8)[1]) < len(plain_steps)  # and some were right: fewer forward passes
+
+
+def test_a_draft_model_gives_plain_greedy_tokens():
+    """Guesses from a draft model: the target itself (all right), a smaller model of another
+    shape and seed (mostly wrong), and one whose vocabulary is larger than the target's (ids it
+    lacks are never guessed); with chunked prefill, several sequences at once, a draft pool too
+    small for every sequence and preemption of the target's."""
+    from tiny import random_engine
+
+    from kb.rag.decoder import ModelConfig
+    from kb.rag.sampling import SamplingParams
+
+    shape, hf = _tiny()
+    g = torch.Generator().manual_seed(2)
+    base = torch.randint(3, 40, (30,), generator=g).tolist()
+    prompts = [base + base[:n] for n in (3, 17)] + [torch.randint(3, 40, (25,), generator=g).tolist()]
+    params = SamplingParams(max_tokens=30, ignore_eos=True)
+    cfg = ModelConfig.from_dict(shape)
+
+    def run(draft=None, speculate=0, blocks=128, budget=512, together=False):
+        eng = random_engine(cfg, hf.state_dict(), block_size=4, blocks=blocks, token_budget=budget,
+                            speculate=speculate, draft=draft)
+        passes = []
+        real = eng.runner.run
+        eng.runner.run = lambda plan: passes.append(1) or real(plan)
+        out = ([o.token_ids for o in eng.generate(prompts, params)] if together
+               else [eng.generate([p], params)[0].token_ids for p in prompts])
+        if draft is not None:
+            assert not eng.scheduler.drafter.shadows  # finished sequences release their draft blocks
+            assert eng.scheduler.drafter.runner.pool.num_free == eng.scheduler.drafter.runner.pool.num_blocks
+        return out, len(passes)
+
+    plain, plain_passes = run()
+    same, same_passes = run((cfg, hf.state_dict()), speculate=4)
+    assert same == plain and same_passes < plain_passes / 3  # every guess right: 5 tokens a pass
+    small_shape, small = _tiny(seed=9, hidden_size=32, intermediate_size=64, num_hidden_layers=1)
+    wide_shape, wide = _tiny(seed=5, vocab_size=48)
+    for draft in ((ModelConfig.from_dict(small_shape), small.state_dict()),
+                  (ModelConfig.from_dict(wide_shape), wide.state_dict())):
+        for kw in ({}, {"budget": 16, "together": True}, {"blocks": 40, "budget": 16, "together": True}):
+            assert run(draft, speculate=3, **kw)[0] == plain, kw
 
 
 @pytest.mark.slow

@@ -37,15 +37,19 @@ def write_tiny_encoder(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
-def random_engine(cfg, weights: dict, block_size: int = 16, blocks: int = 64, **engine):
+def random_engine(cfg, weights: dict, block_size: int = 16, blocks: int = 64, draft: tuple | None = None, **engine):
     """kb's generation engine on the CPU in fp32 over a Hugging Face decoder's state dict (a tiny
-    random model): `cfg`, its kb.rag.decoder.ModelConfig; `engine`, other EngineConfig fields."""
+    random model): `cfg`, its kb.rag.decoder.ModelConfig; `draft`, (cfg, state dict) of a draft
+    model (kb.rag.draft); `engine`, other EngineConfig fields."""
     import torch
 
     from kb.rag.decoder import build_model
     from kb.rag.engine import Engine, EngineConfig
     from kb.rag.kv_cache import CacheConfig
 
-    model = build_model(cfg, weights, torch.device("cpu"), torch.float32)
+    cpu = torch.device("cpu")
+    model = build_model(cfg, weights, cpu, torch.float32)
+    small = build_model(*draft, cpu, torch.float32) if draft is not None else None
     cache = CacheConfig(block_size=block_size, num_blocks=blocks)
-    return Engine(EngineConfig(model="(random weights)", device="cpu", cache=cache, **engine), model=model)
+    return Engine(EngineConfig(model="(random weights)", device="cpu", cache=cache, **engine), model=model,
+                  draft=small)

@@ -21,6 +21,7 @@ def ask(
     db: options.Db = None,
     k: options.Passages = 6,
     model: options.Generator = None,
+    draft: options.Draft = None,
     max_tokens: options.MaxTokens = 256,
     temperature: options.Temperature = 0.0,
     context_tokens: options.ContextTokens = 0,
@@ -35,7 +36,7 @@ def ask(
     from kb.rag.ask import AskConfig, Asker
 
     questions = inputs.texts(text, file, "question")
-    cfg = AskConfig(model=model, k=k, max_tokens=max_tokens, temperature=temperature,
+    cfg = AskConfig(model=model, draft=draft, k=k, max_tokens=max_tokens, temperature=temperature,
                     context_tokens=context_tokens, collections=tuple(collections or ()), backend=backend,
                     backend_model=backend_model)
     asker = Asker(Store.open(db), cfg)

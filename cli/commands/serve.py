@@ -26,7 +26,7 @@ Watch = Annotated[bool, typer.Option("--watch", help="Keep the store's collectio
 
 def serve(db: options.Db = None, mcp: Mcp = None, host: Host = "127.0.0.1", port: Port = 8765,
           token: Token = None, allow_host: AllowHost = None, model: options.Generator = None,
-          watch: Watch = False, query_encoder: options.QueryEncoder = "auto") -> None:
+          draft: options.Draft = None, watch: Watch = False, query_encoder: options.QueryEncoder = "auto") -> None:
     """Serve the store over HTTP (kb's JSON API, OpenAI-compatible endpoints) or MCP, warm between requests."""
     from kb.cli.serve.guard import LOOPBACK
     from kb.cli.serve.service import Service
@@ -35,7 +35,7 @@ def serve(db: options.Db = None, mcp: Mcp = None, host: Host = "127.0.0.1", port
         raise UsageError("--mcp must be stdio or http")
     if host not in LOOPBACK and not token:
         raise UsageError(f"--host {host} is reachable from other machines: set a token (--token or KB_SERVE_TOKEN)")
-    service = Service(db, model, query_encoder)
+    service = Service(db, model, query_encoder, draft=draft)
     stop = threading.Event()
     if watch:
         _watch(service.store_dir, stop)

@@ -86,7 +86,7 @@ def number_arg(value, name: str, low: float, high: float) -> float:
 
 class Service:
     def __init__(self, db: Path | str | None, model: str | None = None, query_encoder: str = "auto",
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), draft: str | None = None):
         from kb.index.store import Store
 
         store = Store.open(db)  # fails here, before the server starts, if there is no store
@@ -94,7 +94,8 @@ class Service:
         store.close()
         self.model, self.limits = model, limits
         self._search = Worker("kb-search", lambda: _Searching(self.store_dir, query_encoder), limits.max_waiting)
-        self._answer = Worker("kb-answer", lambda: _Answering(self.store_dir, model), limits.max_waiting)
+        self._answer = Worker("kb-answer", lambda: _Answering(self.store_dir, model, draft),
+                              limits.max_waiting)
 
     # -- each returns a Future of the CLI's JSON object ----------------------------------------
     def query(self, text, k=10, mode="hybrid", path=None) -> Future:
@@ -197,10 +198,10 @@ class _Answering:
     """The answer worker's state: its own connection, an Asker per (k, max tokens, temperature),
     all on one engine."""
 
-    def __init__(self, store_dir: Path, model: str | None):
+    def __init__(self, store_dir: Path, model: str | None, draft: str | None):
         from kb.index.store import Store
 
-        self.store, self.model = Store.open(store_dir), model
+        self.store, self.model, self.draft = Store.open(store_dir), model, draft
         self.askers: dict = {}
 
     def asker(self, k: int, max_tokens: int, temperature: float):
@@ -209,8 +210,8 @@ class _Answering:
         key = (k, max_tokens, temperature)
         if key not in self.askers:
             first = next(iter(self.askers.values()), None)  # one generator, whatever the settings
-            self.askers[key] = Asker(self.store, AskConfig(model=self.model, k=k, max_tokens=max_tokens,
-                                                           temperature=temperature),
+            self.askers[key] = Asker(self.store, AskConfig(model=self.model, draft=self.draft, k=k,
+                                                           max_tokens=max_tokens, temperature=temperature),
                                      engine=first.engine if first is not None else None)
         return self.askers[key]
 
