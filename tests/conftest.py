@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_corpus"
 # Never the user's own config file (a default store, flag defaults): tests that need one set it.
 os.environ["KB_CONFIG"] = str(Path(tempfile.gettempdir()) / "kb-tests-no-config.toml")
+# Never the user's default store either: a throwaway XDG_DATA_HOME, one per pytest-xdist worker.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+XDG = f"{tempfile.gettempdir()}/kb-tests-xdg" + (f"-{WORKER}" if WORKER else "")
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected: torch loads only for a gpu test that runs
@@ -67,8 +70,7 @@ def kb(*args, check: int | None = 0, input: str | None = None, env: dict | None 
     `unprivileged`: as root, without the capabilities that let root read and write whatever it
     likes, so that file modes count as they do for a user (tests and CI run as root)."""
     base = {k: v for k, v in os.environ.items() if k != "KB_DB"}
-    # Never the user's default store: XDG_DATA_HOME points into a throwaway folder.
-    full_env = {**base, "NO_COLOR": "1", "XDG_DATA_HOME": tempfile.gettempdir() + "/kb-tests-xdg",
+    full_env = {**base, "NO_COLOR": "1", "XDG_DATA_HOME": XDG,
                 **(env or {})}
     prefix = NO_OVERRIDE if unprivileged and os.geteuid() == 0 else []
     proc = subprocess.run([*prefix, sys.executable, "-m", "kb.cli", *map(str, args)], capture_output=True,

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from unittest import mock
 
 from typer.testing import CliRunner
 
+from conftest import XDG
 from kb.cli.app import main
 from kb.index import store
 
@@ -23,7 +23,7 @@ def kb_run(*args, check: int | None = 0, input: str | None = None,
     """`kb ARGS` as conftest.kb runs it (no KB_DB, NO_COLOR, a throwaway XDG_DATA_HOME), returning
     the same CompletedProcess; asserts the exit code when `check` is not None."""
     argv = ["kb", *map(str, args)]
-    full_env = {"KB_DB": None, "NO_COLOR": "1", "XDG_DATA_HOME": tempfile.gettempdir() + "/kb-tests-xdg",
+    full_env = {"KB_DB": None, "NO_COLOR": "1", "XDG_DATA_HOME": XDG,
                 **(env or {})}
     # A fresh process has opened no store: the error map must not suspect an earlier test's.
     with _runner.isolation(input=input, env=full_env) as (out, err, _), \

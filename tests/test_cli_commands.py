@@ -86,6 +86,33 @@ def test_models_install_and_path_call_the_catalogue(monkeypatch, tmp_path):
     assert result.stdout == f"{tmp_path / 'resolved' / 'smollm2-135m'}\n"
 
 
+def test_two_processes_installing_one_model_convert_it_once(monkeypatch, tmp_path):
+    """The second install waits on the first's lock, then finds the model there (two cron jobs,
+    parallel test workers): one conversion, one folder, no shared staging folder."""
+    import threading
+    import time
+
+    from kb.rag import catalog
+
+    converted = []
+
+    def convert(spec, folder):
+        converted.append(spec.name)
+        time.sleep(0.3)  # long enough for the other install to reach the lock
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        return folder
+    monkeypatch.setattr(catalog, "_install_gguf", convert)
+    got = []
+    workers = [threading.Thread(target=lambda: got.append(catalog.install("smollm2-135m", tmp_path)))
+               for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert converted == ["smollm2-135m"] and got == [tmp_path / "smollm2-135m"] * 2
+
+
 def test_models_list_sizes_and_remove(monkeypatch, tmp_path):
     monkeypatch.setenv("KB_MODELS", str(tmp_path))
     folder = tmp_path / "smollm2-135m"
