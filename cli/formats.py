@@ -7,7 +7,6 @@ Paths are absolute where a program opens them (files, grep), as shown otherwise.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import sys

@@ -5,7 +5,6 @@ or mistyped file as a one-line usage error."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
