@@ -133,12 +133,17 @@ class Engine:
 
     # -- one step ---------------------------------------------------------------------------------
     def step(self) -> None:
-        """Schedule, run the model over the plan, then post-process what it sampled."""
+        """Schedule, run the model over the plan, then post-process what it sampled. The prompts
+        the step completes go into the prefix cache while a GPU computes them, once the step's
+        kernels are queued (a 32K prompt's 2,000 blocks: 19 ms under cProfile on the H200's
+        host, after the step, before this). Their keys are written on the same stream before
+        anything reads them; a step that fails before its launch is over inserts nothing."""
         plan = self.scheduler.schedule()
         if not plan:
             raise UsageError(f"the KV cache ({self.pool.num_blocks} blocks of {self.pool.block_size} "
                              "tokens) cannot hold one sequence: give it more memory")
-        sampled = self.runner.run(plan)
+        done = [s for s, n in plan if s.computed < s.prompt_len <= s.computed + n]
+        sampled = self.runner.run(plan, during=lambda: [self.scheduler.prefilled(s) for s in done])
         self._postprocess(plan, sampled)
 
     def _postprocess(self, plan: list[tuple[Sequence, int]], sampled: list[tuple[Sequence, list[int], list | None]]) -> None:
@@ -147,10 +152,7 @@ class Engine:
             if seq.first_token is None:
                 seq.first_token, seq.logprobs = now, logprobs
         for s, n in plan:
-            n -= len(s.draft)  # guessed tokens count once accepted, below
-            s.computed += n
-            if s.computed >= s.prompt_len and s.computed - n < s.prompt_len:
-                self.scheduler.prefilled(s)
+            s.computed += n - len(s.draft)  # guessed tokens count once accepted, below
         for seq, tokens, _ in sampled:
             seq.computed += len(tokens) - 1  # the accepted guesses' keys and values are valid
             seq.draft = []

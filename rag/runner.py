@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -95,17 +96,21 @@ class ModelRunner:
             return self.token_budget  # (the torch reference's scores grow with the chunk times its context)
         return fitting_chunk(torch.cuda.mem_get_info(self.device)[0], self.model.cfg, self.dtype, self.token_budget)
 
-    def run(self, plan: list[tuple[Sequence, int]]) -> list[tuple[Sequence, list[int], list[float] | None]]:
+    def run(self, plan: list[tuple[Sequence, int]], during: Callable[[], None] | None = None,
+            ) -> list[tuple[Sequence, list[int], list[float] | None]]:
         """One step: each planned sequence's next `n` tokens (with its `draft`, the guesses of
         kb.rag.speculate) through the model, their keys and values written to its blocks; then,
         for each sequence whose tokens the step reaches the end of, the tokens it gains: one
         sampled token, or the draft's prefix that greedy decoding confirms and the token after it.
         [(sequence, tokens, log-probabilities of its params' `logprobs_of` or None)], in plan
-        order. Sequences are not changed."""
+        order. Sequences are not changed. `during`: host work to do once the step's kernels are
+        queued, while a GPU computes them (before the sampled tokens are read back)."""
         ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens) + len(s.draft)]
         widths = [1 + len(plan[i][0].draft) for i in ends]
         with torch.inference_mode():
             logits = self._logits(plan, ends, widths)
+            if during is not None:
+                during()
             if not ends:
                 return []
             done = [plan[i][0] for i in ends]

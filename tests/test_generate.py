@@ -101,6 +101,34 @@ def test_tiny_random_model_matches_hf(arch):
     assert isinstance(eng.model.layers[0].gate_up, PackedLinear) == packable(torch.float32)  # the CPU's path
 
 
+def test_a_step_caches_the_prompts_it_completes_before_it_samples(monkeypatch):
+    """Engine.step inserts a completed prompt into the prefix cache while the step runs (on a GPU,
+    while its kernels do), so it is there when the step samples; a step whose forward fails
+    caches nothing of it."""
+    from tiny import random_engine
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    import kb.rag.runner as runner
+    from kb.rag.decoder import ModelConfig
+    from kb.rag.sampling import SamplingParams
+
+    shape = dict(architectures=["LlamaForCausalLM"], vocab_size=50, hidden_size=32, intermediate_size=64,
+                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
+    torch.manual_seed(0)
+    weights = AutoModelForCausalLM.from_config(LlamaConfig(**shape)).state_dict()
+    prompt = list(range(3, 40))  # 9 full blocks of 4, and a partial one
+    eng = random_engine(ModelConfig.from_dict(shape), weights, block_size=4)
+    seen, real = [], runner.sample
+    monkeypatch.setattr(runner, "sample", lambda *a: seen.append(eng.radix.cached(prompt)) or real(*a))
+    eng.generate([prompt], SamplingParams(max_tokens=2))
+    assert seen[0] >= 36  # the full blocks (`cached` counts the partial one as a block)
+    failing = random_engine(ModelConfig.from_dict(shape), weights, block_size=4)
+    monkeypatch.setattr(failing.runner, "forward", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.generate([prompt], SamplingParams(max_tokens=2))
+    assert failing.radix.cached(prompt) == 0
+
+
 def test_packed_linear_layers_give_the_dense_products():
     """kb.rag.packed: oneDNN's reordered weights give F.linear's result for the rows of a decode
     step, a speculative one and a prefill chunk; bf16 is never packed (no gain without bf16

@@ -59,7 +59,7 @@ def test_speculating_gives_plain_greedy_tokens_on_a_tiny_model():
                             token_budget=budget, speculate=speculate)
         steps = []
         real = eng.runner.run
-        eng.runner.run = lambda plan: steps.append(sum(len(s.draft) for s, _ in plan)) or real(plan)
+        eng.runner.run = lambda plan, **kw: steps.append(sum(len(s.draft) for s, _ in plan)) or real(plan, **kw)
         out = ([o.token_ids for o in eng.generate(prompts, params)] if together
                else [eng.generate([p], params)[0].token_ids for p in prompts])
         return out, steps
@@ -93,7 +93,7 @@ def test_a_draft_model_gives_plain_greedy_tokens():
                             speculate=speculate, draft=draft)
         passes = []
         real = eng.runner.run
-        eng.runner.run = lambda plan: passes.append(1) or real(plan)
+        eng.runner.run = lambda plan, **kw: passes.append(1) or real(plan, **kw)
         out = ([o.token_ids for o in eng.generate(prompts, params)] if together
                else [eng.generate([p], params)[0].token_ids for p in prompts])
         if draft is not None:
@@ -133,7 +133,7 @@ def test_speculating_on_smollm2_quoting_a_source_matches_and_saves_passes(smollm
                                   cache=CacheConfig(num_blocks=256)))
         calls = []
         real = eng.runner.run
-        eng.runner.run = lambda plan: calls.append(1) or real(plan)
+        eng.runner.run = lambda plan, **kw: calls.append(1) or real(plan, **kw)
         outs.append(eng.generate([ids], params)[0].token_ids)
         passes.append(len(calls))
     assert outs[0] == outs[1] and len(outs[0]) > 20
