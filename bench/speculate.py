@@ -40,11 +40,13 @@ def seconds(out) -> float:
 
 
 def main() -> None:
+    from kb.rag.ask import DRAFT_GUESSES
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--k", type=int, default=8, help="guessed tokens checked per step")
     ap.add_argument("--draft", default=None, help="a draft model of the same tokenizer (kb.rag.draft)")
-    ap.add_argument("--draft-k", type=int, default=4, help="the draft's guesses per step")
+    ap.add_argument("--draft-k", type=int, default=DRAFT_GUESSES, help="the draft's guesses per step")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--questions", type=int, default=0, help="the first N answerable questions only (0: all)")
     args = ap.parse_args()
