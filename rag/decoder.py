@@ -79,6 +79,22 @@ class ModelConfig:
                    attention_bias=arch == "qwen2" or bool(c.get("attention_bias", False)))
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose weights come only from a checkpoint: made on the meta device and never
+    initialised (nn.Linear's random init there runs through torch's reference ops, whose first use
+    imports torch._dynamo: a second of every `kb ask`)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding, likewise never initialised."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float):
         super().__init__()
@@ -98,11 +114,11 @@ class Layer(nn.Module):
         self.cfg = cfg
         q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
-        self.qkv = nn.Linear(cfg.hidden_size, q + 2 * kv, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
+        self.qkv = Linear(cfg.hidden_size, q + 2 * kv, bias=cfg.attention_bias)
+        self.o_proj = Linear(q, cfg.hidden_size, bias=False)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
-        self.gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         self.kernels = fused_ref
 
     def forward(self, x, residual, cos, sin, attend) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,10 +146,10 @@ class CausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_eps)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.packed_head = None  # the output embedding in oneDNN's layout, on the CPU (kb.rag.packed)
         self.inv_freq, self.rope_scale = rotary(cfg)  # not a buffer: `to(dtype)` must not round it
         self.dynamic_rope = dynamic_limit(cfg)  # dynamic NTK's trained context, or None
@@ -225,5 +241,4 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: torc
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise NotFound(f"{where}: weights missing for {', '.join(missing[:3])}")
-    model.inv_freq, model.rope_scale = rotary(cfg)  # made on the meta device with the rest
     return model.to(device=device, dtype=dtype).eval()

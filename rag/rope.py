@@ -18,8 +18,9 @@ def rotary(cfg) -> tuple[torch.Tensor, float]:
     wavelengths slowed, short ones kept, the band between blended) or YaRN (Qwen2.5's 128K
     configurations: the same idea with the band set by how often each frequency turns within the
     original context, and attention sharpened by 0.1 ln(factor) + 1). Dynamic NTK's frequencies
-    are these plain ones up to the trained context, then `dynamic_frequencies`."""
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float) / cfg.head_dim))
+    are these plain ones up to the trained context, then `dynamic_frequencies`. Made on the CPU
+    whatever the default device (a model is built on the meta device)."""
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float, device="cpu") / cfg.head_dim))
     s = dict(cfg.rope_scaling)
     kind = s.pop("rope_type", "default")
     if kind == "linear":
@@ -55,7 +56,7 @@ def _yarn(inv: torch.Tensor, s: dict, cfg) -> tuple[torch.Tensor, float]:
         lo, hi = math.floor(lo), math.ceil(hi)
     lo, hi = max(lo, 0), min(hi, d - 1)
     # 0 below `lo` (fast frequencies, kept), 1 above `hi` (slow ones, slowed by `factor`), a ramp between
-    ramp = ((torch.arange(d // 2, dtype=torch.float) - lo) / (hi - lo if hi != lo else 1e-3)).clamp(0, 1)
+    ramp = ((torch.arange(d // 2, dtype=torch.float, device="cpu") - lo) / (hi - lo if hi != lo else 1e-3)).clamp(0, 1)
     inv = inv / factor * ramp + inv * (1 - ramp)
 
     def sharpen(scale: float, m: float = 1.0) -> float:
