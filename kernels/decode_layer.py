@@ -15,6 +15,11 @@ bandwidth; the activations are a few rows that stay in cache. One token (batch-1
 multiply-and-sum on the CUDA cores; 2 to 16 are the rows of a tensor-core product (padded to 16).
 Rounding follows the unfused layers (Hugging Face's): the norm's output, the projection's, and
 silu's are rounded to the model's dtype where those are. References: kb.kernels.decode_layer_ref.
+
+On Hopper each launches as a programmatic dependent (kb.kernels.paged_attention.dependent), as do
+the decode attention kernels: a kernel starts while the one before it ends and loads its first
+weights, then waits for the results it reads. H200, a 0.5B-shaped decode step's CUDA graph: 0.747
+-> 0.655 ms, tokens and logits bit for bit the same (.scratch/pdl.py, 2026-12-04).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kb.kernels.paged_attention import precision
+from kb.kernels.paged_attention import dependent, precision, wait_for_previous
 
 MAX_TOKENS = 16  # tokens a launch takes: the rows of one tensor-core tile
 # Launch settings swept on an H200 (Qwen2.5-0.5B shapes, one token; .scratch sweep, 2026-12-03):
@@ -49,6 +54,13 @@ def _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2: tl.constexpr, BLOCK_K
         xf = x.to(tl.float32)
         total += tl.sum(xf * xf, 1)
     return tl.rsqrt(total / K + eps)
+
+
+@triton.jit
+def _tile(ptr, stride, rows, live, k0, K, BLOCK_K: tl.constexpr):
+    """Rows `rows` (where `live`) of a row-major matrix, columns k0 .. k0 + BLOCK_K (zero past K)."""
+    k = k0 + tl.arange(0, BLOCK_K)
+    return tl.load(ptr + rows[:, None] * stride + k[None, :], mask=live[:, None] & (k[None, :] < K), other=0.0)
 
 
 @triton.jit
@@ -93,7 +105,7 @@ def _norm_qkv_rope_store(x_ptr, nw_ptr, w_ptr, b_ptr, cos_ptr, sin_ptr, q_ptr, k
                          M, K, eps, stride_x, stride_c,
                          HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr, HB: tl.constexpr,
                          M_P2: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         PRECISION: tl.constexpr):
+                         PRECISION: tl.constexpr, PDL: tl.constexpr):
     """Program: HB rows of each half of one head (q, k or v) of the fused projection."""
     HALF: tl.constexpr = DIM // 2
     pid = tl.program_id(0)
@@ -103,16 +115,18 @@ def _norm_qkv_rope_store(x_ptr, nw_ptr, w_ptr, b_ptr, cos_ptr, sin_ptr, q_ptr, k
     m = tl.arange(0, M_P2)
     live_m = m < M
     dtype = w_ptr.dtype.element_ty
+    every = rows >= 0
+    w1 = _tile(w_ptr, K, rows, every, 0, K, BLOCK_K)  # the first weights stream in while the last kernel ends
+    w2 = _tile(w_ptr, K, rows + HALF, every, 0, K, BLOCK_K)
+    wait_for_previous(PDL)
     inv = _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2, BLOCK_K)
-    acc1 = _start(M_P2, HB, BLOCK_K)
-    acc2 = _start(M_P2, HB, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, k, K, inv, dtype)
-        w1 = tl.load(w_ptr + rows[:, None] * K + k[None, :], mask=k[None, :] < K, other=0.0)
-        w2 = tl.load(w_ptr + (rows + HALF)[:, None] * K + k[None, :], mask=k[None, :] < K, other=0.0)
-        acc1 = _add(acc1, xn, w1, PRECISION)
-        acc2 = _add(acc2, xn, w2, PRECISION)
+    xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, tl.arange(0, BLOCK_K), K, inv, dtype)
+    acc1 = _add(_start(M_P2, HB, BLOCK_K), xn, w1, PRECISION)
+    acc2 = _add(_start(M_P2, HB, BLOCK_K), xn, w2, PRECISION)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, k0 + tl.arange(0, BLOCK_K), K, inv, dtype)
+        acc1 = _add(acc1, xn, _tile(w_ptr, K, rows, every, k0, K, BLOCK_K), PRECISION)
+        acc2 = _add(acc2, xn, _tile(w_ptr, K, rows + HALF, every, k0, K, BLOCK_K), PRECISION)
     acc1, acc2 = _finish(acc1, M_P2), _finish(acc2, M_P2)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + rows).to(tl.float32)[None, :]
@@ -163,23 +177,24 @@ def norm_qkv_rope_store(x, norm_weight, eps: float, weight, bias, cos, sin, k_ca
     _norm_qkv_rope_store[grid](x, norm_weight, weight, bias if bias is not None else weight, cos, sin, q,
                                k_cache, v_cache, slots, tokens, hidden, eps, x.stride(0), cos.stride(0),
                                HEADS=heads, KV_HEADS=kv_heads, DIM=dim, HB=hb, M_P2=m_p2, BLOCK_K=block_k,
-                               HAS_BIAS=bias is not None, PRECISION=precision(x), num_warps=warps,
-                               num_stages=stages)
+                               HAS_BIAS=bias is not None, PRECISION=precision(x), PDL=dependent(x),
+                               num_warps=warps, num_stages=stages, launch_pdl=dependent(x))
     return q
 
 
 @triton.jit
 def _linear_residual(x_ptr, w_ptr, r_ptr, out_ptr, M, N, K, stride_x, stride_r,
-                     M_P2: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+                     M_P2: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                     PDL: tl.constexpr):
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, M_P2)
     live_m, live_n = m < M, n < N
-    acc = _start(M_P2, BLOCK_N, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=live_m[:, None] & (k[None, :] < K), other=0.0)
-        w = tl.load(w_ptr + n[:, None] * K + k[None, :], mask=live_n[:, None] & (k[None, :] < K), other=0.0)
-        acc = _add(acc, x, w, PRECISION)
+    w = _tile(w_ptr, K, n, live_n, 0, K, BLOCK_K)  # the first weights stream in while the last kernel ends
+    wait_for_previous(PDL)
+    acc = _add(_start(M_P2, BLOCK_N, BLOCK_K), _tile(x_ptr, stride_x, m, live_m, 0, K, BLOCK_K), w, PRECISION)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        acc = _add(acc, _tile(x_ptr, stride_x, m, live_m, k0, K, BLOCK_K), _tile(w_ptr, K, n, live_n, k0, K, BLOCK_K),
+                   PRECISION)
     acc = _finish(acc, M_P2)
     live = live_m[:, None] & live_n[None, :]
     r = tl.load(r_ptr + m[:, None] * stride_r + n[None, :], mask=live, other=0.0)
@@ -198,29 +213,31 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
     warps = 8 if m_p2 == 1 and k > 2048 and warps == 4 else warps  # a long row (the down projection)
     _linear_residual[(triton.cdiv(n, block_n),)](x, weight, residual, out, tokens, n, k, x.stride(0),
                                                  residual.stride(0), M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                 PRECISION=precision(x), num_warps=warps, num_stages=stages)
+                                                 PRECISION=precision(x), PDL=dependent(x), num_warps=warps,
+                                                 num_stages=stages, launch_pdl=dependent(x))
     return out
 
 
 @triton.jit
 def _norm_gate_up(x_ptr, nw_ptr, w_ptr, out_ptr, M, N, K, eps, stride_x,
-                  M_P2: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+                  M_P2: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                  PDL: tl.constexpr):
     """Program: BLOCK_N columns of the gate and the same of up (rows n and N + n of the weight)."""
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, M_P2)
     live_m, live_n = m < M, n < N
     dtype = w_ptr.dtype.element_ty
+    wg = _tile(w_ptr, K, n, live_n, 0, K, BLOCK_K)  # the first weights stream in while the last kernel ends
+    wu = _tile(w_ptr, K, N + n, live_n, 0, K, BLOCK_K)
+    wait_for_previous(PDL)
     inv = _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2, BLOCK_K)
-    gate = _start(M_P2, BLOCK_N, BLOCK_K)
-    up = _start(M_P2, BLOCK_N, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, k, K, inv, dtype)
-        wmask = live_n[:, None] & (k[None, :] < K)
-        wg = tl.load(w_ptr + n[:, None] * K + k[None, :], mask=wmask, other=0.0)
-        wu = tl.load(w_ptr + (N + n)[:, None] * K + k[None, :], mask=wmask, other=0.0)
-        gate = _add(gate, xn, wg, PRECISION)
-        up = _add(up, xn, wu, PRECISION)
+    xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, tl.arange(0, BLOCK_K), K, inv, dtype)
+    gate = _add(_start(M_P2, BLOCK_N, BLOCK_K), xn, wg, PRECISION)
+    up = _add(_start(M_P2, BLOCK_N, BLOCK_K), xn, wu, PRECISION)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, k0 + tl.arange(0, BLOCK_K), K, inv, dtype)
+        gate = _add(gate, xn, _tile(w_ptr, K, n, live_n, k0, K, BLOCK_K), PRECISION)
+        up = _add(up, xn, _tile(w_ptr, K, N + n, live_n, k0, K, BLOCK_K), PRECISION)
     gate, up = _finish(gate, M_P2), _finish(up, M_P2)
     g = gate.to(dtype).to(tl.float32)  # rounded as the projection's output is
     u = up.to(dtype).to(tl.float32)
@@ -240,5 +257,6 @@ def norm_gate_up(x: torch.Tensor, norm_weight: torch.Tensor, eps: float, weight:
     block_n = rows or 16
     _norm_gate_up[(triton.cdiv(n, block_n),)](x, norm_weight, weight, out, tokens, n, k, eps, x.stride(0),
                                               M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
-                                              PRECISION=precision(x), num_warps=warps, num_stages=stages)
+                                              PRECISION=precision(x), PDL=dependent(x), num_warps=warps,
+                                              num_stages=stages, launch_pdl=dependent(x))
     return out

@@ -17,6 +17,9 @@ kb.kernels.paged_attention_ref; tests compare them on random inputs.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -44,6 +47,33 @@ def precision(x: torch.Tensor) -> str:
     """tl.dot's input precision for x's dtype: fp32 stays fp32 (Hopper would round it to tf32), so
     that results match the torch references to 1e-5."""
     return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
+def dependent(x: torch.Tensor) -> bool:
+    """Whether a decode step's kernels on x's device launch as programmatic dependents (Hopper and
+    later; not on Triton's interpreter, which lacks the instructions): each may start, and stream
+    its first weights, while the kernel before it ends, then waits for that kernel's results. The
+    whole chain of a decode step's layers is such kernels, so no launch gap is left between them.
+    Off with KB_PDL=0 (to measure it)."""
+    return x.is_cuda and PDL and _hopper(x.device.index)
+
+
+PDL = os.environ.get("KB_PDL", "1") != "0" and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+@functools.cache
+def _hopper(index: int | None) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+@triton.jit
+def wait_for_previous(PDL: tl.constexpr):
+    """A dependent launch's barrier (see `dependent`): what comes after it sees every earlier
+    kernel's writes, and the next kernel may launch. Nothing before it may read what an earlier
+    kernel writes, nor write anything (only weights are read before it)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 def settings(tokens: int, dim: int, contiguous=lambda: False, itemsize: int = 2) -> dict:

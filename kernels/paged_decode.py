@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kb.kernels.paged_attention import LOG2E, attend_range, precision
+from kb.kernels.paged_attention import LOG2E, attend_range, dependent, precision, wait_for_previous
 
 PREFIX_TILE = 64  # decode queries per tile of the shared-prefix pass
 
@@ -46,9 +46,11 @@ STEP_SIZED = {
 def _decode_prefix(q_ptr, kc_ptr, vc_ptr, pre_o_ptr, pre_ml_ptr, table_ptr, members_ptr, tiles_ptr, scale,
                    stride_qt, stride_qh, stride_table,
                    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
-                   BS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                   BS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                   PDL: tl.constexpr):
     """One head of up to BLOCK_M decode queries of sequences sharing a prefix, against that prefix:
     the keys are loaded once for all of them and the products run on tensor cores."""
+    wait_for_previous(PDL)
     tile, head = tl.program_id(0), tl.program_id(1)
     first = tl.load(tiles_ptr + tile * 4)
     count = tl.load(tiles_ptr + tile * 4 + 1)
@@ -76,11 +78,12 @@ def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx
                   stride_qt, stride_qh, stride_table,
                   HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
                   DIM: tl.constexpr, BS: tl.constexpr, SPLITS: tl.constexpr, BLOCK_N: tl.constexpr,
-                  HAS_SKIP: tl.constexpr, PRECISION: tl.constexpr):
+                  HAS_SKIP: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
     """The query heads of one KV head of one sequence against a 1/SPLITS share of its context:
     the share is cut from the sequence's own length, so the grid fits any context (a CUDA graph's
     too) and a long one is spread over every program. The heads are the rows of a tensor-core
     product (padded to 16)."""
+    wait_for_previous(PDL)
     seq, kvh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ctx = tl.load(ctx_ptr + seq)
     skip = 0
@@ -107,8 +110,10 @@ def _decode_split(q_ptr, kc_ptr, vc_ptr, part_o_ptr, part_ml_ptr, table_ptr, ctx
 
 @triton.jit(**STEP_SIZED["_decode_reduce"])
 def _decode_reduce(part_o_ptr, part_ml_ptr, pre_o_ptr, pre_ml_ptr, o_ptr, skip_ptr, stride_ot, stride_oh,
-                   HEADS: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr, HAS_SKIP: tl.constexpr):
+                   HEADS: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr, HAS_SKIP: tl.constexpr,
+                   PDL: tl.constexpr):
     """Merge one head's partial softmaxes (all SPLITS at once, and the prefix pass's if any)."""
+    wait_for_previous(PDL)
     seq, head = tl.program_id(0), tl.program_id(1)
     offs_d = tl.arange(0, DIM)
     rows = (seq * HEADS + head) * SPLITS + tl.arange(0, SPLITS)
@@ -167,6 +172,7 @@ def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, skip=None, memb
     chosen = FILLED if splits == 1 else SPLIT
     block_n, warps, stages = block_n or chosen["block_n"], warps or chosen["warps"], stages or chosen["stages"]
     scale = scale * LOG2E
+    pdl = dependent(q)
     part_o = torch.empty((seqs * heads * splits, dim), dtype=torch.float32, device=q.device)
     part_ml = torch.empty((seqs * heads * splits, 2), dtype=torch.float32, device=q.device)
     shared = skip is not None
@@ -177,14 +183,14 @@ def decode(q, k_cache, v_cache, block_tables, ctx, scale: float, skip=None, memb
         _decode_prefix[(prefix_tiles.shape[0], heads)](
             q, k_cache, v_cache, pre_o, pre_ml, block_tables, members, prefix_tiles, scale,
             q.stride(0), q.stride(1), block_tables.stride(0), HEADS=heads, KV_HEADS=kv_heads, GROUP=group,
-            DIM=dim, BS=bs, BLOCK_M=PREFIX_TILE, BLOCK_N=64, PRECISION=precision(q))
+            DIM=dim, BS=bs, BLOCK_M=PREFIX_TILE, BLOCK_N=64, PRECISION=precision(q), PDL=pdl, launch_pdl=pdl)
     skip = skip if shared else ctx  # an unread stand-in
     _decode_split[(seqs, kv_heads, splits)](
         q, k_cache, v_cache, part_o, part_ml, block_tables, ctx, skip, scale, q.stride(0),
         q.stride(1), block_tables.stride(0), HEADS=heads, KV_HEADS=kv_heads, GROUP=group,
         GROUP_P2=max(triton.next_power_of_2(group), 16), DIM=dim, BS=bs, SPLITS=splits, BLOCK_N=block_n,
-        HAS_SKIP=shared, PRECISION=precision(q), num_warps=warps, num_stages=stages)
+        HAS_SKIP=shared, PRECISION=precision(q), PDL=pdl, num_warps=warps, num_stages=stages, launch_pdl=pdl)
     out = torch.empty_like(q)
     _decode_reduce[(seqs, heads)](part_o, part_ml, pre_o, pre_ml, out, skip, out.stride(0), out.stride(1),
-                                  HEADS=heads, DIM=dim, SPLITS=splits, HAS_SKIP=shared)
+                                  HEADS=heads, DIM=dim, SPLITS=splits, HAS_SKIP=shared, PDL=pdl, launch_pdl=pdl)
     return out
