@@ -18,8 +18,8 @@ silu's are rounded to the model's dtype where those are. References: kb.kernels.
 
 On Hopper each launches as a programmatic dependent (kb.kernels.paged_attention.dependent), as do
 the decode attention kernels: a kernel starts while the one before it ends and loads its first
-weights, then waits for the results it reads. H200, a 0.5B-shaped decode step's CUDA graph: 0.747
--> 0.655 ms, tokens and logits bit for bit the same (.scratch/pdl.py, 2026-12-04).
+weights, then waits for the results it reads. H200, a 0.5B-shaped decode step's CUDA graph: 0.753
+-> 0.652 ms, the same tokens (bench/generate.py --only a, 2026-12-04; the logits bit for bit too).
 """
 
 from __future__ import annotations
