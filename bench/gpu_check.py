@@ -1,7 +1,8 @@
 """One device call that checks the GPU paths against their baselines: kb's flat index through torch
 against its numpy path, then kb's generator against Hugging Face on random Qwen2.5-0.5B-shaped
 weights (greedy tokens in a batch and one by one, last-position logits, batch-1 decode speed), with
-torch and with Triton attention, and fp32 logits after a cached prefix. Prints each result, then
+torch and with Triton attention, fp32 logits after a cached prefix, and decoding with steps queued
+ahead against without. Prints each result, then
 one JSON line.
 
     python bench/gpu_check.py     # needs a CUDA GPU
@@ -114,6 +115,33 @@ def engine_vs_hf(folder: str, hf, attention: str) -> dict:
                 decode_tok_s=round(256 / s, 1), kb_decode_tok_s=round(out.decode_tokens_per_s, 1))
 
 
+def look_ahead(folder: str) -> dict:
+    """Greedy tokens with each decode step queued ahead of the last one's tokens (kb.rag.ahead)
+    against the same engine without, from a cold prefix cache each time: a batch whose answers end
+    at different lengths and single prompts in bf16; in fp32, a stop token that ends one answer of
+    the batch midway (its row of a queued step is dropped, and the others' step ran with it)."""
+    from kb.rag.sampling import SamplingParams
+
+    g = torch.Generator().manual_seed(4)
+    prompts = random_ids(g, 40, 300, 7, 129, 64)
+    lengths = [SamplingParams(max_tokens=n, ignore_eos=True) for n in (20, 64, 33, 64, 50)]
+    out = {}
+    for dtype in ("bfloat16", "float32"):
+        eng = engine(folder, "triton", dtype=dtype)
+
+        def run(on, params):
+            eng.runner.runs_ahead = on
+            eng.radix.evict(eng.pool.num_blocks)
+            batch = [o.token_ids for o in eng.generate(prompts, params)]
+            return batch + [eng.generate([p], q)[0].token_ids for p, q in zip(prompts[:2], params[:2])]
+        plain = run(False, lengths)
+        if dtype == "float32":
+            lengths[1] = SamplingParams(max_tokens=64, stop_token_ids=(plain[1][10],))
+            plain = run(False, lengths)
+        out[dtype] = run(True, lengths) == plain
+    return dict(ahead_same_tokens=out)
+
+
 def generator() -> dict:
     folder, hf = random_model_folder()
     res = {attention: engine_vs_hf(folder, hf, attention) for attention in ("torch", "triton")}
@@ -124,6 +152,7 @@ def generator() -> dict:
     del hf
     torch.cuda.empty_cache()
     res["fp32_logits_rel_err"] = fp32_logits(folder)
+    res.update(look_ahead(folder))
     return res
 
 

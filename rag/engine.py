@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 
 from kb.errors import UsageError
+from kb.rag.ahead import plain
 from kb.rag.config import EngineConfig
 from kb.rag.decoder import CausalLM
 from kb.rag.kv_cache import BlockPool
@@ -143,8 +144,20 @@ class Engine:
             raise UsageError(f"the KV cache ({self.pool.num_blocks} blocks of {self.pool.block_size} "
                              "tokens) cannot hold one sequence: give it more memory")
         done = [s for s, n in plan if s.computed < s.prompt_len <= s.computed + n]
-        sampled = self.runner.run(plan, during=lambda: [self.scheduler.prefilled(s) for s in done])
+        sampled = self.runner.run(plan, during=lambda: [self.scheduler.prefilled(s) for s in done],
+                                  ahead=self._ahead(plan))
         self._postprocess(plan, sampled)
+
+    def _ahead(self, plan: list[tuple[Sequence, int]]) -> bool:
+        """Whether the step after this one is queued now as well (kb.rag.ahead): greedy decoding
+        with nothing waiting to join and no guesses, where no sequence ends by its length in this
+        step and each has a block for its next token (reserved now)."""
+        s = self.scheduler
+        if not self.runner.runs_ahead or s.waiting or s.speculate or not plain(plan):
+            return False
+        if any(len(q.output) + 1 >= q.params.max_tokens for q, _ in plan):
+            return False
+        return s.reserve([q for q, _ in plan])
 
     def _postprocess(self, plan: list[tuple[Sequence, int]], sampled: list[tuple[Sequence, list[int], list | None]]) -> None:
         now = time.perf_counter()  # the tokens exist: a first one's time, before the bookkeeping

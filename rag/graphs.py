@@ -48,15 +48,19 @@ class StepGraphs:
     def fits(self, n: int) -> bool:
         return n <= self.sizes[-1]
 
-    def decode(self, ids: list[int], ctx_lens: list[int], tables: list[list[int]]) -> torch.Tensor:
-        """Logits (n, vocab) of a decode step of n sequences: their next token ids, their context
-        lengths with that token, their block tables."""
+    def decode(self, ids: list[int] | torch.Tensor, ctx_lens: list[int], tables: list[list[int]]) -> torch.Tensor:
+        """Logits (n, vocab) of a decode step of n sequences: their next token ids (or a tensor of
+        them on the device, for a step queued before they reach the host: kb.rag.ahead), their
+        context lengths with that token, their block tables."""
         n = len(ids)
         b = next(s for s in self.sizes if s >= n)
         graph, logits, longs, ints, _ = self.decode_graphs[b]
-        host_longs, host_ints, _ = self._decode_inputs(ids, ctx_lens, tables, b)
+        on_device = isinstance(ids, torch.Tensor)
+        host_longs, host_ints, _ = self._decode_inputs([0] * n if on_device else ids, ctx_lens, tables, b)
         longs.copy_(torch.from_numpy(host_longs), non_blocking=True)
         ints.copy_(torch.from_numpy(host_ints), non_blocking=True)
+        if on_device:  # the ids' place in the int64 buffer (kb.rag.batch.pack: slots, positions, ids)
+            longs[2 * b:2 * b + n].copy_(ids)
         graph.replay()
         return logits[:n]
 

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from kb.rag.ahead import Queued, plain, queue
 from kb.rag.attention import choose_backend
 from kb.rag.batch import Batch
 from kb.rag.config import EngineConfig
@@ -88,6 +89,10 @@ class ModelRunner:
 
             self.graphs = StepGraphs(self)
         self.long_chunk = self._long_chunk()  # from the memory left once graphs hold theirs
+        # greedy decode steps are queued one ahead (kb.rag.ahead) where a GPU computes them
+        # asynchronously: with CUDA graphs (dynamic NTK, which has none, would need its lengths)
+        self.runs_ahead = self.graphs is not None
+        self._queued: Queued | None = None
 
     def _long_chunk(self) -> int:
         """Tokens a lone prompt (nothing else running or waiting) may prefill in one step: with the
@@ -96,7 +101,7 @@ class ModelRunner:
             return self.token_budget  # (the torch reference's scores grow with the chunk times its context)
         return fitting_chunk(torch.cuda.mem_get_info(self.device)[0], self.model.cfg, self.dtype, self.token_budget)
 
-    def run(self, plan: list[tuple[Sequence, int]], during: Callable[[], None] | None = None,
+    def run(self, plan: list[tuple[Sequence, int]], during: Callable[[], None] | None = None, ahead: bool = False,
             ) -> list[tuple[Sequence, list[int], list[float] | None]]:
         """One step: each planned sequence's next `n` tokens (with its `draft`, the guesses of
         kb.rag.speculate) through the model, their keys and values written to its blocks; then,
@@ -104,7 +109,13 @@ class ModelRunner:
         sampled token, or the draft's prefix that greedy decoding confirms and the token after it.
         [(sequence, tokens, log-probabilities of its params' `logprobs_of` or None)], in plan
         order. Sequences are not changed. `during`: host work to do once the step's kernels are
-        queued, while a GPU computes them (before the sampled tokens are read back)."""
+        queued, while a GPU computes them (before the sampled tokens are read back). `ahead`: also
+        queue the step after this one (kb.rag.ahead; the plan is a plain greedy step and each
+        sequence has a block for its next token)."""
+        if self.runs_ahead and (ahead or self._queued is not None) and plain(plan):
+            with torch.inference_mode():
+                return self._run_plain(plan, during, ahead)
+        self._queued = None
         ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens) + len(s.draft)]
         widths = [1 + len(plan[i][0].draft) for i in ends]
         with torch.inference_mode():
@@ -124,6 +135,38 @@ class ModelRunner:
                     gained[j] = accept(s.draft, logits[last[j] - widths[j]:last[j]].argmax(-1).tolist())
             picked = [_logprobs(logits[last[j] - widths[j]], s.params.logprobs_of) for j, s in enumerate(done)]
         return list(zip(done, gained, picked))
+
+    def _run_plain(self, plan, during, ahead: bool) -> list[tuple[Sequence, list[int], None]]:
+        """A plain greedy step: the one queued ahead of it if that was this plan, else queued now;
+        with `ahead`, the next is queued behind it before its tokens are read."""
+        seqs = [s for s, _ in plan]
+        step, self._queued = self._queued, None
+        rows = step.rows(plan) if step is not None else None
+        if rows is None:
+            step, rows = self._queue(seqs, [s.tokens[s.computed] for s in seqs]), list(range(len(seqs)))
+        if ahead:
+            ids = step.tokens if rows == list(range(len(step.seqs))) else step.tokens[rows]
+            self._queued = self._queue(seqs, ids, after=1)
+        if during is not None:
+            during()
+        tokens = step.read()
+        return [(s, [tokens[r]], None) for s, r in zip(seqs, rows)]
+
+    def _queue(self, seqs: list[Sequence], ids: list[int] | torch.Tensor, after: int = 0) -> Queued:
+        """Queue a plain step of `seqs` with new tokens `ids` (on the device if not yet on the
+        host); `after=1`: the step after the one planned now."""
+        ctx = [s.computed + 1 + after for s in seqs]
+        tables = [s.blocks for s in seqs]
+        if self.graphs is not None and self.graphs.fits(len(seqs)):
+            logits = self.graphs.decode(ids, ctx, tables)
+        else:
+            on_device = isinstance(ids, torch.Tensor)
+            batch = Batch.build([1] * len(seqs), ctx, tables, self.pool.block_size, self.device,
+                                [0] * len(seqs) if on_device else ids, prefix_tile=self.prefix_tile)
+            if on_device:
+                batch.ids.copy_(ids)
+            logits = self.model.logits(self.forward(batch))
+        return queue(logits, seqs, ctx)
 
     def forward(self, batch: Batch, rope_lens: list[int] | None = None) -> torch.Tensor:
         """Hidden states (tokens, hidden) of the batch's new tokens (`batch.ids`); their keys and

@@ -139,6 +139,11 @@ class Scheduler:
         if self.drafter is not None:
             self.drafter.forget(seq)
 
+    def reserve(self, seqs: list[Sequence]) -> bool:
+        """A block for the token after each decoding sequence's next one (a step queued ahead:
+        kb.rag.ahead), evicting from the prefix cache but preempting no one; False if one lacks it."""
+        return all(self._grow(s, s.computed + 2, preempt=False) for s in seqs)
+
     def prefilled(self, seq: Sequence) -> None:
         """The prompt is computed: insert it so that requests sharing it reuse it."""
         self._insert(seq, seq.prompt_len)
