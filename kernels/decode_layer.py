@@ -34,7 +34,9 @@ MAX_TOKENS = 16  # tokens a launch takes: the rows of one tensor-core tile
 # Launch settings swept on an H200 (Qwen2.5-0.5B shapes, one token; .scratch sweep, 2026-12-03):
 # us a call, fused against the unfused ops it replaces: qkv 3.2 vs 6.6 (4 rows of each half, whole
 # 1,024-column loads), output projection 2.2 vs 5.9, gate/up 5.8 vs 8.0 (16 rows, 256 columns), down
-# projection 3.5 vs 6.0 (8 rows, 1,024 columns, 8 warps).
+# projection 3.5 vs 6.0 (8 rows, 1,024 columns, 8 warps). Re-swept as dependent launches, in the
+# whole decode graph (2026-12-04): qkv 8 rows of each half (was 4), gate/up 8 rows (was 16), the
+# output and down projections 4 rows (was 8): 0.656 -> 0.643 ms in three alternations, same tokens.
 
 
 def _tiles(tokens: int, k: int, block_k: int = 0) -> tuple[int, int]:
@@ -172,7 +174,7 @@ def norm_qkv_rope_store(x, norm_weight, eps: float, weight, bias, cos, sin, k_ca
     assert k_cache.is_contiguous() and v_cache.is_contiguous()
     q = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
     m_p2, block_k = _tiles(tokens, hidden, block_k)
-    hb = min(dim // 2, rows or (4 if m_p2 == 1 else 16))  # rows of each half per program (a product's: 16)
+    hb = min(dim // 2, rows or (8 if m_p2 == 1 else 16))  # rows of each half per program (a product's: 16)
     grid = ((heads + 2 * kv_heads) * (dim // 2 // hb),)
     _norm_qkv_rope_store[grid](x, norm_weight, weight, bias if bias is not None else weight, cos, sin, q,
                                k_cache, v_cache, slots, tokens, hidden, eps, x.stride(0), cos.stride(0),
@@ -209,7 +211,7 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
     assert tokens <= MAX_TOKENS and x.stride(1) == 1 and residual.stride(1) == 1 and weight.is_contiguous()
     out = torch.empty((tokens, n), dtype=residual.dtype, device=x.device)
     m_p2, block_k = _tiles(tokens, k, block_k)
-    block_n = rows or (8 if m_p2 == 1 else 16)
+    block_n = rows or (4 if m_p2 == 1 else 16)
     warps = 8 if m_p2 == 1 and k > 2048 and warps == 4 else warps  # a long row (the down projection)
     _linear_residual[(triton.cdiv(n, block_n),)](x, weight, residual, out, tokens, n, k, x.stride(0),
                                                  residual.stride(0), M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
@@ -254,7 +256,7 @@ def norm_gate_up(x: torch.Tensor, norm_weight: torch.Tensor, eps: float, weight:
     assert tokens <= MAX_TOKENS and x.stride(1) == 1 and weight.is_contiguous()
     out = torch.empty((tokens, n), dtype=x.dtype, device=x.device)
     m_p2, block_k = _tiles(tokens, k, block_k or 256)
-    block_n = rows or 16
+    block_n = rows or (8 if m_p2 == 1 else 16)
     _norm_gate_up[(triton.cdiv(n, block_n),)](x, norm_weight, weight, out, tokens, n, k, eps, x.stride(0),
                                               M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
                                               PRECISION=precision(x), PDL=dependent(x), num_warps=warps,
