@@ -103,6 +103,26 @@ def _finish(acc, M_P2: tl.constexpr):
 
 
 @triton.jit
+def _normed_products(x_ptr, nw_ptr, w_ptr, stride_x, m, live_m, rows_a, rows_b, live_rows, K, eps, dtype,
+                     M_P2: tl.constexpr, N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+                     PDL: tl.constexpr):
+    """RMSNorm of x's rows m, times two sets of N weight rows (each K wide): the two (tokens, N)
+    products. The first weight tiles stream in before the wait for the kernel before this one."""
+    wa = _tile(w_ptr, K, rows_a, live_rows, 0, K, BLOCK_K)
+    wb = _tile(w_ptr, K, rows_b, live_rows, 0, K, BLOCK_K)
+    wait_for_previous(PDL)
+    inv = _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2, BLOCK_K)
+    xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, tl.arange(0, BLOCK_K), K, inv, dtype)
+    a = _add(_start(M_P2, N, BLOCK_K), xn, wa, PRECISION)
+    b = _add(_start(M_P2, N, BLOCK_K), xn, wb, PRECISION)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, k0 + tl.arange(0, BLOCK_K), K, inv, dtype)
+        a = _add(a, xn, _tile(w_ptr, K, rows_a, live_rows, k0, K, BLOCK_K), PRECISION)
+        b = _add(b, xn, _tile(w_ptr, K, rows_b, live_rows, k0, K, BLOCK_K), PRECISION)
+    return _finish(a, M_P2), _finish(b, M_P2)
+
+
+@triton.jit
 def _norm_qkv_rope_store(x_ptr, nw_ptr, w_ptr, b_ptr, cos_ptr, sin_ptr, q_ptr, kc_ptr, vc_ptr, slot_ptr,
                          M, K, eps, stride_x, stride_c,
                          HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr, HB: tl.constexpr,
@@ -117,19 +137,8 @@ def _norm_qkv_rope_store(x_ptr, nw_ptr, w_ptr, b_ptr, cos_ptr, sin_ptr, q_ptr, k
     m = tl.arange(0, M_P2)
     live_m = m < M
     dtype = w_ptr.dtype.element_ty
-    every = rows >= 0
-    w1 = _tile(w_ptr, K, rows, every, 0, K, BLOCK_K)  # the first weights stream in while the last kernel ends
-    w2 = _tile(w_ptr, K, rows + HALF, every, 0, K, BLOCK_K)
-    wait_for_previous(PDL)
-    inv = _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2, BLOCK_K)
-    xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, tl.arange(0, BLOCK_K), K, inv, dtype)
-    acc1 = _add(_start(M_P2, HB, BLOCK_K), xn, w1, PRECISION)
-    acc2 = _add(_start(M_P2, HB, BLOCK_K), xn, w2, PRECISION)
-    for k0 in range(BLOCK_K, K, BLOCK_K):
-        xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, k0 + tl.arange(0, BLOCK_K), K, inv, dtype)
-        acc1 = _add(acc1, xn, _tile(w_ptr, K, rows, every, k0, K, BLOCK_K), PRECISION)
-        acc2 = _add(acc2, xn, _tile(w_ptr, K, rows + HALF, every, k0, K, BLOCK_K), PRECISION)
-    acc1, acc2 = _finish(acc1, M_P2), _finish(acc2, M_P2)
+    acc1, acc2 = _normed_products(x_ptr, nw_ptr, w_ptr, stride_x, m, live_m, rows, rows + HALF, rows >= 0, K, eps,
+                                  dtype, M_P2, HB, BLOCK_K, PRECISION, PDL)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + rows).to(tl.float32)[None, :]
         acc2 += tl.load(b_ptr + rows + HALF).to(tl.float32)[None, :]
@@ -229,18 +238,8 @@ def _norm_gate_up(x_ptr, nw_ptr, w_ptr, out_ptr, M, N, K, eps, stride_x,
     m = tl.arange(0, M_P2)
     live_m, live_n = m < M, n < N
     dtype = w_ptr.dtype.element_ty
-    wg = _tile(w_ptr, K, n, live_n, 0, K, BLOCK_K)  # the first weights stream in while the last kernel ends
-    wu = _tile(w_ptr, K, N + n, live_n, 0, K, BLOCK_K)
-    wait_for_previous(PDL)
-    inv = _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2, BLOCK_K)
-    xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, tl.arange(0, BLOCK_K), K, inv, dtype)
-    gate = _add(_start(M_P2, BLOCK_N, BLOCK_K), xn, wg, PRECISION)
-    up = _add(_start(M_P2, BLOCK_N, BLOCK_K), xn, wu, PRECISION)
-    for k0 in range(BLOCK_K, K, BLOCK_K):
-        xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, k0 + tl.arange(0, BLOCK_K), K, inv, dtype)
-        gate = _add(gate, xn, _tile(w_ptr, K, n, live_n, k0, K, BLOCK_K), PRECISION)
-        up = _add(up, xn, _tile(w_ptr, K, N + n, live_n, k0, K, BLOCK_K), PRECISION)
-    gate, up = _finish(gate, M_P2), _finish(up, M_P2)
+    gate, up = _normed_products(x_ptr, nw_ptr, w_ptr, stride_x, m, live_m, n, N + n, live_n, K, eps, dtype, M_P2,
+                                BLOCK_N, BLOCK_K, PRECISION, PDL)
     g = gate.to(dtype).to(tl.float32)  # rounded as the projection's output is
     u = up.to(dtype).to(tl.float32)
     act = (g / (1 + tl.exp(-g))).to(dtype).to(tl.float32) * u  # silu rounded, as torch's is
