@@ -3,13 +3,18 @@ queued too, fed on the device with the tokens the first one picks (their argmax)
 has read them: the host's share of a step (reading the tokens, stop checks, scheduling, the next
 inputs) then runs while the GPU computes, instead of between its steps (vLLM's async scheduling
 and SGLang's overlap scheduler do the same). The engine asks for it only where the next step is
-very likely the same batch (kb.rag.engine): nothing waiting to join, no speculation, no sequence
-ending by its length. The scheduler has reserved each sequence's block for that next token.
+very likely the same batch (kb.rag.engine): nothing waiting to join, no speculation, not every
+sequence ending by its length. The scheduler has reserved each sequence a block for the token
+after its next one.
 
-When the next step is planned, the queued one is used if the plan is the same sequences (or some
-of them: those that stopped are dropped rows), each at the context and with the blocks it was
-queued with. Otherwise it is dropped: what it wrote is each sequence's own next slot, which the
-real step writes again (the same keys, for a sequence that goes on), and nothing reads before.
+When the next step is planned, the queued one is used if the plan is the same sequences, or some
+of them (the rows of those that stopped are dropped), each at the context and with the blocks it
+was queued with. Otherwise it is dropped. Either way what it wrote is each sequence's own slot
+after its last token: the real step writes it again for a sequence that goes on, and no one reads
+it for one that stopped (the prefix cache keeps only computed tokens; a block is only handed on
+after it, in stream order). A kept step's remaining rows were computed in the larger batch: the
+kernels' tiles then differ, so in bf16 a token can differ from the batch's without the stopped
+rows, as between any two batchings.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from kb.rag.scheduler import Sequence
 from kb.rag.speculate import eligible
 
 
-def plain(plan: list[tuple[Sequence, int]]) -> bool:
+def greedy_decode(plan: list[tuple[Sequence, int]]) -> bool:
     """A step that greedy decoding alone makes: one new token of each generating sequence."""
     return all(n == 1 and not s.draft and s.computed >= s.prompt_len and eligible(s.params) for s, n in plan)
 
@@ -69,5 +74,5 @@ def queue(logits: torch.Tensor, seqs: list[Sequence], ctx: list[int]) -> Queued:
     done = None
     if cuda:
         done = torch.cuda.Event()
-        done.record()
+        done.record(torch.cuda.current_stream(tokens.device))
     return Queued(seqs, ctx, [(s.blocks, len(s.blocks)) for s in seqs], tokens, host, done)

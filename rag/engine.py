@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 
 from kb.errors import UsageError
-from kb.rag.ahead import plain
+from kb.rag.ahead import greedy_decode
 from kb.rag.config import EngineConfig
 from kb.rag.decoder import CausalLM
 from kb.rag.kv_cache import BlockPool
@@ -145,17 +145,19 @@ class Engine:
                              "tokens) cannot hold one sequence: give it more memory")
         done = [s for s, n in plan if s.computed < s.prompt_len <= s.computed + n]
         sampled = self.runner.run(plan, during=lambda: [self.scheduler.prefilled(s) for s in done],
-                                  ahead=self._ahead(plan))
+                                  ahead=self._reserve_ahead(plan))
         self._postprocess(plan, sampled)
 
-    def _ahead(self, plan: list[tuple[Sequence, int]]) -> bool:
+    def _reserve_ahead(self, plan: list[tuple[Sequence, int]]) -> bool:
         """Whether the step after this one is queued now as well (kb.rag.ahead): greedy decoding
-        with nothing waiting to join and no guesses, where no sequence ends by its length in this
-        step and each has a block for its next token (reserved now)."""
+        with nothing waiting to join and no guesses, where not every sequence ends by its length in
+        this step (the rows of those that do are dropped) and each has a block for the token after
+        its next one, reserved here (evicting from the prefix cache if need be; a failure keeps
+        what it reserved before it, which those sequences need at their next step anyway)."""
         s = self.scheduler
-        if not self.runner.runs_ahead or s.waiting or s.speculate or not plain(plan):
+        if not self.runner.runs_ahead or s.waiting or s.speculate or not greedy_decode(plan):
             return False
-        if any(len(q.output) + 1 >= q.params.max_tokens for q, _ in plan):
+        if all(len(q.output) + 1 >= q.params.max_tokens for q, _ in plan):
             return False
         return s.reserve([q for q, _ in plan])
 

@@ -1,5 +1,6 @@
-"""CUDA graphs for the generator's steps, so that a step is two host-to-device copies and a replay
-instead of a few hundred kernel launches from Python (a small model's step is launch-bound).
+"""CUDA graphs for the generator's steps, so that a step is two host-to-device copies (and, for a
+step queued before its tokens reach the host, a copy of them on the device) and a replay instead
+of a few hundred kernel launches from Python (a small model's step is launch-bound).
 
 - Decode: one graph per batch size in BATCH_SIZES, captured when the model runner starts. A step of n
   sequences replays the smallest graph of at least n, its spare rows pointed at a scratch block

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from kb.rag.ahead import Queued, plain, queue
+from kb.rag.ahead import Queued, greedy_decode, queue
 from kb.rag.attention import choose_backend
 from kb.rag.batch import Batch
 from kb.rag.config import EngineConfig
@@ -110,11 +110,11 @@ class ModelRunner:
         [(sequence, tokens, log-probabilities of its params' `logprobs_of` or None)], in plan
         order. Sequences are not changed. `during`: host work to do once the step's kernels are
         queued, while a GPU computes them (before the sampled tokens are read back). `ahead`: also
-        queue the step after this one (kb.rag.ahead; the plan is a plain greedy step and each
-        sequence has a block for its next token)."""
-        if self.runs_ahead and (ahead or self._queued is not None) and plain(plan):
+        queue the step after this one (kb.rag.ahead; the plan is a greedy decode step and each
+        sequence has a block for the token after its next one)."""
+        if self.runs_ahead and (ahead or self._queued is not None) and greedy_decode(plan):
             with torch.inference_mode():
-                return self._run_plain(plan, during, ahead)
+                return self._run_queued(plan, during, ahead)
         self._queued = None
         ends = [i for i, (s, n) in enumerate(plan) if s.computed + n == len(s.tokens) + len(s.draft)]
         widths = [1 + len(plan[i][0].draft) for i in ends]
@@ -136,8 +136,9 @@ class ModelRunner:
             picked = [_logprobs(logits[last[j] - widths[j]], s.params.logprobs_of) for j, s in enumerate(done)]
         return list(zip(done, gained, picked))
 
-    def _run_plain(self, plan, during, ahead: bool) -> list[tuple[Sequence, list[int], None]]:
-        """A plain greedy step: the one queued ahead of it if that was this plan, else queued now;
+    def _run_queued(self, plan: list[tuple[Sequence, int]], during: Callable[[], None] | None,
+                    ahead: bool) -> list[tuple[Sequence, list[int], None]]:
+        """A greedy decode step: the one queued ahead of it if that was this plan, else queued now;
         with `ahead`, the next is queued behind it before its tokens are read."""
         seqs = [s for s, _ in plan]
         step, self._queued = self._queued, None
@@ -145,17 +146,19 @@ class ModelRunner:
         if rows is None:
             step, rows = self._queue(seqs, [s.tokens[s.computed] for s in seqs]), list(range(len(seqs)))
         if ahead:
-            ids = step.tokens if rows == list(range(len(step.seqs))) else step.tokens[rows]
-            self._queued = self._queue(seqs, ids, after=1)
+            ids = step.tokens
+            if rows != list(range(len(step.seqs))):  # an index copied without waiting for the stream
+                ids = ids[torch.tensor(rows).to(ids.device, non_blocking=True)]
+            self._queued = self._queue(seqs, ids, next_step=True)
         if during is not None:
             during()
         tokens = step.read()
         return [(s, [tokens[r]], None) for s, r in zip(seqs, rows)]
 
-    def _queue(self, seqs: list[Sequence], ids: list[int] | torch.Tensor, after: int = 0) -> Queued:
-        """Queue a plain step of `seqs` with new tokens `ids` (on the device if not yet on the
-        host); `after=1`: the step after the one planned now."""
-        ctx = [s.computed + 1 + after for s in seqs]
+    def _queue(self, seqs: list[Sequence], ids: list[int] | torch.Tensor, next_step: bool = False) -> Queued:
+        """Queue a greedy decode step of `seqs` with new tokens `ids` (on the device if not yet on
+        the host); `next_step`: the step after the one planned now."""
+        ctx = [s.computed + 1 + next_step for s in seqs]
         tables = [s.blocks for s in seqs]
         if self.graphs is not None and self.graphs.fits(len(seqs)):
             logits = self.graphs.decode(ids, ctx, tables)

@@ -1,9 +1,10 @@
 """Decoding one step ahead (kb.rag.ahead): the engine queues a greedy decode step's successor before
 reading its tokens. On a GPU that overlaps the host with the device; here, on the CPU, the same
 code runs synchronously, and what is tested is that it changes nothing: the tokens of plain
-step-by-step decoding, with sequences stopping at different steps (a queued step then holds rows
-no one plans), a stop token, a sampled request beside greedy ones, a block boundary every 4
-tokens, and a pool small enough that reserving the next block fails and sequences are preempted."""
+step-by-step decoding, with sequences ending at different lengths while others go on (a queued
+step then holds rows no one plans), a stop token, a sampled request beside greedy ones, a block
+boundary every 4 tokens, and a pool small enough that reserving the next block fails and
+sequences are preempted."""
 
 from __future__ import annotations
 
