@@ -183,13 +183,14 @@ def norm_qkv_rope_store(x, norm_weight, eps: float, weight, bias, cos, sin, k_ca
     assert k_cache.is_contiguous() and v_cache.is_contiguous()
     q = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
     m_p2, block_k = _tiles(tokens, hidden, block_k)
+    pdl = dependent(x)
     hb = min(dim // 2, rows or (8 if m_p2 == 1 else 16))  # rows of each half per program (a product's: 16)
     grid = ((heads + 2 * kv_heads) * (dim // 2 // hb),)
     _norm_qkv_rope_store[grid](x, norm_weight, weight, bias if bias is not None else weight, cos, sin, q,
                                k_cache, v_cache, slots, tokens, hidden, eps, x.stride(0), cos.stride(0),
                                HEADS=heads, KV_HEADS=kv_heads, DIM=dim, HB=hb, M_P2=m_p2, BLOCK_K=block_k,
-                               HAS_BIAS=bias is not None, PRECISION=precision(x), PDL=dependent(x),
-                               num_warps=warps, num_stages=stages, launch_pdl=dependent(x))
+                               HAS_BIAS=bias is not None, PRECISION=precision(x), PDL=pdl,
+                               num_warps=warps, num_stages=stages, launch_pdl=pdl)
     return q
 
 
@@ -220,12 +221,13 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
     assert tokens <= MAX_TOKENS and x.stride(1) == 1 and residual.stride(1) == 1 and weight.is_contiguous()
     out = torch.empty((tokens, n), dtype=residual.dtype, device=x.device)
     m_p2, block_k = _tiles(tokens, k, block_k)
+    pdl = dependent(x)
     block_n = rows or (4 if m_p2 == 1 else 16)
     warps = 8 if m_p2 == 1 and k > 2048 and warps == 4 else warps  # a long row (the down projection)
     _linear_residual[(triton.cdiv(n, block_n),)](x, weight, residual, out, tokens, n, k, x.stride(0),
                                                  residual.stride(0), M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
-                                                 PRECISION=precision(x), PDL=dependent(x), num_warps=warps,
-                                                 num_stages=stages, launch_pdl=dependent(x))
+                                                 PRECISION=precision(x), PDL=pdl, num_warps=warps,
+                                                 num_stages=stages, launch_pdl=pdl)
     return out
 
 
@@ -255,9 +257,10 @@ def norm_gate_up(x: torch.Tensor, norm_weight: torch.Tensor, eps: float, weight:
     assert tokens <= MAX_TOKENS and x.stride(1) == 1 and weight.is_contiguous()
     out = torch.empty((tokens, n), dtype=x.dtype, device=x.device)
     m_p2, block_k = _tiles(tokens, k, block_k or 256)
+    pdl = dependent(x)
     block_n = rows or (8 if m_p2 == 1 else 16)
     _norm_gate_up[(triton.cdiv(n, block_n),)](x, norm_weight, weight, out, tokens, n, k, eps, x.stride(0),
                                               M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
-                                              PRECISION=precision(x), PDL=dependent(x), num_warps=warps,
-                                              num_stages=stages, launch_pdl=dependent(x))
+                                              PRECISION=precision(x), PDL=pdl, num_warps=warps,
+                                              num_stages=stages, launch_pdl=pdl)
     return out

@@ -34,7 +34,7 @@ def greedy_decode(plan: list[tuple[Sequence, int]]) -> bool:
 
 @dataclass
 class Queued:
-    """A plain step whose kernels are queued: its sequences (its rows, in order), each one's
+    """A greedy decode step whose kernels are queued: its sequences (its rows, in order), each one's
     context length and block table as they were then (the list and its length), and each row's
     argmax on the device, copied to the host as `done` is reached."""
     seqs: list[Sequence]
@@ -46,10 +46,10 @@ class Queued:
 
     def rows(self, plan: list[tuple[Sequence, int]]) -> list[int] | None:
         """Each planned sequence's row, if every one was queued as it is planned now; else None."""
-        at = {id(s): i for i, s in enumerate(self.seqs)}
+        at = {s: i for i, s in enumerate(self.seqs)}  # (sequences hash by identity)
         rows = []
         for s, _ in plan:
-            i = at.get(id(s))
+            i = at.get(s)
             if i is None or self.ctx[i] != s.computed + 1:
                 return None
             table, blocks = self.tables[i]

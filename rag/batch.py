@@ -54,17 +54,22 @@ class Batch:
 
     @classmethod
     def build(cls, q_lens: list[int], ctx_lens: list[int], tables: list[list[int]], block_size: int,
-              device: torch.device, ids: list[int] | None = None, prefix_tile: int = 0) -> "Batch":
-        """Two host-to-device copies (one of int64, one of int32 arrays), whatever the batch.
-        `prefix_tile`: for a decode batch, plan shared prefixes in tiles of that many sequences."""
+              device: torch.device, ids: list[int] | torch.Tensor | None = None, prefix_tile: int = 0) -> "Batch":
+        """Two host-to-device copies (one of int64, one of int32 arrays), whatever the batch; ids
+        already on the device (a step queued before its tokens reach the host: kb.rag.ahead) are
+        copied there into their place. `prefix_tile`: for a decode batch, plan shared prefixes in
+        tiles of that many sequences."""
+        on_device = isinstance(ids, torch.Tensor)
         h = host_arrays(q_lens, ctx_lens, tables, block_size)
         if prefix_tile and all(n == 1 for n in q_lens):
             plan = shared_prefixes(h["tables"], h["ctx"], block_size, prefix_tile)
             if len(plan["prefix_tiles"]):
                 h.update(plan)
-        longs, ints = pack(h, ids)
+        longs, ints = pack(h, [0] * len(ids) if on_device else ids)
         batch = cls.unpack(q_lens, ctx_lens, torch.from_numpy(longs).to(device), torch.from_numpy(ints).to(device),
                            prefix_tiles=len(h.get("prefix_tiles", ())))
+        if on_device:
+            batch.ids.copy_(ids)
         batch._host = (h["tables"], -(-np.asarray(ctx_lens) // block_size))
         return batch
 

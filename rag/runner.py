@@ -111,8 +111,8 @@ class ModelRunner:
         order. Sequences are not changed. `during`: host work to do once the step's kernels are
         queued, while a GPU computes them (before the sampled tokens are read back). `ahead`: also
         queue the step after this one (kb.rag.ahead; the plan is a greedy decode step and each
-        sequence has a block for the token after its next one)."""
-        if self.runs_ahead and (ahead or self._queued is not None) and greedy_decode(plan):
+        sequence has a block for the token after its next one: the caller has checked both)."""
+        if self.runs_ahead and (ahead or (self._queued is not None and greedy_decode(plan))):
             with torch.inference_mode():
                 return self._run_queued(plan, during, ahead)
         self._queued = None
@@ -163,12 +163,8 @@ class ModelRunner:
         if self.graphs is not None and self.graphs.fits(len(seqs)):
             logits = self.graphs.decode(ids, ctx, tables)
         else:
-            on_device = isinstance(ids, torch.Tensor)
-            batch = Batch.build([1] * len(seqs), ctx, tables, self.pool.block_size, self.device,
-                                [0] * len(seqs) if on_device else ids, prefix_tile=self.prefix_tile)
-            if on_device:
-                batch.ids.copy_(ids)
-            logits = self.model.logits(self.forward(batch))
+            logits = self.model.logits(self.forward(Batch.build([1] * len(seqs), ctx, tables, self.pool.block_size,
+                                                                self.device, ids, prefix_tile=self.prefix_tile)))
         return queue(logits, seqs, ctx)
 
     def forward(self, batch: Batch, rope_lens: list[int] | None = None) -> torch.Tensor:
