@@ -37,6 +37,8 @@ MAX_TOKENS = 16  # tokens a launch takes: the rows of one tensor-core tile
 # projection 3.5 vs 6.0 (8 rows, 1,024 columns, 8 warps). Re-swept as dependent launches, in the
 # whole decode graph (2026-12-04): qkv 8 rows of each half (was 4), gate/up 8 rows (was 16), the
 # output and down projections 4 rows (was 8): 0.656 -> 0.643 ms in three alternations, same tokens.
+# The norms' sums of squares in one load (`_rms_k`; gate/up's took four): 0.636-0.643 -> 0.624 ms in
+# four alternations, same tokens (2026-12-04, eighth session).
 
 
 def _tiles(tokens: int, k: int, block_k: int = 0) -> tuple[int, int]:
@@ -44,6 +46,12 @@ def _tiles(tokens: int, k: int, block_k: int = 0) -> tuple[int, int]:
     if tokens == 1:
         return 1, block_k or min(triton.next_power_of_2(k), 1024)
     return MAX_TOKENS, block_k or 256
+
+
+def _rms_k(m_p2: int, k: int, block_k: int) -> int:
+    """Columns a load of the norm's sum of squares takes: the whole row where it fits (one token),
+    so that the sum waits on one load, not one a tile (gate/up's 256-column tiles: four)."""
+    return max(block_k, min(triton.next_power_of_2(k), 4096 // m_p2))
 
 
 @triton.jit
@@ -105,13 +113,13 @@ def _finish(acc, M_P2: tl.constexpr):
 @triton.jit
 def _normed_products(x_ptr, nw_ptr, w_ptr, stride_x, m, live_m, rows_a, rows_b, live_rows, K, eps, dtype,
                      M_P2: tl.constexpr, N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                     PDL: tl.constexpr):
+                     PDL: tl.constexpr, RMS_K: tl.constexpr):
     """RMSNorm of x's rows m, times two sets of N weight rows (each K wide): the two (tokens, N)
     products. The first weight tiles stream in before the wait for the kernel before this one."""
     wa = _tile(w_ptr, K, rows_a, live_rows, 0, K, BLOCK_K)
     wb = _tile(w_ptr, K, rows_b, live_rows, 0, K, BLOCK_K)
     wait_for_previous(PDL)
-    inv = _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2, BLOCK_K)
+    inv = _inverse_rms(x_ptr, stride_x, m, live_m, K, eps, M_P2, RMS_K)
     xn = _normed(x_ptr, nw_ptr, stride_x, m, live_m, tl.arange(0, BLOCK_K), K, inv, dtype)
     a = _add(_start(M_P2, N, BLOCK_K), xn, wa, PRECISION)
     b = _add(_start(M_P2, N, BLOCK_K), xn, wb, PRECISION)
@@ -127,7 +135,7 @@ def _norm_qkv_rope_store(x_ptr, nw_ptr, w_ptr, b_ptr, cos_ptr, sin_ptr, q_ptr, k
                          M, K, eps, stride_x, stride_c,
                          HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr, HB: tl.constexpr,
                          M_P2: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         PRECISION: tl.constexpr, PDL: tl.constexpr):
+                         PRECISION: tl.constexpr, PDL: tl.constexpr, RMS_K: tl.constexpr):
     """Program: HB rows of each half of one head (q, k or v) of the fused projection."""
     HALF: tl.constexpr = DIM // 2
     pid = tl.program_id(0)
@@ -138,7 +146,7 @@ def _norm_qkv_rope_store(x_ptr, nw_ptr, w_ptr, b_ptr, cos_ptr, sin_ptr, q_ptr, k
     live_m = m < M
     dtype = w_ptr.dtype.element_ty
     acc1, acc2 = _normed_products(x_ptr, nw_ptr, w_ptr, stride_x, m, live_m, rows, rows + HALF, rows >= 0, K, eps,
-                                  dtype, M_P2, HB, BLOCK_K, PRECISION, PDL)
+                                  dtype, M_P2, HB, BLOCK_K, PRECISION, PDL, RMS_K)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + rows).to(tl.float32)[None, :]
         acc2 += tl.load(b_ptr + rows + HALF).to(tl.float32)[None, :]
@@ -190,7 +198,8 @@ def norm_qkv_rope_store(x, norm_weight, eps: float, weight, bias, cos, sin, k_ca
                                k_cache, v_cache, slots, tokens, hidden, eps, x.stride(0), cos.stride(0),
                                HEADS=heads, KV_HEADS=kv_heads, DIM=dim, HB=hb, M_P2=m_p2, BLOCK_K=block_k,
                                HAS_BIAS=bias is not None, PRECISION=precision(x), PDL=pdl,
-                               num_warps=warps, num_stages=stages, launch_pdl=pdl)
+                               RMS_K=_rms_k(m_p2, hidden, block_k), num_warps=warps, num_stages=stages,
+                               launch_pdl=pdl)
     return q
 
 
@@ -234,14 +243,14 @@ def linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tenso
 @triton.jit
 def _norm_gate_up(x_ptr, nw_ptr, w_ptr, out_ptr, M, N, K, eps, stride_x,
                   M_P2: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                  PDL: tl.constexpr):
+                  PDL: tl.constexpr, RMS_K: tl.constexpr):
     """Program: BLOCK_N columns of the gate and the same of up (rows n and N + n of the weight)."""
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, M_P2)
     live_m, live_n = m < M, n < N
     dtype = w_ptr.dtype.element_ty
     gate, up = _normed_products(x_ptr, nw_ptr, w_ptr, stride_x, m, live_m, n, N + n, live_n, K, eps, dtype, M_P2,
-                                BLOCK_N, BLOCK_K, PRECISION, PDL)
+                                BLOCK_N, BLOCK_K, PRECISION, PDL, RMS_K)
     g = gate.to(dtype).to(tl.float32)  # rounded as the projection's output is
     u = up.to(dtype).to(tl.float32)
     act = (g / (1 + tl.exp(-g))).to(dtype).to(tl.float32) * u  # silu rounded, as torch's is
@@ -261,6 +270,6 @@ def norm_gate_up(x: torch.Tensor, norm_weight: torch.Tensor, eps: float, weight:
     block_n = rows or (8 if m_p2 == 1 else 16)
     _norm_gate_up[(triton.cdiv(n, block_n),)](x, norm_weight, weight, out, tokens, n, k, eps, x.stride(0),
                                               M_P2=m_p2, BLOCK_N=block_n, BLOCK_K=block_k,
-                                              PRECISION=precision(x), PDL=pdl, num_warps=warps,
-                                              num_stages=stages, launch_pdl=pdl)
+                                              PRECISION=precision(x), PDL=pdl, RMS_K=_rms_k(m_p2, k, block_k),
+                                              num_warps=warps, num_stages=stages, launch_pdl=pdl)
     return out

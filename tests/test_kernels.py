@@ -266,6 +266,8 @@ def test_decode_layer_kernels_match_reference(tokens, hidden, heads, kv_heads, d
         a = rand(tokens, 3 * dim)
         close(decode_layer.linear_residual(a, wo, x), decode_layer_ref.linear_residual(a, wo, x), dtype)
         close(decode_layer.norm_gate_up(x, norm, 1e-6, wgu), decode_layer_ref.norm_gate_up(x, norm, 1e-6, wgu), dtype)
+        h, wd = rand(tokens, 300), rand(hidden, 300, scale=300 ** -0.5)  # the down projection, in 128-column loads
+        close(decode_layer.linear_residual(h, wd, x, block_k=128), decode_layer_ref.linear_residual(h, wd, x), dtype)
 
 
 def test_step_sized_arguments_name_the_kernels_parameters():
